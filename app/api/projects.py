@@ -1,0 +1,83 @@
+"""/v1/projects: create, list, read and update projects."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, status
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.api.deps import ProjectDep, SessionDep, require
+from app.api.schemas import ProjectCreate, ProjectList, ProjectOut, ProjectUpdate
+from app.db.models import Item, Project, Worker
+from app.errors import Conflict
+
+router = APIRouter(prefix="/v1/projects", tags=["projects"])
+
+
+def project_out(session: Session, project: Project, *, counts: bool = True) -> ProjectOut:
+    out = ProjectOut.model_validate(project, from_attributes=True)
+    if counts:
+        n_items, n_votes = session.execute(
+            select(func.count(), func.coalesce(func.sum(Item.n_votes), 0)).where(
+                Item.project_id == project.id
+            )
+        ).one()
+        n_workers = session.scalar(
+            select(func.count()).select_from(Worker).where(Worker.project_id == project.id)
+        )
+        out.n_items, out.n_workers, out.n_votes = n_items, n_workers, int(n_votes)
+    return out
+
+
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=ProjectOut,
+    dependencies=[Depends(require("admin"))],
+)
+def create_project(body: ProjectCreate, session: SessionDep) -> ProjectOut:
+    project = Project(**body.model_dump())
+    session.add(project)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"A project named {body.name!r} already exists.") from None
+    session.refresh(project)
+    return project_out(session, project)
+
+
+@router.get("", response_model=ProjectList, dependencies=[Depends(require("read"))])
+def list_projects(session: SessionDep) -> ProjectList:
+    projects = session.scalars(select(Project).order_by(Project.name)).all()
+    return ProjectList(projects=[project_out(session, p, counts=False) for p in projects])
+
+
+@router.get("/{project}", response_model=ProjectOut, dependencies=[Depends(require("read"))])
+def get_project(project: ProjectDep, session: SessionDep) -> ProjectOut:
+    return project_out(session, project)
+
+
+@router.patch("/{project}", response_model=ProjectOut, dependencies=[Depends(require("admin"))])
+def update_project(
+    project: ProjectDep, body: ProjectUpdate, session: SessionDep
+) -> ProjectOut:
+    """Change the description, or the classes while the project has no votes."""
+    if "description" in body.model_fields_set:
+        project.description = body.description
+    if body.classes is not None and body.classes != project.classes:
+        # Lock first so a vote batch cannot slip in between the check and the change.
+        session.execute(
+            text("SELECT 1 FROM projects WHERE id = :p FOR UPDATE"), {"p": project.id}
+        )
+        has_votes = session.execute(
+            text("SELECT EXISTS (SELECT 1 FROM votes WHERE project_id = :p)"), {"p": project.id}
+        ).scalar_one()
+        if has_votes:
+            raise Conflict("The classes of a project are fixed once it has votes.")
+        project.classes = body.classes
+        session.execute(
+            text("UPDATE items SET counts = array_fill(0, ARRAY[:k]) WHERE project_id = :p"),
+            {"k": len(body.classes), "p": project.id},
+        )
+    session.flush()
+    return project_out(session, project)

@@ -1,0 +1,168 @@
+"""Pydantic request/response models. Never ORM classes: app/db/models.py is the storage side."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictStr,
+    StringConstraints,
+    field_validator,
+)
+
+from app.db.models import MAX_EXTERNAL_ID, NAME_PATTERN
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000; refuse it here rather than fail in the database.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+ExternalId = Annotated[
+    StrictStr,
+    StringConstraints(min_length=1, max_length=MAX_EXTERNAL_ID),
+    AfterValidator(_no_nul),
+]
+ClassName = Annotated[
+    StrictStr, StringConstraints(min_length=1, max_length=256), AfterValidator(_no_nul)
+]
+
+
+def _class_ref(value: Any) -> str | int:
+    # One clear error instead of one per union branch (and no bool-as-int surprise).
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("must be a class name (string) or a 0-based class index (integer)")
+    return value
+
+
+# A class given by name, or by its 0-based index in the project's class list.
+ClassRef = Annotated[str | int, PlainValidator(_class_ref, json_schema_input_type=str | int)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- projects ---------------------------------------------------------------------------------
+
+
+class ProjectCreate(Strict):
+    name: Annotated[str, StringConstraints(pattern=NAME_PATTERN)] = Field(
+        description="Lowercase letters, digits, '-' and '_'; at most 64 characters."
+    )
+    classes: list[ClassName] = Field(min_length=2, max_length=1000)
+    description: str | None = Field(default=None, max_length=10_000)
+    n_features: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Length of every item's feature vector; if omitted, the first item sets it.",
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, classes: list[str]) -> list[str]:
+        seen: set[str] = set()
+        dups = [c for c in classes if c in seen or seen.add(c)]  # type: ignore[func-returns-value]
+        if dups:
+            raise ValueError(f"class names must be distinct; repeated: {sorted(set(dups))}")
+        return classes
+
+    @field_validator("description")
+    @classmethod
+    def _desc(cls, value: str | None) -> str | None:
+        return None if value is None else _no_nul(value)
+
+
+class ProjectUpdate(Strict):
+    classes: list[ClassName] | None = Field(default=None, min_length=2, max_length=1000)
+    description: str | None = Field(default=None, max_length=10_000)
+
+    _distinct = field_validator("classes")(ProjectCreate._distinct.__func__)  # type: ignore[attr-defined]
+
+
+class ProjectOut(BaseModel):
+    name: str
+    classes: list[str]
+    description: str | None
+    n_features: int | None
+    votes_version: int
+    created_at: dt.datetime
+    n_items: int | None = None
+    n_workers: int | None = None
+    n_votes: int | None = None
+
+
+class ProjectList(BaseModel):
+    projects: list[ProjectOut]
+
+
+# --- items and votes --------------------------------------------------------------------------
+
+
+class ItemIn(Strict):
+    id: ExternalId
+    features: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        default=None, min_length=1, max_length=100_000
+    )
+    gold: ClassRef | None = None
+    meta: dict[str, Any] | None = None
+
+
+class ItemBatch(Strict):
+    items: list[ItemIn] = Field(min_length=1)
+
+
+class ItemResult(BaseModel):
+    inserted: int
+    updated: int
+
+
+class VoteIn(Strict):
+    item: ExternalId
+    worker: ExternalId
+    label: ClassRef
+
+
+class VoteBatch(Strict):
+    votes: list[VoteIn] = Field(min_length=1)
+
+
+class VoteResult(BaseModel):
+    inserted: int
+    updated: int
+    unchanged: int
+    votes_version: int
+
+
+# --- soft labels ------------------------------------------------------------------------------
+
+
+class SoftLabel(BaseModel):
+    item: str
+    method: str
+    params: dict[str, float | int]
+    n_votes: int
+    classes: list[str]
+    probs: list[float] | None
+    gold: str | None = None
+
+
+class ErrorRow(BaseModel):
+    index: int | None
+    field: str | None
+    reason: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+    errors: list[ErrorRow] | None = None

@@ -1,0 +1,236 @@
+"""The `softlabels` command: serve, worker, migrate, import-votes, export."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import time
+from pathlib import Path
+from typing import Annotated, TextIO
+
+import typer
+from pydantic import TypeAdapter, ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from app.config import Settings, get_settings
+from app.database import with_database
+
+app = typer.Typer(help="softlabels: crowd votes in, soft labels out.", no_args_is_help=True)
+console = Console(stderr=True)
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="Embedded PostgreSQL data dir (used when DATABASE_URL is unset)."),
+]
+
+
+def _settings(data_dir: Path | None = None, **overrides: object) -> Settings:
+    settings = get_settings()
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    return settings.model_copy(update=overrides) if overrides else settings
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    data_dir: DataDirOpt = None,
+    migrate: Annotated[bool, typer.Option(help="Apply migrations at start.")] = True,
+) -> None:
+    """Run the API (on the embedded PostgreSQL unless DATABASE_URL is set)."""
+    import uvicorn
+
+    from app.db.migrate import upgrade
+    from app.main import create_app
+
+    settings = with_database(_settings(data_dir, host=host, port=port))
+    if migrate:
+        upgrade(settings.database_url or "")
+    where = "DATABASE_URL" if get_settings().database_url else f"embedded PostgreSQL in {settings.data_dir}"
+    console.print(f"softlabels: database = {where}; listening on http://{host}:{port}")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command("migrate")
+def migrate_cmd(data_dir: DataDirOpt = None) -> None:
+    """Apply all pending migrations."""
+    from app.db.migrate import upgrade
+
+    settings = with_database(_settings(data_dir))
+    upgrade(settings.database_url or "")
+    console.print("database is at the newest migration")
+
+
+def _open_text(path: Path) -> TextIO:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return path.open(encoding="utf-8", newline="")
+
+
+@app.command("import-votes")
+def import_votes(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or CSV.gz")],
+    project: Annotated[str, typer.Option("--project", "-p", help="Project name.")],
+    batch_size: Annotated[int, typer.Option(min=1, max=50_000)] = 10_000,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Import votes from a CSV with columns item, worker, label (through the API's ingest code).
+
+    Each batch is stored all or nothing; on a bad row the import stops and says which batches
+    were stored, so re-running after a fix is safe (stored votes come back `unchanged`).
+    """
+    from sqlalchemy import select
+
+    from app.api.schemas import VoteIn
+    from app.db.models import Project
+    from app.db.session import make_engine, make_sessionmaker
+    from app.errors import ValidationFailed
+    from app.ingest import committed_with_retries, ingest_votes
+
+    settings = with_database(_settings(data_dir))
+    engine = make_engine(settings.database_url or "", pool_size=1)
+    factory = make_sessionmaker(engine)
+    adapter = TypeAdapter(list[VoteIn])
+    totals = {"inserted": 0, "updated": 0, "unchanged": 0}
+    size = file.stat().st_size
+    started = time.perf_counter()
+    with factory() as session, _open_text(file) as fh:
+        proj = session.scalars(select(Project).where(Project.name == project)).one_or_none()
+        if proj is None:
+            console.print(f"[red]no project named {project!r}[/red]")
+            raise typer.Exit(2)
+        names = set(proj.classes)
+        reader = csv.DictReader(fh)
+        missing = {"item", "worker", "label"} - set(reader.fieldnames or [])
+        if missing:
+            console.print(f"[red]{file} lacks column(s) {sorted(missing)}[/red]")
+            raise typer.Exit(2)
+        raw_file = fh.buffer if hasattr(fh, "buffer") else None
+        columns = [TextColumn("{task.description}"), BarColumn(), TransferSpeedColumn(),
+                   TimeRemainingColumn()]
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task(f"importing {file.name}", total=size)
+            batch: list[dict[str, object]] = []
+            first_line = 2  # line 1 is the header
+
+            def flush() -> None:
+                nonlocal batch, first_line
+                rows = [
+                    {"item": r["item"], "worker": r["worker"], "label": _label(r["label"], names)}
+                    for r in batch
+                ]
+                try:
+                    votes = adapter.validate_python(rows)
+                    result = committed_with_retries(
+                        session, lambda: ingest_votes(session, proj, votes)
+                    )
+                except (ValidationError, ValidationFailed) as exc:
+                    _report_bad_batch(exc, first_line, totals)
+                    raise typer.Exit(1) from None
+                for key in totals:
+                    totals[key] += getattr(result, key)
+                first_line += len(batch)
+                batch = []
+                pos = raw_file.tell() if raw_file is not None and not raw_file.closed else size
+                progress.update(task, completed=min(pos, size))
+
+            for row in reader:
+                batch.append(row)
+                if len(batch) >= batch_size:
+                    flush()
+            if batch:
+                flush()
+            progress.update(task, completed=size)
+    elapsed = time.perf_counter() - started
+    n = sum(totals.values())
+    console.print(
+        f"{n} votes in {elapsed:.1f} s ({n / max(elapsed, 1e-9):,.0f}/s): "
+        f"{totals['inserted']} inserted, {totals['updated']} updated, "
+        f"{totals['unchanged']} unchanged"
+    )
+    engine.dispose()
+
+
+def _label(raw: str | None, names: set[str]) -> str | int | None:
+    # A CSV cell is text. A class name wins; otherwise a cell of digits is a class index, as in
+    # the API's integer labels (so classes named "1", "2" are never misread as indices).
+    if raw is None or raw in names or not raw.isdigit():
+        return raw
+    return int(raw)
+
+
+def _report_bad_batch(exc: Exception, first_line: int, totals: dict[str, int]) -> None:
+    from app.errors import ValidationFailed
+
+    if isinstance(exc, ValidationFailed):
+        problems = [(e["index"], e["field"], e["reason"]) for e in exc.errors or []]
+    else:
+        problems = [(e["loc"][0], ".".join(map(str, e["loc"][1:])), e["msg"])
+                    for e in exc.errors()]  # type: ignore[attr-defined]
+    for index, field, reason in problems[:20]:
+        console.print(f"[red]line {first_line + int(index)}[/red] {field}: {reason}")
+    if len(problems) > 20:
+        console.print(f"... and {len(problems) - 20} more")
+    stored = sum(totals.values())
+    console.print(
+        f"stopped: this batch (from line {first_line}) was not stored; the {stored} votes "
+        "before it were. Fix the file and run again: stored votes come back unchanged."
+    )
+
+
+@app.command()
+def export(
+    project: Annotated[str, typer.Option("--project", "-p")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
+    method: Annotated[str, typer.Option(help="Soft-label method.")] = "normalized",
+    format: Annotated[str, typer.Option(help="jsonl, csv or parquet.")] = "jsonl",
+    min_votes: Annotated[int, typer.Option(min=0)] = 1,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Method parameter NAME=VALUE, e.g. temperature=2.")
+    ] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Write every item's soft label to a file (same rows as the API's export)."""
+    from sqlalchemy import select
+
+    from app.aggregation.methods import resolve
+    from app.aggregation.params import ParamError
+    from app.db.models import Project
+    from app.db.session import make_engine
+    from app.export import read_chunks, serialize
+
+    if format not in ("jsonl", "csv", "parquet"):
+        console.print("[red]--format must be jsonl, csv or parquet[/red]")
+        raise typer.Exit(2)
+    raw = dict(p.split("=", 1) for p in (param or []) if "=" in p)
+    try:
+        spec, params = resolve(method, raw)
+    except ParamError as exc:
+        console.print(f"[red]{exc.field}: {exc.reason}[/red]")
+        raise typer.Exit(2) from None
+    settings = with_database(_settings(data_dir))
+    engine = make_engine(settings.database_url or "", pool_size=1)
+    with engine.connect() as conn:
+        proj = conn.execute(
+            select(Project.id, Project.classes).where(Project.name == project)
+        ).one_or_none()
+    if proj is None:
+        console.print(f"[red]no project named {project!r}[/red]")
+        raise typer.Exit(2)
+    started = time.perf_counter()
+    n_bytes = 0
+    chunks = read_chunks(engine, proj.id, proj.classes, spec, params, min_votes,
+                         settings.export_chunk_rows)
+    with output.open("wb") as out:
+        for part in serialize(chunks, format, proj.classes):  # type: ignore[arg-type]
+            out.write(part)
+            n_bytes += len(part)
+    console.print(f"wrote {output} ({n_bytes:,} bytes) in {time.perf_counter() - started:.2f} s")
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    app()

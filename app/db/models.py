@@ -1,0 +1,115 @@
+"""SQLAlchemy models: what is stored. Pydantic schemas live in app/api/schemas.py.
+
+Physical design, chosen for the read paths:
+- `votes` holds one row per (item, worker); its primary key makes retries idempotent.
+- `items.counts` is the item's vote-count vector over the project's classes, maintained in the
+  same transaction as the votes (app/ingest.py). Soft labels and exports read it directly, so a
+  read never aggregates the vote table.
+- `projects.votes_version` goes up with every batch that changes a vote: caches and training
+  snapshots record which votes they reflect.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, REAL
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db.base import Base
+
+NAME_PATTERN = r"^[a-z0-9_-]{1,64}$"
+MAX_EXTERNAL_ID = 256
+
+
+def _now() -> Mapped[dt.datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    __table_args__ = (
+        CheckConstraint(f"name ~ '{NAME_PATTERN}'", name="name_format"),
+        CheckConstraint("cardinality(classes) BETWEEN 2 AND 1000", name="n_classes"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    classes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    description: Mapped[str | None] = mapped_column(Text)
+    # Fixed by the first item that carries features (or at creation); every item then matches it.
+    n_features: Mapped[int | None] = mapped_column(Integer)
+    votes_version: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    created_at: Mapped[dt.datetime] = _now()
+
+    items: Mapped[list[Item]] = relationship(back_populates="project", lazy="raise")
+
+
+class Item(Base):
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("project_id", "external_id"),
+        Index("ix_items_project_id_id", "project_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(MAX_EXTERNAL_ID))
+    features: Mapped[list[float] | None] = mapped_column(ARRAY(REAL))
+    gold: Mapped[int | None] = mapped_column(SmallInteger)  # class index
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    counts: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    n_votes: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+    project: Mapped[Project] = relationship(back_populates="items", lazy="raise")
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+    __table_args__ = (UniqueConstraint("project_id", "external_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(MAX_EXTERNAL_ID))
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class Vote(Base):
+    __tablename__ = "votes"
+    __table_args__ = (
+        Index("ix_votes_project_id", "project_id"),
+        Index("ix_votes_worker_id", "worker_id"),
+    )
+
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    worker_id: Mapped[int] = mapped_column(
+        ForeignKey("workers.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Denormalized so project-wide scans (worker models, stats) need no join.
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    label: Mapped[int] = mapped_column(SmallInteger)
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+__all__ = ["Base", "Item", "Project", "Vote", "Worker"]

@@ -1,0 +1,157 @@
+"""[4. exported] Stream every item's soft label as JSONL, CSV or Parquet.
+
+Rows are read with a server-side cursor in chunks and each chunk is aggregated with numpy and
+serialized before the next is fetched, so memory stays flat however large the project grows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import Engine, text
+
+from app.aggregation.methods import CountsMethod
+
+Format = Literal["jsonl", "csv", "parquet"]
+MEDIA_TYPES: dict[str, str] = {
+    "jsonl": "application/x-ndjson",
+    "csv": "text/csv; charset=utf-8",
+    "parquet": "application/vnd.apache.parquet",
+}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    items: list[str]
+    n_votes: np.ndarray  # (n,) int64
+    probs: np.ndarray  # (n, K) float64
+    gold: list[str | None]
+
+
+def read_chunks(
+    engine: Engine,
+    project_id: int,
+    classes: list[str],
+    method: CountsMethod,
+    params: dict[str, float | int],
+    min_votes: int,
+    chunk_rows: int,
+) -> Iterator[Chunk]:
+    query = text(
+        "SELECT external_id, n_votes, counts, gold FROM items "
+        "WHERE project_id = :p AND n_votes >= :m ORDER BY id"
+    )
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(
+            query, {"p": project_id, "m": min_votes}
+        )
+        for rows in result.partitions():
+            ext, n_votes, counts, gold = zip(*rows, strict=True)
+            yield Chunk(
+                items=list(ext),
+                n_votes=np.asarray(n_votes, dtype=np.int64),
+                probs=method.compute(np.asarray(counts, dtype=np.int64), params),
+                gold=[None if g is None else classes[g] for g in gold],
+            )
+
+
+def class_columns(classes: list[str]) -> list[str]:
+    # A fixed prefix keeps every header cell a plain identifier-like string whatever the class
+    # name (no leading '=' for spreadsheets, no clash with item/n_votes/gold).
+    return [f"p_{c}" for c in classes]
+
+
+def jsonl(chunks: Iterator[Chunk]) -> Iterator[bytes]:
+    for ch in chunks:
+        lines = []
+        for item, n, probs, gold in zip(
+            ch.items, ch.n_votes.tolist(), ch.probs.tolist(), ch.gold, strict=True
+        ):
+            row: dict[str, object] = {"item": item, "n_votes": n, "probs": probs}
+            if gold is not None:
+                row["gold"] = gold
+            lines.append(json.dumps(row, ensure_ascii=False))
+        if lines:
+            yield ("\n".join(lines) + "\n").encode()
+
+
+def csv_rows(chunks: Iterator[Chunk], classes: list[str]) -> Iterator[bytes]:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["item", "n_votes", "gold", *class_columns(classes)])
+    for ch in chunks:
+        for item, n, gold, probs in zip(
+            ch.items, ch.n_votes.tolist(), ch.gold, ch.probs.tolist(), strict=True
+        ):
+            writer.writerow([item, n, "" if gold is None else gold, *map(repr, probs)])
+        yield buf.getvalue().encode()
+        buf.seek(0)
+        buf.truncate()
+    if buf.tell():
+        yield buf.getvalue().encode()
+
+
+class _Drain(io.RawIOBase):
+    """A write-only file that hands its bytes to the response as they are produced."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.pos = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes) -> int:  # type: ignore[override]
+        self.parts.append(bytes(b))
+        self.pos += len(b)
+        return len(b)
+
+    def tell(self) -> int:
+        return self.pos
+
+    def take(self) -> bytes:
+        out, self.parts = b"".join(self.parts), []
+        return out
+
+
+def parquet_schema(classes: list[str]) -> pa.Schema:
+    return pa.schema(
+        [("item", pa.string()), ("n_votes", pa.int32()), ("gold", pa.string())]
+        + [(name, pa.float64()) for name in class_columns(classes)]
+    )
+
+
+def parquet(chunks: Iterator[Chunk], classes: list[str]) -> Iterator[bytes]:
+    schema = parquet_schema(classes)
+    sink = _Drain()
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+        for ch in chunks:
+            columns = [
+                pa.array(ch.items, pa.string()),
+                pa.array(ch.n_votes, pa.int32()),
+                pa.array(ch.gold, pa.string()),
+                *(pa.array(ch.probs[:, j]) for j in range(ch.probs.shape[1])),
+            ]
+            writer.write_table(pa.Table.from_arrays(columns, schema=schema))
+            yield sink.take()
+    yield sink.take()
+
+
+def serialize(chunks: Iterator[Chunk], fmt: Format, classes: list[str]) -> Iterator[bytes]:
+    if fmt == "jsonl":
+        return jsonl(chunks)
+    if fmt == "csv":
+        return csv_rows(chunks, classes)
+    return parquet(chunks, classes)
+
+
+def filename(project: str, method: str, fmt: Format) -> str:
+    return f"{project}-soft-labels-{method}.{fmt}"

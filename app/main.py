@@ -1,0 +1,46 @@
+"""create_app(): routers, error handlers, body limit, and the engine's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api import health, projects, soft_labels, votes
+from app.config import Settings, get_settings
+from app.db.session import make_engine, make_sessionmaker
+from app.errors import install_error_handlers
+from app.limits import BodySizeLimit
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    if not settings.database_url:
+        raise RuntimeError(
+            "create_app needs settings.database_url; `softlabels serve` starts an embedded "
+            "PostgreSQL and fills it in when DATABASE_URL is unset."
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)  # type: ignore[arg-type]
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="softlabels",
+        version="0.1.0",
+        summary="Store crowd votes, serve soft labels, train on them.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for module in (health, projects, votes, soft_labels):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app
