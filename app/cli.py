@@ -39,6 +39,9 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     data_dir: DataDirOpt = None,
     migrate: Annotated[bool, typer.Option(help="Apply migrations at start.")] = True,
+    worker: Annotated[
+        bool, typer.Option(help="Also run one training worker in its own process.")
+    ] = True,
 ) -> None:
     """Run the API (on the embedded PostgreSQL unless DATABASE_URL is set)."""
     import uvicorn
