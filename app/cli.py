@@ -5,6 +5,10 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import logging
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, TextIO
@@ -52,9 +56,37 @@ def serve(
     settings = with_database(_settings(data_dir, host=host, port=port))
     if migrate:
         upgrade(settings.database_url or "")
-    where = "DATABASE_URL" if get_settings().database_url else f"embedded PostgreSQL in {settings.data_dir}"
+    external = get_settings().database_url
+    where = "DATABASE_URL" if external else f"embedded PostgreSQL in {settings.data_dir}"
     console.print(f"softlabels: database = {where}; listening on http://{host}:{port}")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    worker_proc = _spawn_worker(settings) if worker else None
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    finally:
+        if worker_proc is not None:
+            worker_proc.terminate()
+            try:
+                worker_proc.wait(15)
+            except subprocess.TimeoutExpired:
+                worker_proc.kill()
+
+
+def _spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    # Its own process: training is CPU-bound and must not stall the API's event loop or GIL.
+    env = {**os.environ, "DATABASE_URL": settings.database_url or ""}
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
+
+
+@app.command("worker")
+def worker_cmd(data_dir: DataDirOpt = None) -> None:
+    """Take training jobs from the database and run them (any number may run at once)."""
+    from app.worker import run_worker
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("procrastinate").setLevel(logging.WARNING)
+    run_worker(with_database(_settings(data_dir)))
 
 
 @app.command("migrate")
@@ -112,8 +144,12 @@ def import_votes(
             console.print(f"[red]{file} lacks column(s) {sorted(missing)}[/red]")
             raise typer.Exit(2)
         raw_file = fh.buffer if hasattr(fh, "buffer") else None
-        columns = [TextColumn("{task.description}"), BarColumn(), TransferSpeedColumn(),
-                   TimeRemainingColumn()]
+        columns = [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+        ]
         with Progress(*columns, console=console) as progress:
             task = progress.add_task(f"importing {file.name}", total=size)
             batch: list[dict[str, object]] = []
@@ -171,8 +207,7 @@ def _report_bad_batch(exc: Exception, first_line: int, totals: dict[str, int]) -
     if isinstance(exc, ValidationFailed):
         problems = [(e["index"], e["field"], e["reason"]) for e in exc.errors or []]
     else:
-        problems = [(e["loc"][0], ".".join(map(str, e["loc"][1:])), e["msg"])
-                    for e in exc.errors()]  # type: ignore[attr-defined]
+        problems = [(e["loc"][0], ".".join(map(str, e["loc"][1:])), e["msg"]) for e in exc.errors()]  # type: ignore[attr-defined]
     for index, field, reason in problems[:20]:
         console.print(f"[red]line {first_line + int(index)}[/red] {field}: {reason}")
     if len(problems) > 20:
@@ -225,8 +260,9 @@ def export(
         raise typer.Exit(2)
     started = time.perf_counter()
     n_bytes = 0
-    chunks = read_chunks(engine, proj.id, proj.classes, spec, params, min_votes,
-                         settings.export_chunk_rows)
+    chunks = read_chunks(
+        engine, proj.id, proj.classes, spec, params, min_votes, settings.export_chunk_rows
+    )
     with output.open("wb") as out:
         for part in serialize(chunks, format, proj.classes):  # type: ignore[arg-type]
             out.write(part)

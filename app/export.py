@@ -75,7 +75,9 @@ def jsonl(chunks: Iterator[Chunk]) -> Iterator[bytes]:
         for item, n, probs, gold in zip(
             ch.items, ch.n_votes.tolist(), ch.probs.tolist(), ch.gold, strict=True
         ):
-            row: dict[str, object] = {"item": item, "n_votes": n, "probs": probs}
+            # An item with no votes has no distribution (the methods return uniform for it only
+            # to avoid NaN): null, as the single-item endpoint says. Reached with min_votes=0.
+            row: dict[str, object] = {"item": item, "n_votes": n, "probs": probs if n else None}
             if gold is not None:
                 row["gold"] = gold
             lines.append(json.dumps(row, ensure_ascii=False))
@@ -85,13 +87,18 @@ def jsonl(chunks: Iterator[Chunk]) -> Iterator[bytes]:
 
 def csv_rows(chunks: Iterator[Chunk], classes: list[str]) -> Iterator[bytes]:
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    # CRLF (RFC 4180, the csv module's default), not "\n": the writer quotes a field only for the
+    # characters of its line terminator, so with "\n" a lone "\r" in an item id or class name
+    # went out unquoted and split the row for every reader.
+    writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(["item", "n_votes", "gold", *class_columns(classes)])
+    no_probs = [""] * len(classes)  # an item with no votes: empty cells, as null in JSONL
     for ch in chunks:
         for item, n, gold, probs in zip(
             ch.items, ch.n_votes.tolist(), ch.gold, ch.probs.tolist(), strict=True
         ):
-            writer.writerow([item, n, "" if gold is None else gold, *map(repr, probs)])
+            cells = map(repr, probs) if n else no_probs
+            writer.writerow([item, n, "" if gold is None else gold, *cells])
         yield buf.getvalue().encode()
         buf.seek(0)
         buf.truncate()
@@ -134,11 +141,12 @@ def parquet(chunks: Iterator[Chunk], classes: list[str]) -> Iterator[bytes]:
     sink = _Drain()
     with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
         for ch in chunks:
+            no_votes = ch.n_votes == 0  # these items get null probabilities, as in JSONL
             columns = [
                 pa.array(ch.items, pa.string()),
                 pa.array(ch.n_votes, pa.int32()),
                 pa.array(ch.gold, pa.string()),
-                *(pa.array(ch.probs[:, j]) for j in range(ch.probs.shape[1])),
+                *(pa.array(ch.probs[:, j], mask=no_votes) for j in range(ch.probs.shape[1])),
             ]
             writer.write_table(pa.Table.from_arrays(columns, schema=schema))
             yield sink.take()

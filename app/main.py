@@ -7,11 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import health, projects, soft_labels, votes
+from app.api import health, projects, soft_labels, training, votes
 from app.config import Settings, get_settings
-from app.db.session import make_engine, make_sessionmaker
+from app.db.session import libpq_url, make_engine, make_sessionmaker
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
+from app.training.queue import make_queue
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,6 +28,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url)  # type: ignore[arg-type]
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        # Only ever defers, on the request's own connection: its pool is never opened.
+        app.state.queue = make_queue(libpq_url(settings.database_url))  # type: ignore[arg-type]
+        app.state.models = training.ModelCache()
         try:
             yield
         finally:
@@ -40,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (health, projects, votes, soft_labels):
+    for module in (health, projects, votes, soft_labels, training):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

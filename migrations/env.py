@@ -26,10 +26,23 @@ def _url() -> str:
     return settings.database_url
 
 
+def include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    # procrastinate's tables are created from its own schema file, not from our models.
+    return not (
+        type_ in ("table", "index")
+        and name is not None
+        and name.startswith(("procrastinate_", "idx_procrastinate"))
+    )
+
+
 def run_migrations_online() -> None:
     engine = create_engine(sqlalchemy_url(_url()), poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=Base.metadata)
+        context.configure(
+            connection=connection, target_metadata=Base.metadata, include_object=include_object
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

@@ -166,3 +166,40 @@ class ErrorBody(BaseModel):
     error: str
     detail: str
     errors: list[ErrorRow] | None = None
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+class TrainingJobOut(BaseModel):
+    id: int
+    project: str
+    status: str
+    config: dict[str, Any]
+    progress: dict[str, Any] | None
+    metrics: dict[str, Any] | None
+    error: str | None
+    data_hash: str | None
+    votes_version: int | None
+    attempts: int
+    cancel_requested: bool
+    device: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class TrainingJobList(BaseModel):
+    jobs: list[TrainingJobOut]
+
+
+class PredictIn(Strict):
+    features: list[list[Annotated[float, Field(allow_inf_nan=False)]]] | None = Field(
+        default=None, min_length=1, max_length=10_000
+    )
+    items: list[ExternalId] | None = Field(default=None, min_length=1, max_length=10_000)
+
+
+class PredictOut(BaseModel):
+    classes: list[str]
+    probs: list[list[float]]

@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
+from starlette.convertors import Convertor, register_url_convertor
 
 from app.aggregation.methods import COUNT_METHODS, CountsMethod, resolve
 from app.aggregation.params import ParamError
@@ -18,6 +19,25 @@ from app.errors import NotFound, ValidationFailed
 from app.export import MEDIA_TYPES, Format, filename, read_chunks, serialize
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["soft labels"])
+
+
+class ItemIdConvertor(Convertor[str]):
+    """Any item id in a path: "/" and newlines included (sent percent-encoded).
+
+    Item ids are often file paths ("train/cat_01.jpg"); a plain `{item}` cannot match an id with
+    "/" (a %2F is decoded before routing), and Starlette's `path` (".*") stops at a newline.
+    """
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("item_id", ItemIdConvertor())
 
 METHOD_NAMES = ", ".join(COUNT_METHODS)
 MethodQuery = Annotated[str, Query(description=f"One of: {METHOD_NAMES}.")]
@@ -45,7 +65,7 @@ def method_from_query(request: Request, method: str) -> tuple[CountsMethod, dict
 
 
 @router.get(
-    "/items/{item}/soft-label", response_model=SoftLabel,
+    "/items/{item:item_id}/soft-label", response_model=SoftLabel,
     dependencies=[Depends(require("read"))],
 )
 def get_soft_label(

@@ -17,12 +17,14 @@ from typing import Any
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
     Identity,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Text,
@@ -112,4 +114,45 @@ class Vote(Base):
     updated_at: Mapped[dt.datetime] = _now()
 
 
-__all__ = ["Base", "Item", "Project", "Vote", "Worker"]
+class TrainingJob(Base):
+    __tablename__ = "training_jobs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"
+        ),
+        Index("ix_training_jobs_project_id_id", "project_id", "id"),
+        Index("ix_training_jobs_running", "heartbeat_at", postgresql_where="status = 'running'"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(Text, server_default="queued")
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    # What the job trained on: a content hash of the votes and the project's votes_version.
+    data_hash: Mapped[str | None] = mapped_column(Text)
+    votes_version: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    worker: Mapped[str | None] = mapped_column(Text)
+    device: Mapped[str | None] = mapped_column(Text)
+    queue_job_id: Mapped[int | None] = mapped_column(BigInteger)  # procrastinate's job id
+    created_at: Mapped[dt.datetime] = _now()
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TrainingArtifact(Base):
+    """The checkpoint of a succeeded job, in the database so every worker and API replica
+    reads the same file without shared disk."""
+
+    __tablename__ = "training_artifacts"
+
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    checkpoint: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = _now()

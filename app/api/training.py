@@ -1,0 +1,242 @@
+"""[5. trained] /training-jobs: queue a job, follow it, cancel it, fetch or use its model."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from sqlalchemy import select, text
+from torch import nn
+
+from app.api.deps import ProjectDep, SessionDep, require
+from app.api.schemas import PredictIn, PredictOut, TrainingJobList, TrainingJobOut
+from app.db.models import Project, TrainingJob
+from app.errors import Conflict, NotFound, ValidationFailed
+from app.training.config import TrainingConfig
+from app.training.jobs import enqueue
+from app.training.snapshot import usable_items
+from app.training.trainer import load_checkpoint, predict_probs
+
+router = APIRouter(tags=["training"])
+JobId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+def job_out(job: TrainingJob, project: str) -> TrainingJobOut:
+    return TrainingJobOut.model_validate({**job.__dict__, "project": project})
+
+
+def get_job(session: SessionDep, job_id: JobId) -> tuple[TrainingJob, Project]:
+    row = session.execute(
+        select(TrainingJob, Project)
+        .join(Project, Project.id == TrainingJob.project_id)
+        .where(TrainingJob.id == job_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"No training job {job_id}.")
+    return row[0], row[1]
+
+
+JobDep = Annotated[tuple[TrainingJob, Project], Depends(get_job)]
+
+
+def _invalid(field: str, reason: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"Invalid training config: {field}: {reason}",
+        errors=[{"index": None, "field": field, "reason": reason}],
+    )
+
+
+@router.post(
+    "/v1/projects/{project}/training-jobs",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TrainingJobOut,
+    dependencies=[Depends(require("train"))],
+)
+def create_training_job(
+    config: TrainingConfig, project: ProjectDep, session: SessionDep, request: Request
+) -> TrainingJobOut:
+    """Queue a training job. The config is checked now: an impossible one is a 422 here,
+    never a job that fails later."""
+    conn = session.connection()
+    if usable_items(conn, project.id) == 0:
+        raise _invalid(
+            "features",
+            "the project has no item with both a feature vector and a "
+            "vote; POST features to /items first",
+        )
+    if config.distill is not None:
+        teacher = session.get(TrainingJob, config.distill.teacher_job)
+        if teacher is None or teacher.project_id != project.id:
+            raise _invalid(
+                "distill.teacher_job",
+                f"no training job {config.distill.teacher_job} in project {project.name!r}",
+            )
+        if teacher.status != "succeeded":
+            raise _invalid(
+                "distill.teacher_job",
+                f"job {teacher.id} is {teacher.status}; a teacher must have succeeded",
+            )
+    job = TrainingJob(project_id=project.id, config=config.model_dump(mode="json"))
+    session.add(job)
+    session.flush()
+    enqueue(conn, request.app.state.queue, job.id)  # same transaction as the row
+    session.refresh(job)
+    return job_out(job, project.name)
+
+
+@router.get(
+    "/v1/projects/{project}/training-jobs",
+    response_model=TrainingJobList,
+    dependencies=[Depends(require("train"))],
+)
+def list_training_jobs(
+    project: ProjectDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[int | None, Query(ge=1, description="Only jobs with id < before.")] = None,
+) -> TrainingJobList:
+    """Newest first; page with `before=<smallest id seen>`."""
+    q = select(TrainingJob).where(TrainingJob.project_id == project.id)
+    if before is not None:
+        q = q.where(TrainingJob.id < before)
+    rows = session.scalars(q.order_by(TrainingJob.id.desc()).limit(limit)).all()
+    return TrainingJobList(jobs=[job_out(j, project.name) for j in rows])
+
+
+@router.get(
+    "/v1/training-jobs/{job_id}",
+    response_model=TrainingJobOut,
+    dependencies=[Depends(require("train"))],
+)
+def read_training_job(job: JobDep) -> TrainingJobOut:
+    return job_out(job[0], job[1].name)
+
+
+@router.post(
+    "/v1/training-jobs/{job_id}/cancel",
+    response_model=TrainingJobOut,
+    dependencies=[Depends(require("train"))],
+)
+def cancel_training_job(job: JobDep, session: SessionDep) -> TrainingJobOut:
+    """A queued job is cancelled at once; a running one stops within one epoch."""
+    row, project = job
+    updated = session.execute(
+        text(
+            "UPDATE training_jobs SET cancel_requested = true, "
+            "status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, "
+            "finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END "
+            "WHERE id = :id AND status IN ('queued', 'running') RETURNING id"
+        ),
+        {"id": row.id},
+    ).one_or_none()
+    if updated is None:
+        raise Conflict(f"Training job {row.id} has already ended ({row.status}).")
+    session.refresh(row)
+    return job_out(row, project.name)
+
+
+@router.get(
+    "/v1/training-jobs/{job_id}/model",
+    dependencies=[Depends(require("train"))],
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": "A torch checkpoint: weights, optimizer state, config.",
+        }
+    },
+)
+def download_model(job: JobDep, session: SessionDep) -> Response:
+    """torch.load(..., weights_only=True) it, or use app.training.trainer.load_checkpoint."""
+    blob = _checkpoint(session, job[0])
+    return Response(
+        bytes(blob),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="softlabels-job-{job[0].id}.pt"'},
+    )
+
+
+def _checkpoint(session: SessionDep, job: TrainingJob) -> bytes:
+    if job.status != "succeeded":
+        raise Conflict(f"Training job {job.id} is {job.status}; only a succeeded job has a model.")
+    blob = session.execute(
+        text("SELECT checkpoint FROM training_artifacts WHERE job_id = :j"), {"j": job.id}
+    ).scalar_one()
+    return bytes(blob)
+
+
+class ModelCache:
+    """The last few models used for prediction, so a burst of predict calls loads once."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size, self.models, self.lock = size, OrderedDict[int, Any](), threading.Lock()
+
+    def get(self, job_id: int, load: Any) -> tuple[nn.Module, dict[str, Any]]:
+        with self.lock:
+            if job_id in self.models:
+                self.models.move_to_end(job_id)
+                return self.models[job_id]  # type: ignore[no-any-return]
+        model, _, ckpt = load_checkpoint(load())
+        with self.lock:
+            self.models[job_id] = (model, ckpt)
+            while len(self.models) > self.size:
+                self.models.popitem(last=False)
+        return model, ckpt
+
+
+@router.post(
+    "/v1/training-jobs/{job_id}/predict",
+    response_model=PredictOut,
+    dependencies=[Depends(require("train"))],
+)
+def predict(body: PredictIn, job: JobDep, session: SessionDep, request: Request) -> PredictOut:
+    """Class probabilities for raw feature vectors, or for stored items (by id)."""
+    row, project = job
+    if (body.features is None) == (body.items is None):
+        raise ValidationFailed(
+            "Send exactly one of `features` or `items`.",
+            errors=[
+                {"index": None, "field": "features", "reason": "exactly one of features or items"}
+            ],
+        )
+    model, ckpt = request.app.state.models.get(row.id, lambda: _checkpoint(session, row))
+    n_features = int(ckpt["n_features"])
+    if body.items is not None:
+        result = session.execute(
+            text(
+                "SELECT external_id, features FROM items WHERE project_id = :p "
+                "AND external_id = ANY(CAST(:ids AS text[]))"
+            ),
+            {"p": project.id, "ids": body.items},
+        )
+        found: dict[str, list[float] | None] = {ext: feats for ext, feats in result}
+        errors = [
+            {
+                "index": i,
+                "field": "items",
+                "reason": "no such item" if item not in found else "the item has no feature vector",
+            }
+            for i, item in enumerate(body.items)
+            if found.get(item) is None
+        ]
+        if errors:
+            raise ValidationFailed(f"{len(errors)} item(s) cannot be predicted.", errors=errors)
+        rows = [found[i] for i in body.items]
+    else:
+        rows = body.features or []
+    bad = [
+        {
+            "index": i,
+            "field": "features",
+            "reason": f"has {len(r)} values; the model takes {n_features}",
+        }
+        for i, r in enumerate(rows)
+        if len(r) != n_features
+    ]
+    if bad:
+        raise ValidationFailed(f"{len(bad)} feature vector(s) have the wrong length.", errors=bad)
+    probs = predict_probs(model, np.asarray(rows, dtype=np.float32))
+    return PredictOut(classes=project.classes, probs=probs.tolist())

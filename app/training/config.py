@@ -1,0 +1,212 @@
+"""Training-job configuration (pydantic v2): what a client may send in a training job request.
+
+Every model forbids unknown keys, every field has a default (stated in its description), and
+cross-field rules raise errors located at the field they are about (e.g. `lwr.k`), so the API
+can report them the same way as per-field errors. The defaults give a sensible model on
+scikit-learn's digits (1,797 images, 64 features in 0..16, 10 classes): see tests/test_trainer.py.
+
+This module is pure (no database, no web framework, no torch import).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
+
+from app.aggregation.methods import resolve
+from app.aggregation.params import ParamError
+
+DEFAULT_LABELS: dict[str, Any] = {"method": "normalized"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _field_error(title: str, loc: tuple[str | int, ...], msg: str, value: Any) -> ValidationError:
+    """A ValidationError at `loc`. Raised inside a validator, pydantic keeps `loc` and prefixes
+    the validator's own location, so a client sees e.g. ("labels", "alpha") or ("lwr", "k")."""
+    err = PydanticCustomError("value_error", "{reason}", {"reason": msg})
+    return ValidationError.from_exception_data(
+        title, [InitErrorDetails(type=err, loc=loc, input=value)]
+    )
+
+
+class LinearModel(_Strict):
+    kind: Literal["linear"] = Field("linear", description='"linear": multinomial logistic model.')
+
+
+class MLPModel(_Strict):
+    kind: Literal["mlp"] = Field("mlp", description='"mlp": fully connected, ReLU activations.')
+    hidden: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=lambda: [256],
+        min_length=1,
+        max_length=16,
+        description="Hidden layer widths, input side first. Default [256].",
+    )
+    dropout: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Dropout after each hidden ReLU (0 = off). Default 0.2."
+    )
+
+
+ModelConfig = Annotated[LinearModel | MLPModel, Field(discriminator="kind")]
+
+
+class DistillConfig(_Strict):
+    """Knowledge distillation from an earlier job's model (Hinton, Vinyals & Dean 2015).
+
+    loss = alpha * T^2 * KL(softmax(z_teacher / T) || softmax(z_student / T))
+           + (1 - alpha) * <the chosen loss>
+    """
+
+    teacher_job: int = Field(
+        ..., gt=0, description="Id of the finished training job to learn from."
+    )
+    temperature: float = Field(
+        2.0, gt=0.0, le=1000.0, description="Softening temperature T (> 0). Default 2."
+    )
+    alpha: float = Field(
+        0.5, ge=0.0, le=1.0, description="Weight of the distillation term, 0..1. Default 0.5."
+    )
+
+
+class LWRConfig(_Strict):
+    """Learning with Retrospection (Deng & Zhang, AAAI 2021).
+
+    With 0-based epoch e, t = floor(e / k) * k, beta = 0.9 * t / epochs, alpha = 1 - beta:
+    epochs 0..k-1 use the chosen loss alone (beta = 0). During the last epoch of every k-epoch
+    period the model's softmax(z / tau) for each training item is recorded; from epoch k on the
+    loss is alpha * loss + beta * tau^2 * KL(stored || softmax(z / tau)) with the latest record.
+    beta grows stepwise and stays below 0.9. (The authors' code divides by a hard-coded 240
+    training epochs; we divide by `epochs`.)
+    """
+
+    k: int = Field(
+        5, ge=1, description="Epochs between refreshes of the stored soft labels. Default 5."
+    )
+    tau: float = Field(
+        5.0, gt=0.0, le=1000.0, description="Temperature of the stored soft labels. Default 5."
+    )
+
+
+class TrainingConfig(_Strict):
+    """A training job: which soft labels, which loss, which model, how to optimize."""
+
+    labels: dict[str, Any] = Field(
+        default_factory=lambda: dict(DEFAULT_LABELS),
+        validate_default=True,  # so the default, too, is stored with its parameters filled in
+        description=(
+            'Soft-label method and its parameters, e.g. {"method": "normalized", "alpha": 1}; '
+            "validated by app.aggregation.methods.resolve and stored with defaults filled in. "
+            'Default {"method": "normalized"} (vote proportions).'
+        ),
+    )
+    loss: Literal["soft-ce", "hard-ce"] = Field(
+        "soft-ce",
+        description=(
+            '"soft-ce": -sum_c p_hum(c) log p_model(c) against the soft labels (Uma et al., '
+            'HCOMP 2020); "hard-ce": cross-entropy on the argmax of the soft labels (the '
+            'baseline). Default "soft-ce".'
+        ),
+    )
+    model: ModelConfig = Field(
+        default_factory=MLPModel,
+        description=(
+            'Model: {"kind": "linear"} or {"kind": "mlp", "hidden": [...], "dropout": p}. '
+            "Inputs are standardized with the training split's mean and std (kept in the "
+            'model). Default {"kind": "mlp", "hidden": [256], "dropout": 0.2}.'
+        ),
+    )
+    optimizer: Literal["adam", "sgd"] = Field(
+        "adam", description='"adam" or "sgd" (momentum 0.9). Default "adam".'
+    )
+    lr: float = Field(1e-3, gt=0.0, le=10.0, description="Learning rate (> 0). Default 0.001.")
+    weight_decay: float = Field(
+        1e-4, ge=0.0, le=1.0, description="L2 weight decay (>= 0). Default 0.0001."
+    )
+    epochs: int = Field(100, ge=1, le=10000, description="Training epochs, 1..10000. Default 100.")
+    batch_size: int = Field(
+        64, ge=1, le=1_000_000, description="Minibatch size, 1..1000000. Default 64."
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        le=2**63 - 1,
+        description=(
+            "Seeds initialization, shuffling, dropout and the eval split. Same config on the same "
+            "data gives identical results on CPU. Default 0."
+        ),
+    )
+    eval_fraction: float = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description=(
+            "Share of items held out for evaluation, 0 < f < 1, chosen by a hash of (item id, "
+            "seed): jobs with the same seed share the split. Default 0.2."
+        ),
+    )
+    early_stopping: int | None = Field(
+        20,
+        ge=1,
+        le=10000,
+        description=(
+            "Patience in epochs: stop when the eval loss has not improved for this many epochs "
+            "and keep the best model; null = off (keep the last). Default 20."
+        ),
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description=(
+            '"auto" (CUDA when available, else CPU), "cpu" or "cuda". Asking for "cuda" where '
+            "it is unavailable is not a config error: the job fails when it starts, with a "
+            'message saying so. Default "auto".'
+        ),
+    )
+    distill: DistillConfig | None = Field(
+        None,
+        description=(
+            'Distillation: {"teacher_job": id, "temperature": T, "alpha": a}; null = off. '
+            "Default null."
+        ),
+    )
+    lwr: LWRConfig | None = Field(
+        None,
+        description='Learning with Retrospection: {"k": k, "tau": tau}; null = off. Default null.',
+    )
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _check_labels(cls, raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise ValueError('must be an object such as {"method": "normalized"}')
+        params = dict(raw)
+        method = params.pop("method", None)
+        if not isinstance(method, str):
+            raise _field_error("labels", ("method",), "a method name is required", method)
+        try:
+            spec, values = resolve(method, params)
+        except ParamError as exc:
+            raise _field_error("labels", (exc.field,), exc.reason, raw.get(exc.field)) from None
+        return {"method": spec.name, **values}
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> TrainingConfig:
+        if self.lwr is not None and self.lwr.k >= self.epochs:
+            raise _field_error(
+                "TrainingConfig",
+                ("lwr", "k"),
+                f"must be less than epochs ({self.epochs}), or LWR never starts",
+                self.lwr.k,
+            )
+        return self
+
+    @property
+    def label_method(self) -> str:
+        return str(self.labels["method"])
+
+    @property
+    def label_params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.labels.items() if k != "method"}

@@ -1,0 +1,106 @@
+"""The in-memory data a training job works on, and the deterministic eval split.
+
+Pure numpy: the caller (the worker) reads items, features, vote counts and gold labels from the
+database and builds a `TrainingData` snapshot with `build_training_data`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.aggregation.methods import soft_labels
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """A frozen snapshot of one project's trainable items (row i = item_ids[i]).
+
+    features: (n, F) float32; counts: (n, K) int vote counts, every row with >= 1 vote;
+    targets: (n, K) float64 soft labels of the chosen method (rows sum to 1);
+    gold: (n,) int64 gold class, -1 = none.
+    """
+
+    item_ids: list[str]
+    features: np.ndarray
+    counts: np.ndarray
+    targets: np.ndarray
+    gold: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.item_ids)
+        if self.features.ndim != 2 or len(self.features) != n:
+            raise ValueError(f"features must be (n={n}, F), got {self.features.shape}")
+        if self.counts.ndim != 2 or len(self.counts) != n or self.counts.shape[1] < 2:
+            raise ValueError(f"counts must be (n={n}, K >= 2), got {self.counts.shape}")
+        if self.targets.shape != self.counts.shape:
+            raise ValueError(f"targets must be {self.counts.shape}, got {self.targets.shape}")
+        if self.gold.shape != (n,):
+            raise ValueError(f"gold must be ({n},), got {self.gold.shape}")
+        if not np.isfinite(self.features).all():
+            raise ValueError("features must be finite")
+        if n and (self.counts.sum(axis=1) <= 0).any():
+            raise ValueError("every item needs at least one vote (drop the others)")
+        if n and not np.allclose(self.targets.sum(axis=1), 1.0, atol=1e-6):
+            raise ValueError("targets rows must be probability distributions")
+        k = self.counts.shape[1]
+        if ((self.gold < -1) | (self.gold >= k)).any():
+            raise ValueError(f"gold must be -1 (none) or a class index 0..{k - 1}")
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.counts.shape[1])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.features.shape[1])
+
+
+def build_training_data(
+    item_ids: Sequence[str],
+    features: np.ndarray,
+    counts: np.ndarray,
+    gold: np.ndarray | None,
+    labels: Mapping[str, Any],
+) -> TrainingData:
+    """Snapshot for training: soft labels by `labels` ({"method": ..., params}, as validated in
+    TrainingConfig.labels), and items with no votes dropped (they have no human distribution:
+    the aggregation methods would give them a uniform row, which is not a label)."""
+    counts = np.asarray(counts)
+    n = len(item_ids)
+    gold_arr = np.full(n, -1, np.int64) if gold is None else np.asarray(gold, dtype=np.int64)
+    keep = counts.sum(axis=1) > 0
+    params = {k: v for k, v in labels.items() if k != "method"}
+    targets = soft_labels(counts[keep], str(labels["method"]), params)
+    return TrainingData(
+        item_ids=[i for i, k in zip(item_ids, keep, strict=True) if k],
+        features=np.ascontiguousarray(np.asarray(features, dtype=np.float32)[keep]),
+        counts=counts[keep].astype(np.int64),
+        targets=targets.astype(np.float64),
+        gold=gold_arr[keep],
+    )
+
+
+def split_eval(item_ids: Sequence[str], seed: int, eval_fraction: float) -> np.ndarray:
+    """(n,) bool, True = held out for evaluation.
+
+    Item i is held out when blake2b(item id, keyed by the seed) read as a 64-bit fraction is below
+    `eval_fraction`. The decision depends only on (item id, seed), not on the other items or the
+    process (no Python hash randomization), so jobs with the same seed share their split and an
+    item keeps its side as the project grows.
+    """
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    key = seed.to_bytes(8, "big")
+    threshold = eval_fraction * 2.0**64
+    out = np.empty(len(item_ids), dtype=bool)
+    for i, item_id in enumerate(item_ids):
+        digest = hashlib.blake2b(str(item_id).encode("utf-8"), digest_size=8, key=key).digest()
+        out[i] = int.from_bytes(digest, "big") < threshold
+    return out

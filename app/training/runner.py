@@ -1,0 +1,116 @@
+"""[5. trained] Run one training job: claim it, freeze its data, train, store the result.
+
+Called by the queue's `train` task in a worker process. Progress, heartbeats and the cancel
+check share one UPDATE per epoch; a background thread keeps beating during long epochs so a
+slow epoch is not mistaken for a dead worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from app.training import jobs
+from app.training.config import TrainingConfig
+from app.training.snapshot import freeze
+from app.training.trainer import DeviceUnavailableError, load_checkpoint, resolve_device, train
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Heartbeat(threading.Thread):
+    def __init__(self, engine: Engine, job_id: int, attempt: int, every_s: float) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
+        self.engine, self.job_id, self.attempt, self.every_s = engine, job_id, attempt, every_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every_s):
+            try:
+                with self.engine.connect() as conn:
+                    jobs.heartbeat(conn, self.job_id, self.attempt)
+            except Exception:  # a missed beat is harmless; the next one may get through
+                log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
+
+
+def load_teacher(engine: Engine, teacher_job: int) -> Any:
+    with engine.connect() as conn:
+        blob = conn.execute(
+            text("SELECT checkpoint FROM training_artifacts WHERE job_id = :j"), {"j": teacher_job}
+        ).scalar_one_or_none()
+    if blob is None:
+        raise ValueError(f"teacher job {teacher_job} has no stored model")
+    model, _, _ = load_checkpoint(bytes(blob))
+    return model
+
+
+def run_training_job(engine: Engine, job_id: int, heartbeat_timeout_s: float) -> None:
+    claimed = jobs.claim(engine, job_id, worker_name())
+    if claimed is None:
+        log.info("training job %s is not queued any more; nothing to do", job_id)
+        return
+    attempt = claimed["attempts"]
+    beat = Heartbeat(engine, job_id, attempt, every_s=max(heartbeat_timeout_s / 4, 0.2))
+    beat.start()
+    started = time.perf_counter()
+    try:
+        cfg = TrainingConfig.model_validate(claimed["config"])
+        snap = freeze(engine, claimed["project_id"], cfg.labels)
+        device = resolve_device(cfg.device)
+        jobs.record_snapshot(
+            engine, job_id, attempt, snap.data_hash, snap.votes_version, str(device)
+        )
+        teacher = load_teacher(engine, cfg.distill.teacher_job) if cfg.distill else None
+        with engine.connect() as conn:
+            stop = False
+
+            def on_epoch(row: dict[str, Any]) -> None:
+                nonlocal stop
+                progress = {k: row[k] for k in ("epoch", "epochs", "train_loss")}
+                stop = jobs.report_progress(conn, job_id, attempt, progress)
+
+            result = train(
+                cfg, snap.data, teacher=teacher, on_epoch=on_epoch, should_stop=lambda: stop
+            )
+        metrics = {**result.metrics, "seconds": round(time.perf_counter() - started, 3)}
+        if result.cancelled:
+            jobs.finish(engine, job_id, attempt, "cancelled", metrics=metrics)
+        else:
+            jobs.finish(
+                engine, job_id, attempt, "succeeded", metrics=metrics, checkpoint=result.checkpoint
+            )
+        log.info(
+            "training job %s: %s in %.1f s",
+            job_id,
+            "cancelled" if result.cancelled else "succeeded",
+            metrics["seconds"],
+        )
+    except (DeviceUnavailableError, ValueError) as exc:
+        jobs.finish(engine, job_id, attempt, "failed", error=_sentence(str(exc)))
+    except Exception as exc:
+        log.exception("training job %s crashed", job_id)
+        jobs.finish(
+            engine,
+            job_id,
+            attempt,
+            "failed",
+            error=_sentence(f"Internal error ({type(exc).__name__}): {exc}"),
+        )
+    finally:
+        beat.stopped.set()
+
+
+def _sentence(message: str) -> str:
+    message = message.strip() or "Unknown error"
+    message = message[0].upper() + message[1:]
+    return message if message.endswith((".", "!", "?")) else message + "."

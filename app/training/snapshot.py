@@ -1,0 +1,68 @@
+"""Freeze a project's training data: items with features and votes, their counts, gold, and a
+content hash of the votes, read in one REPEATABLE READ transaction so all of it is consistent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, text
+
+from app.training.data import TrainingData, build_training_data
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    data: TrainingData
+    data_hash: str  # sha256 over the project's votes (item id, worker id, label), sorted
+    votes_version: int
+
+
+def usable_items(conn: Any, project_id: int) -> int:
+    return int(
+        conn.execute(
+            text(
+                "SELECT count(*) FROM items WHERE project_id = :p "
+                "AND features IS NOT NULL AND n_votes > 0"
+            ),
+            {"p": project_id},
+        ).scalar_one()
+    )
+
+
+def freeze(engine: Engine, project_id: int, labels: Mapping[str, Any]) -> Snapshot:
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+        version = conn.execute(
+            text("SELECT votes_version FROM projects WHERE id = :p"), {"p": project_id}
+        ).scalar_one()
+        rows = conn.execute(
+            text(
+                "SELECT external_id, features, counts, coalesce(gold, -1) FROM items "
+                "WHERE project_id = :p AND features IS NOT NULL AND n_votes > 0 ORDER BY id"
+            ),
+            {"p": project_id},
+        ).all()
+        # Hashing in the database keeps the vote list off the wire; sha256 of the sorted
+        # (item, worker, label) triples identifies exactly which votes the labels came from.
+        data_hash = conn.execute(
+            text(
+                "SELECT encode(sha256(convert_to(coalesce(string_agg("
+                "item_id || ':' || worker_id || ':' || label, ',' ORDER BY item_id, worker_id"
+                "), ''), 'UTF8')), 'hex') FROM votes WHERE project_id = :p"
+            ),
+            {"p": project_id},
+        ).scalar_one()
+        conn.rollback()
+    if not rows:
+        raise ValueError("the project has no items with both features and votes")
+    ids, features, counts, gold = zip(*rows, strict=True)
+    data = build_training_data(
+        list(ids),
+        np.asarray(features, dtype=np.float32),
+        np.asarray(counts, dtype=np.int64),
+        np.asarray(gold, dtype=np.int64),
+        labels,
+    )
+    return Snapshot(data=data, data_hash=data_hash, votes_version=int(version))

@@ -1,0 +1,314 @@
+"""Train a model on crowd soft labels: one loop, full tensors on the device, no DataLoader.
+
+The data is small and tabular, so it is moved to the device once and minibatches are gathered
+with a shuffled index; a DataLoader's per-sample Python work would dominate the run time.
+
+Reproducibility: the same config on the same data gives bit-identical metrics on CPU (same
+torch build and thread count). Inside `train` torch's global RNG is seeded from cfg.seed (and
+restored afterwards), deterministic algorithms are switched on (CPU only; restored afterwards),
+and shuffles use their own seeded generator. CUDA runs are seeded too but not bit-reproducible.
+These switches are process-global: run one training at a time per process (the worker does).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+from torch import nn
+
+from app.training.config import TrainingConfig
+from app.training.data import TrainingData, split_eval
+from app.training.losses import (
+    distillation_term,
+    hard_targets,
+    lwr_beta,
+    lwr_term,
+    soft_ce,
+    with_distillation,
+    with_lwr,
+)
+from app.training.metrics import evaluate, predict_logits
+from app.training.models import build_model, standardizer
+
+CHECKPOINT_FORMAT = 1
+
+
+class DeviceUnavailableError(RuntimeError):
+    """cfg.device asks for CUDA on a machine without it (a job error, not a config error)."""
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[
+        str, Any
+    ]  # {"eval": {...}, "history": [...], "best_epoch", "best_eval_loss", ...}
+    model: nn.Module  # in eval mode, on the training device; the best model if early stopping
+    checkpoint: bytes  # torch.save of the checkpoint dict (see `_checkpoint`)
+    checkpoint_path: Path | None  # where it was also written, if asked
+    stopped_early: bool
+    cancelled: bool
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" -> cuda if available else cpu; "cuda" without CUDA raises DeviceUnavailableError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailableError('device "cuda" was requested but CUDA is not available here')
+    return torch.device(name)
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch and numpy and, on CPU, require deterministic kernels; restore all on exit."""
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    det, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    np_state = np.random.get_state()
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        if device.type == "cpu":
+            torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(det, warn_only=warn_only)
+            np.random.set_state(np_state)
+
+
+def train(
+    cfg: TrainingConfig,
+    data: TrainingData,
+    *,
+    teacher: nn.Module | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_path: Path | None = None,
+) -> TrainResult:
+    """Train `cfg` on `data`; `teacher` is the model of cfg.distill.teacher_job (required then).
+
+    on_epoch(row) is called after every epoch with {"epoch" (1-based), "epochs", "train_loss",
+    "eval_loss", <metrics.METRIC_KEYS>}; should_stop() is polled once per epoch, after on_epoch,
+    and ends the run (cancelled=True) with the model as it is. Raises DeviceUnavailableError,
+    or ValueError when the training split is empty or the teacher is missing or mismatched.
+    """
+    if cfg.distill is not None and teacher is None:
+        raise ValueError("cfg.distill is set: pass the teacher job's model as `teacher`")
+    device = resolve_device(cfg.device)
+    with _seeded(cfg.seed, device):
+        return _train(cfg, data, device, teacher, on_epoch, should_stop, checkpoint_path)
+
+
+def _train(
+    cfg: TrainingConfig,
+    data: TrainingData,
+    device: torch.device,
+    teacher: nn.Module | None,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    should_stop: Callable[[], bool] | None,
+    checkpoint_path: Path | None,
+) -> TrainResult:
+    held_out = split_eval(data.item_ids, cfg.seed, cfg.eval_fraction)
+    tr, ev = ~held_out, held_out
+    n = int(tr.sum())
+    if n == 0:
+        raise ValueError(f"no training items ({len(data.item_ids)} items, all held out)")
+
+    def to_dev(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
+
+    # Everything lives on the device for the whole run. hard-ce becomes soft-ce on one-hot rows,
+    # so one loss call serves both (identical values, see losses.hard_targets).
+    x, x_ev = to_dev(data.features[tr]), to_dev(data.features[ev])
+    y, y_ev = to_dev(data.targets[tr]), to_dev(data.targets[ev])
+    if cfg.loss == "hard-ce":
+        y, y_ev = hard_targets(y), hard_targets(y_ev)
+    counts_ev, gold_ev = data.counts[ev], data.gold[ev]
+
+    model = build_model(cfg.model, data.n_features, data.n_classes)
+    standardizer(model).fit(data.features[tr])  # training split only: no eval leakage
+    model.to(device)
+    opt = _optimizer(cfg, model)
+    shuffle = torch.Generator().manual_seed(cfg.seed)  # CPU: same shuffles on every device
+
+    teacher_logits = None
+    if cfg.distill is not None and teacher is not None:
+        teacher_logits = _teacher_logits(teacher, data.features[tr], data.n_classes).to(device)
+    kd_t, kd_alpha = (cfg.distill.temperature, cfg.distill.alpha) if cfg.distill else (1.0, 0.0)
+    lwr_k, tau = (cfg.lwr.k, cfg.lwr.tau) if cfg.lwr else (0, 1.0)
+    stored: torch.Tensor | None = None  # LWR: softmax(z / tau) from the last record epoch
+
+    history: list[dict[str, Any]] = []
+    best_loss, best_epoch, best_state, since_best = math.inf, 0, None, 0
+    stopped_early = cancelled = False
+    for epoch in range(cfg.epochs):  # 0-based here; reported 1-based
+        model.train()
+        beta = lwr_beta(epoch, lwr_k, cfg.epochs) if lwr_k else 0.0  # 0 until `stored` exists
+        record = lwr_k > 0 and (epoch + 1) % lwr_k == 0  # last epoch of each k-epoch period
+        fresh = torch.empty_like(y) if record else None
+        total = torch.zeros((), device=device)  # summed on the device: no sync per step
+        for idx in torch.randperm(n, generator=shuffle).to(device).split(cfg.batch_size):
+            logits = model(x[idx])
+            loss = soft_ce(logits, y[idx])
+            if stored is not None and beta > 0:
+                loss = with_lwr(loss, lwr_term(logits, stored[idx], tau), beta)
+            if teacher_logits is not None:
+                kd = distillation_term(logits, teacher_logits[idx], kd_t)
+                loss = with_distillation(loss, kd, kd_alpha)
+            if fresh is not None:
+                fresh[idx] = torch.softmax(logits.detach() / tau, dim=1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach() * len(idx)
+        if fresh is not None:
+            stored = fresh  # used from the next epoch on, until the next record epoch
+
+        metrics = evaluate(model, x_ev, counts_ev, gold_ev, n_train=n, loss_targets=y_ev)
+        eval_loss = metrics.pop("loss")
+        row = {
+            "epoch": epoch + 1,
+            "epochs": cfg.epochs,
+            "train_loss": float(total) / n,
+            "eval_loss": eval_loss,
+            **metrics,
+        }
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+
+        # Early stopping monitors the eval loss (the chosen loss, no distillation/LWR terms);
+        # with an empty eval split there is nothing to monitor and it never triggers.
+        if eval_loss is not None and eval_loss < best_loss:
+            best_loss, best_epoch, since_best = eval_loss, epoch + 1, 0
+            if cfg.early_stopping is not None:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif eval_loss is not None:
+            since_best += 1
+            if cfg.early_stopping is not None and since_best >= cfg.early_stopping:
+                stopped_early = True
+        if stopped_early or (should_stop is not None and should_stop()):
+            cancelled = not stopped_early
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)  # early stopping keeps the best model, not the last
+    model.eval()
+    final = evaluate(model, x_ev, counts_ev, gold_ev, n_train=n)
+    result_metrics = {
+        "eval": final,
+        "history": history,
+        "epochs_run": len(history),
+        "best_epoch": best_epoch or None,
+        "best_eval_loss": best_loss if best_epoch else None,
+        "device": str(device),
+    }
+    ckpt = _checkpoint(cfg, data, model, opt, result_metrics, stopped_early, cancelled)
+    if checkpoint_path is not None:
+        _write_atomic(Path(checkpoint_path), ckpt)
+    return TrainResult(
+        metrics=result_metrics,
+        model=model,
+        checkpoint=ckpt,
+        checkpoint_path=Path(checkpoint_path) if checkpoint_path is not None else None,
+        stopped_early=stopped_early,
+        cancelled=cancelled,
+    )
+
+
+def _optimizer(cfg: TrainingConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay
+    )
+
+
+def _teacher_logits(teacher: nn.Module, features: np.ndarray, n_classes: int) -> torch.Tensor:
+    """The teacher's logits on the training items, once (it is frozen). It keeps its own device
+    and input standardization; only its train/eval mode is touched (and restored)."""
+    param = next(iter(teacher.parameters()), None)
+    teacher_device = param.device if param is not None else torch.device("cpu")
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(teacher_device)
+    try:
+        logits = predict_logits(teacher, x)
+    except RuntimeError as exc:
+        raise ValueError(f"teacher model does not fit these features: {exc}") from None
+    if logits.shape != (len(features), n_classes):
+        raise ValueError(f"teacher gives {tuple(logits.shape[1:])} outputs, need {n_classes}")
+    return logits.float()
+
+
+def _checkpoint(
+    cfg: TrainingConfig,
+    data: TrainingData,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    metrics: dict[str, Any],
+    stopped_early: bool,
+    cancelled: bool,
+) -> bytes:
+    """torch.save of a dict of tensors and JSON-able values (loadable with weights_only=True).
+
+    optimizer_state is the optimizer at the last epoch run, even when early stopping restored
+    an earlier model_state.
+    """
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer_state": opt.state_dict(),
+        "config": cfg.model_dump(mode="json"),
+        "n_features": data.n_features,
+        "n_classes": data.n_classes,
+        "epoch": metrics["epochs_run"],
+        "best_epoch": metrics["best_epoch"],
+        "best_eval_loss": metrics["best_eval_loss"],
+        "eval": metrics["eval"],
+        "stopped_early": stopped_early,
+        "cancelled": cancelled,
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def _write_atomic(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)  # readers never see a half-written checkpoint
+
+
+def load_checkpoint(
+    path_or_bytes: str | Path | bytes | BinaryIO,
+) -> tuple[nn.Module, TrainingConfig, dict[str, Any]]:
+    """Rebuild (model on CPU in eval mode, its config, the raw checkpoint dict)."""
+    source = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
+    ckpt = torch.load(source, map_location="cpu", weights_only=True)
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"unsupported checkpoint format {ckpt.get('format')!r}")
+    cfg = TrainingConfig.model_validate(ckpt["config"])
+    model = build_model(cfg.model, ckpt["n_features"], ckpt["n_classes"])
+    model.load_state_dict(ckpt["model_state"])
+    model.eval()
+    return model, cfg, ckpt
+
+
+def predict_probs(model: nn.Module, features: np.ndarray) -> np.ndarray:
+    """(n, K) float64 class probabilities for raw (n, F) features, on the model's device."""
+    param = next(iter(model.parameters()))
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(param.device)
+    logits = predict_logits(model, x)
+    return torch.softmax(logits.double(), dim=1).cpu().numpy()

@@ -1,0 +1,53 @@
+"""`softlabels worker`: takes training jobs from PostgreSQL (procrastinate) and runs them.
+
+Any number of workers may share one database; each job runs once. Each worker also sweeps for
+jobs whose worker died (no heartbeat) and requeues or fails them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from app.config import Settings
+from app.db.session import libpq_url, make_engine
+from app.training.jobs import recover_stalled
+from app.training.queue import QUEUE, make_queue
+from app.training.runner import run_training_job, worker_name
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings) -> None:
+    url = settings.database_url or ""
+    engine = make_engine(url, pool_size=3)
+    timeout = settings.job_heartbeat_timeout_s
+    queue = make_queue(libpq_url(url), run=lambda job_id: run_training_job(engine, job_id, timeout))
+    deferrer = make_queue(libpq_url(url))  # sync connector: the sweeper defers on its own conn
+    stop = threading.Event()
+
+    def sweep() -> None:
+        while True:
+            try:
+                recovered = recover_stalled(engine, deferrer, timeout)
+                if recovered:
+                    log.warning("requeued or failed stalled training jobs %s", recovered)
+            except Exception:
+                log.warning("stalled-job sweep failed", exc_info=True)
+            if stop.wait(max(timeout / 3, 0.5)):
+                return
+
+    sweeper = threading.Thread(target=sweep, daemon=True, name="stalled-job-sweeper")
+    sweeper.start()
+    log.info("worker %s: waiting for training jobs", worker_name())
+    try:
+        queue.run_worker(
+            queues=[QUEUE],
+            concurrency=1,
+            name=worker_name(),
+            wait=True,
+            fetch_job_polling_interval=1.0,
+        )
+    finally:
+        stop.set()
+        engine.dispose()
