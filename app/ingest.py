@@ -211,8 +211,8 @@ def ingest_votes(session: Session, project: Project, votes: Sequence[VoteIn]) ->
                         int(row),
                         "item",
                         (
-                            f"duplicate vote in this batch: worker {worker_ext[row]!r} already voted on "
-                            f"item {item_ext[row]!r} at index {first_of[int(pair[row])]}"
+                            f"duplicate vote in this batch: worker {worker_ext[row]!r} already "
+                            f"voted on item {item_ext[row]!r} at index {first_of[int(pair[row])]}"
                         ),
                     )
                 )

@@ -56,19 +56,26 @@ def test_unknown_project_is_404(client: TestClient) -> None:
 def test_classes_fixed_once_votes_exist(client: TestClient, project: str) -> None:
     r = client.patch(f"/v1/projects/{project}", json={"classes": ["x", "y"]})
     assert r.status_code == 200 and r.json()["classes"] == ["x", "y"]
-    client.post(f"/v1/projects/{project}/votes", json={"votes": [
-        {"item": "i", "worker": "w", "label": "x"}]})
+    client.post(
+        f"/v1/projects/{project}/votes",
+        json={"votes": [{"item": "i", "worker": "w", "label": "x"}]},
+    )
     r = client.patch(f"/v1/projects/{project}", json={"classes": ["x", "y", "z"]})
     assert r.status_code == 409
     assert client.get(f"/v1/projects/{project}").json()["classes"] == ["x", "y"]
 
 
 def test_counts(client: TestClient, project: str) -> None:
-    client.post(f"/v1/projects/{project}/votes", json={"votes": [
-        {"item": "i1", "worker": "w1", "label": "cat"},
-        {"item": "i1", "worker": "w2", "label": "dog"},
-        {"item": "i2", "worker": "w1", "label": "dog"},
-    ]})
+    client.post(
+        f"/v1/projects/{project}/votes",
+        json={
+            "votes": [
+                {"item": "i1", "worker": "w1", "label": "cat"},
+                {"item": "i1", "worker": "w2", "label": "dog"},
+                {"item": "i2", "worker": "w1", "label": "dog"},
+            ]
+        },
+    )
     body = client.get(f"/v1/projects/{project}").json()
     assert (body["n_items"], body["n_workers"], body["n_votes"]) == (2, 2, 3)
 

@@ -37,8 +37,11 @@ class Workers:
     def start(self) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"worker-{len(self.procs)}.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"], env=self.env, cwd=REPO,
-            stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "app.cli", "worker"],
+            env=self.env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.procs.append(proc)
         return proc
@@ -65,7 +68,10 @@ def workers(database_url: str, tmp_path: Path) -> Iterator[Workers]:
 def trainable(client: TestClient) -> str:
     """300 items, 6 features, 3 classes, 5 noisy votes each, gold on every item."""
     name = f"train-{uuid.uuid4().hex[:8]}"
-    assert client.post("/v1/projects", json={"name": name, "classes": ["a", "b", "c"]}).status_code == 201
+    assert (
+        client.post("/v1/projects", json={"name": name, "classes": ["a", "b", "c"]}).status_code
+        == 201
+    )
     rng = np.random.default_rng(0)
     n = 300
     gold = rng.integers(0, 3, n)
@@ -74,9 +80,13 @@ def trainable(client: TestClient) -> str:
     items = [{"id": f"i{i}", "features": x[i].tolist(), "gold": int(gold[i])} for i in range(n)]
     assert client.post(f"/v1/projects/{name}/items", json={"items": items}).status_code == 200
     votes = [
-        {"item": f"i{i}", "worker": f"w{w}",
-         "label": int(gold[i]) if rng.random() < 0.75 else int(rng.integers(0, 3))}
-        for i in range(n) for w in range(5)
+        {
+            "item": f"i{i}",
+            "worker": f"w{w}",
+            "label": int(gold[i]) if rng.random() < 0.75 else int(rng.integers(0, 3)),
+        }
+        for i in range(n)
+        for w in range(5)
     ]
     assert client.post(f"/v1/projects/{name}/votes", json={"votes": votes}).status_code == 200
     return name
@@ -109,8 +119,16 @@ def test_lifecycle(client: TestClient, trainable: str, workers: Workers) -> None
     assert job["status"] == "succeeded", job
     m = job["metrics"]
     ev = m["eval"]
-    for key in ("accuracy", "nll", "ece", "accuracy_majority", "ce_human", "kl_human",
-                "n_eval", "n_train"):
+    for key in (
+        "accuracy",
+        "nll",
+        "ece",
+        "accuracy_majority",
+        "ce_human",
+        "kl_human",
+        "n_eval",
+        "n_train",
+    ):
         assert key in ev
     assert ev["n_eval"] + ev["n_train"] == 300
     assert ev["accuracy"] > 0.6  # three separable clusters; chance is 1/3
@@ -130,8 +148,7 @@ def test_lifecycle(client: TestClient, trainable: str, workers: Workers) -> None
     assert by_items.status_code == 200
     feats = db_rows_features(client, trainable, ["i0", "i1"])
     np.testing.assert_allclose(predict_probs(model, feats), by_items.json()["probs"], atol=1e-6)
-    by_feats = client.post(f"/v1/training-jobs/{job_id}/predict",
-                           json={"features": feats.tolist()})
+    by_feats = client.post(f"/v1/training-jobs/{job_id}/predict", json={"features": feats.tolist()})
     np.testing.assert_allclose(by_feats.json()["probs"], by_items.json()["probs"], atol=1e-6)
     bad = client.post(f"/v1/training-jobs/{job_id}/predict", json={"features": [[1.0, 2.0]]})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "features"
@@ -139,13 +156,17 @@ def test_lifecycle(client: TestClient, trainable: str, workers: Workers) -> None
     assert missing.status_code == 422 and missing.json()["errors"][0]["index"] == 0
     listed = client.get(f"/v1/projects/{trainable}/training-jobs").json()["jobs"]
     assert listed[0]["id"] >= job_id and [j["id"] for j in listed] == sorted(
-        (j["id"] for j in listed), reverse=True)
+        (j["id"] for j in listed), reverse=True
+    )
 
 
 def db_rows_features(client: TestClient, project: str, ids: list[str]) -> np.ndarray:
-    rows = db_rows(client.app.state.settings.database_url,
-                   "SELECT i.external_id, i.features FROM items i JOIN projects p "
-                   "ON p.id = i.project_id WHERE p.name = %s", project)
+    rows = db_rows(
+        client.app.state.settings.database_url,
+        "SELECT i.external_id, i.features FROM items i JOIN projects p "
+        "ON p.id = i.project_id WHERE p.name = %s",
+        project,
+    )
     by_id = dict(rows)
     return np.asarray([by_id[i] for i in ids], dtype=np.float32)
 
@@ -159,7 +180,8 @@ def test_identical_configs_give_identical_metrics(client, trainable, workers) ->
     assert ja["data_hash"] == jb["data_hash"]
     assert ja["metrics"]["eval"] == jb["metrics"]["eval"]
     assert [h["train_loss"] for h in ja["metrics"]["history"]] == [
-        h["train_loss"] for h in jb["metrics"]["history"]]
+        h["train_loss"] for h in jb["metrics"]["history"]
+    ]
 
 
 def test_two_workers_never_run_a_job_twice(client, trainable, workers, database_url) -> None:
@@ -168,8 +190,12 @@ def test_two_workers_never_run_a_job_twice(client, trainable, workers, database_
     ids = [submit(client, trainable, {**SMALL, "epochs": 3, "seed": s}) for s in range(8)]
     jobs = [wait_for(client, i, TERMINAL) for i in ids]
     assert all(j["status"] == "succeeded" and j["attempts"] == 1 for j in jobs)
-    rows = db_rows(database_url, "SELECT args->>'job_id', count(*) FROM procrastinate_jobs "
-                   "WHERE (args->>'job_id')::bigint = ANY(%s) GROUP BY 1", ids)
+    rows = db_rows(
+        database_url,
+        "SELECT args->>'job_id', count(*) FROM procrastinate_jobs "
+        "WHERE (args->>'job_id')::bigint = ANY(%s) GROUP BY 1",
+        ids,
+    )
     assert sorted(int(r[0]) for r in rows) == sorted(ids) and all(r[1] == 1 for r in rows)
 
 
@@ -225,7 +251,10 @@ def test_killed_worker_is_retried_then_failed(client, trainable, workers) -> Non
         ({"model": {"kind": "mlp", "dropout": 1.5}}, "model.mlp.dropout"),
         ({"eval_fraction": 1.0}, "eval_fraction"),
         ({"lwr": {"k": 50, "tau": 2}, "epochs": 10}, "lwr.k"),
-        ({"distill": {"teacher_job": 10**9, "temperature": 2, "alpha": 0.5}}, "distill.teacher_job"),
+        (
+            {"distill": {"teacher_job": 10**9, "temperature": 2, "alpha": 0.5}},
+            "distill.teacher_job",
+        ),
         ({"unknown": 1}, "unknown"),
     ],
 )
@@ -237,23 +266,30 @@ def test_invalid_configs_are_422(client, trainable, config, field) -> None:
 
 
 def test_no_features_is_422(client: TestClient, project: str) -> None:
-    client.post(f"/v1/projects/{project}/votes",
-                json={"votes": [{"item": "a", "worker": "w", "label": "cat"}]})
+    client.post(
+        f"/v1/projects/{project}/votes",
+        json={"votes": [{"item": "a", "worker": "w", "label": "cat"}]},
+    )
     r = client.post(f"/v1/projects/{project}/training-jobs", json={})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "features"
 
 
 def test_teacher_must_have_succeeded_in_same_project(client, trainable, project) -> None:
     queued = submit(client, trainable, SMALL)
-    r = client.post(f"/v1/projects/{trainable}/training-jobs",
-                    json={"distill": {"teacher_job": queued, "temperature": 2, "alpha": 0.5}})
+    r = client.post(
+        f"/v1/projects/{trainable}/training-jobs",
+        json={"distill": {"teacher_job": queued, "temperature": 2, "alpha": 0.5}},
+    )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "distill.teacher_job"
     client.post(f"/v1/training-jobs/{queued}/cancel")
     client.post(f"/v1/projects/{project}/items", json={"items": [{"id": "x", "features": [1.0]}]})
-    client.post(f"/v1/projects/{project}/votes",
-                json={"votes": [{"item": "x", "worker": "w", "label": 0}]})
-    r = client.post(f"/v1/projects/{project}/training-jobs",
-                    json={"distill": {"teacher_job": queued, "temperature": 2, "alpha": 0.5}})
+    client.post(
+        f"/v1/projects/{project}/votes", json={"votes": [{"item": "x", "worker": "w", "label": 0}]}
+    )
+    r = client.post(
+        f"/v1/projects/{project}/training-jobs",
+        json={"distill": {"teacher_job": queued, "temperature": 2, "alpha": 0.5}},
+    )
     assert r.status_code == 422 and "no training job" in r.json()["errors"][0]["reason"]
 
 
@@ -261,8 +297,11 @@ def test_distilled_and_lwr_jobs_succeed(client, trainable, workers) -> None:
     workers.start()
     teacher = submit(client, trainable, SMALL)
     assert wait_for(client, teacher, TERMINAL)["status"] == "succeeded"
-    student = submit(client, trainable, {**SMALL, "distill": {
-        "teacher_job": teacher, "temperature": 4, "alpha": 0.5}})
+    student = submit(
+        client,
+        trainable,
+        {**SMALL, "distill": {"teacher_job": teacher, "temperature": 4, "alpha": 0.5}},
+    )
     lwr = submit(client, trainable, {**SMALL, "lwr": {"k": 5, "tau": 4}})
     for j in (student, lwr):
         job = wait_for(client, j, TERMINAL)

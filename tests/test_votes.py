@@ -70,10 +70,14 @@ def test_changed_label_replaces(client: TestClient, project: str, database_url: 
 
 
 def test_label_by_name_or_index(client: TestClient, project: str, database_url: str) -> None:
-    post_votes(client, project, [
-        {"item": "a", "worker": "w1", "label": "bird"},
-        {"item": "a", "worker": "w2", "label": 2},
-    ])
+    post_votes(
+        client,
+        project,
+        [
+            {"item": "a", "worker": "w1", "label": "bird"},
+            {"item": "a", "worker": "w2", "label": 2},
+        ],
+    )
     assert stored_votes(database_url, project) == {("a", "w1", 2), ("a", "w2", 2)}
 
 
@@ -87,8 +91,11 @@ def test_one_bad_row_stores_nothing(client: TestClient, project: str, database_u
     assert body["error"] == "validation_error"
     assert [(e["index"], e["field"]) for e in body["errors"]] == [(57, "label"), (80, "label")]
     assert stored_votes(database_url, project) == set()
-    assert db_rows(database_url, "SELECT count(*) FROM items i JOIN projects p "
-                   "ON p.id = i.project_id WHERE p.name = %s", project) == [(0,)]
+    assert db_rows(
+        database_url,
+        "SELECT count(*) FROM items i JOIN projects p ON p.id = i.project_id WHERE p.name = %s",
+        project,
+    ) == [(0,)]
 
 
 def test_duplicate_pair_in_batch(client: TestClient, project: str, database_url: str) -> None:
@@ -140,8 +147,9 @@ def test_malformed_bodies(client: TestClient, project: str, body: bytes) -> None
 
 
 def test_unknown_project(client: TestClient) -> None:
-    r = client.post("/v1/projects/nope-x/votes", json={"votes": [
-        {"item": "a", "worker": "w", "label": "cat"}]})
+    r = client.post(
+        "/v1/projects/nope-x/votes", json={"votes": [{"item": "a", "worker": "w", "label": "cat"}]}
+    )
     assert r.status_code == 404 and r.json()["error"] == "not_found"
 
 
@@ -154,8 +162,9 @@ def test_too_many_votes_is_413(client: TestClient, project: str, settings) -> No
 
 def test_too_large_body_is_413_before_parsing(client: TestClient, project: str, settings) -> None:
     body = b'{"votes": [' + b" " * (settings.max_body_bytes + 10) + b"]}"
-    r = client.post(f"/v1/projects/{project}/votes", content=body,
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        f"/v1/projects/{project}/votes", content=body, headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
 
     def chunks():  # no Content-Length: the limit must hold for a chunked body too
@@ -164,8 +173,11 @@ def test_too_large_body_is_413_before_parsing(client: TestClient, project: str, 
             yield b" " * (1 << 20)
         yield b"]}"
 
-    r = client.post(f"/v1/projects/{project}/votes", content=chunks(),
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        f"/v1/projects/{project}/votes",
+        content=chunks(),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 413
 
 
@@ -209,18 +221,30 @@ def test_concurrent_overlapping_writers(client: TestClient, project: str, databa
 
 def test_items_upsert(client: TestClient, project: str, database_url: str) -> None:
     url = f"/v1/projects/{project}/items"
-    r = client.post(url, json={"items": [
-        {"id": "a", "features": [1, 2.5], "gold": "dog", "meta": {"src": "x"}},
-        {"id": "b"},
-    ]})
+    r = client.post(
+        url,
+        json={
+            "items": [
+                {"id": "a", "features": [1, 2.5], "gold": "dog", "meta": {"src": "x"}},
+                {"id": "b"},
+            ]
+        },
+    )
     assert r.status_code == 200 and r.json() == {"inserted": 2, "updated": 0}
     # Omitted fields are kept; sent fields replace (null clears).
     r = client.post(url, json={"items": [{"id": "a", "gold": None}, {"id": "c", "gold": 2}]})
     assert r.json() == {"inserted": 1, "updated": 1}
-    rows = db_rows(database_url, "SELECT i.external_id, i.features, i.gold, i.meta FROM items i "
-                   "JOIN projects p ON p.id = i.project_id WHERE p.name = %s ORDER BY 1", project)
-    assert rows == [("a", [1.0, 2.5], None, {"src": "x"}), ("b", None, None, None),
-                    ("c", None, 2, None)]
+    rows = db_rows(
+        database_url,
+        "SELECT i.external_id, i.features, i.gold, i.meta FROM items i "
+        "JOIN projects p ON p.id = i.project_id WHERE p.name = %s ORDER BY 1",
+        project,
+    )
+    assert rows == [
+        ("a", [1.0, 2.5], None, {"src": "x"}),
+        ("b", None, None, None),
+        ("c", None, 2, None),
+    ]
     assert client.get(f"/v1/projects/{project}").json()["n_features"] == 2
 
 
@@ -239,21 +263,30 @@ def test_items_upsert(client: TestClient, project: str, database_url: str) -> No
 )
 def test_bad_items(client: TestClient, project: str, database_url: str, row: dict, field: str):
     url = f"/v1/projects/{project}/items"
-    assert client.post(url, json={"items": [{"id": "first", "features": [0.0, 1.0]}]}).status_code == 200
+    assert (
+        client.post(url, json={"items": [{"id": "first", "features": [0.0, 1.0]}]}).status_code
+        == 200
+    )
     r = client.post(url, json={"items": [{"id": "ok", "features": [1.0, 1.0]}, row]})
     assert r.status_code == 422, r.text
     assert r.json()["errors"][0]["index"] == 1
     assert r.json()["errors"][0]["field"] == field
-    rows = db_rows(database_url, "SELECT count(*) FROM items i JOIN projects p "
-                   "ON p.id = i.project_id WHERE p.name = %s", project)
+    rows = db_rows(
+        database_url,
+        "SELECT count(*) FROM items i JOIN projects p ON p.id = i.project_id WHERE p.name = %s",
+        project,
+    )
     assert rows == [(1,)]
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_features_are_422(client: TestClient, project: str, token: str) -> None:
-    body = '{"items": [{"id": "x", "features": [1.0, %s]}]}' % token
-    r = client.post(f"/v1/projects/{project}/items", content=body.encode(),
-                    headers={"content-type": "application/json"})
+    body = '{"items": [{"id": "x", "features": [1.0, TOKEN]}]}'.replace("TOKEN", token)
+    r = client.post(
+        f"/v1/projects/{project}/items",
+        content=body.encode(),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 422, r.text
     assert r.json()["errors"][0]["field"] == "features.1"
 
@@ -264,7 +297,7 @@ def test_duplicate_item_ids(client: TestClient, project: str) -> None:
 
 
 def test_vote_json_roundtrip_with_unicode_ids(client: TestClient, project: str, database_url):
-    ids = ["ünïcødé", "emoji-😀", "quote\"comma,", "tab\tnew\nline", "x" * 256]
+    ids = ["ünïcødé", "emoji-😀", 'quote"comma,', "tab\tnew\nline", "x" * 256]
     votes = [{"item": i, "worker": i, "label": "cat"} for i in ids]
     post_votes(client, project, votes)
     assert {v[0] for v in stored_votes(database_url, project)} == set(ids)

@@ -97,10 +97,23 @@ def downgrade() -> None:
     op.drop_index("ix_training_jobs_running", table_name="training_jobs")
     op.drop_index("ix_training_jobs_project_id_id", table_name="training_jobs")
     op.drop_table("training_jobs")
-    for table in (
-        "procrastinate_events",
-        "procrastinate_periodic_defers",
-        "procrastinate_jobs",
-        "procrastinate_workers",
-    ):
-        op.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+    # procrastinate's schema: its tables, then every function and type it defined.
+    op.execute(
+        """
+        DO $$
+        DECLARE r record;
+        BEGIN
+            FOR r IN SELECT tablename FROM pg_tables
+                     WHERE schemaname = current_schema() AND tablename LIKE 'procrastinate%'
+            LOOP EXECUTE format('DROP TABLE IF EXISTS %I CASCADE', r.tablename); END LOOP;
+            FOR r IN SELECT p.oid::regprocedure AS sig FROM pg_proc p
+                     JOIN pg_namespace n ON n.oid = p.pronamespace
+                     WHERE n.nspname = current_schema() AND p.proname LIKE 'procrastinate%'
+            LOOP EXECUTE format('DROP FUNCTION IF EXISTS %s CASCADE', r.sig); END LOOP;
+            FOR r IN SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                     WHERE n.nspname = current_schema() AND t.typname LIKE 'procrastinate%'
+                       AND t.typtype IN ('e', 'c')
+            LOOP EXECUTE format('DROP TYPE IF EXISTS %I CASCADE', r.typname); END LOOP;
+        END $$
+        """
+    )
