@@ -10,14 +10,23 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, Any, TextIO
 
 import typer
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from app.auth import (
+    KEY_FILE,
+    bootstrap_admin_key,
+    read_key_file,
+    refuse_open_no_auth,
+    secret_value,
+)
 from app.config import Settings, get_settings
 from app.database import with_database
 
@@ -46,22 +55,47 @@ def serve(
     worker: Annotated[
         bool, typer.Option(help="Also run one training worker in its own process.")
     ] = True,
+    auth: Annotated[
+        bool | None,
+        typer.Option(
+            "--auth/--no-auth",
+            help="Require API keys (default). --no-auth: local experiments, loopback only.",
+        ),
+    ] = None,
 ) -> None:
     """Run the API (on the embedded PostgreSQL unless DATABASE_URL is set)."""
     import uvicorn
 
     from app.db.migrate import upgrade
+    from app.logging import configure_logging
     from app.main import create_app
 
-    settings = with_database(_settings(data_dir, host=host, port=port))
+    # Access control: --no-auth only on loopback; with auth on, a first admin key if none.
+    auth = get_settings().auth if auth is None else auth
+    try:
+        refuse_open_no_auth(auth, host)
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    settings = with_database(_settings(data_dir, host=host, port=port, auth=auth))
     if migrate:
         upgrade(settings.database_url or "")
+    if auth and not secret_value(settings.admin_key):
+        key_file = settings.data_dir / KEY_FILE
+        first = bootstrap_admin_key(settings.database_url or "", key_file)
+        if first is not None:
+            console.print(
+                f"softlabels: no API key yet; made an admin key (also in {key_file}):",
+                soft_wrap=True,
+            )
+            console.print(first, highlight=False, soft_wrap=True)
     external = get_settings().database_url
     where = "DATABASE_URL" if external else f"embedded PostgreSQL in {settings.data_dir}"
     console.print(f"softlabels: database = {where}; listening on http://{host}:{port}")
     worker_proc = _spawn_worker(settings) if worker else None
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        configure_logging()  # JSON lines with request ids (app/logging.py)
+        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
     finally:
         if worker_proc is not None:
             worker_proc.terminate()
@@ -246,18 +280,19 @@ def export(
     """Write every item's soft label to a file (same rows as the API's export)."""
     from sqlalchemy import select
 
-    from app.aggregation.methods import resolve
     from app.aggregation.params import ParamError
+    from app.aggregation.registry import resolve_method
     from app.db.models import Project
     from app.db.session import make_engine
     from app.export import read_chunks, serialize
+    from app.labeling import labeler
 
     if format not in ("jsonl", "csv", "parquet"):
         console.print("[red]--format must be jsonl, csv or parquet[/red]")
         raise typer.Exit(2)
     raw = dict(p.split("=", 1) for p in (param or []) if "=" in p)
     try:
-        spec, params = resolve(method, raw)
+        spec, params = resolve_method(method, raw)
     except ParamError as exc:
         console.print(f"[red]{exc.field}: {exc.reason}[/red]")
         raise typer.Exit(2) from None
@@ -265,15 +300,20 @@ def export(
     engine = make_engine(settings.database_url or "", pool_size=1)
     with engine.connect() as conn:
         proj = conn.execute(
-            select(Project.id, Project.classes).where(Project.name == project)
+            select(Project.id, Project.classes, Project.votes_version).where(
+                Project.name == project
+            )
         ).one_or_none()
     if proj is None:
         console.print(f"[red]no project named {project!r}[/red]")
         raise typer.Exit(2)
     started = time.perf_counter()
     n_bytes = 0
+    labels = labeler(
+        engine, proj.id, len(proj.classes), proj.votes_version, spec, params, sync_max_votes=0
+    )
     chunks = read_chunks(
-        engine, proj.id, proj.classes, spec, params, min_votes, settings.export_chunk_rows
+        engine, proj.id, proj.classes, labels.probs, min_votes, settings.export_chunk_rows
     )
     with output.open("wb") as out:
         for part in serialize(chunks, format, proj.classes):  # type: ignore[arg-type]
@@ -291,6 +331,13 @@ def demo(
     out: Annotated[Path, typer.Option(help="Where to write demo.png.")] = Path("demo-out"),
     project: Annotated[str, typer.Option(help="Project name to create.")] = "digits-demo",
     data_dir: DataDirOpt = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SOFTLABELS_KEY",
+            help="API key to send; default SOFTLABELS_ADMIN_KEY, else <data-dir>/admin.key.",
+        ),
+    ] = None,
 ) -> None:
     """Simulate a crowd labelling scikit-learn's digits, train five recipes, compare them."""
     import socket
@@ -324,13 +371,15 @@ def demo(
                 raise typer.Exit(1)
             time.sleep(0.5)
     try:
-        results = run_demo(url, out, project, Crowd(), log=console.print)
+        key = key or cli_key(_settings(data_dir))  # read after the server made it, if it did
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        results = run_demo(url, out, project, Crowd(), headers=headers, log=console.print)
     finally:
         if server is not None:
             server.terminate()
             server.wait(30)
     table = Table(title="softlabels demo: held-out digits (20%), same MLP, same seed")
-    for col in ("recipe", "accuracy", "nll", "ece", "kl_human", "epochs", "seconds"):
+    for col in ("recipe", "accuracy", "nll", "ece", "kl_human", "epochs", "train s", "POST→done s"):
         table.add_column(col, justify="left" if col == "recipe" else "right")
     for r in results:
         table.add_row(
@@ -341,9 +390,110 @@ def demo(
             f"{r['kl_human']:.4f}",
             str(r["epochs"]),
             f"{r['seconds']:.1f}",
+            f"{r['post_to_done']:.1f}",
         )
     Console().print(table)
     console.print(f"figure: {out / 'demo.png'}")
+
+
+# --- access control: the key for CLI commands that talk HTTP, and `softlabels keys` -----------
+
+
+def cli_key(settings: Settings) -> str | None:
+    """The key a CLI command sends: SOFTLABELS_ADMIN_KEY, else the one `serve` wrote."""
+    return secret_value(settings.admin_key) or read_key_file(settings.data_dir / KEY_FILE)
+
+
+keys_app = typer.Typer(
+    help="API keys, made and revoked straight on the database (no API needed).",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+
+@contextmanager
+def _key_session(data_dir: Path | None) -> Iterator[Any]:
+    """A session on the database `serve` would use (a sqlalchemy Session)."""
+    from sqlalchemy.exc import ProgrammingError
+    from sqlalchemy.orm import Session
+
+    from app.db.session import make_engine
+
+    engine = make_engine(with_database(_settings(data_dir)).database_url or "", pool_size=1)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            yield session
+    except ProgrammingError as exc:
+        console.print(f"[red]{type(exc.orig).__name__}: run `softlabels migrate` first?[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+
+
+@keys_app.command("create")
+def keys_create(
+    label: Annotated[str, typer.Option(help="What the key is for.")],
+    scope: Annotated[
+        list[str], typer.Option("--scope", "-s", help="admin, annotate, read or train; repeat.")
+    ],
+    project: Annotated[
+        list[str] | None,
+        typer.Option("--project", "-p", help="A project the key covers (repeat), or '*' for all."),
+    ] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Make a key. Its secret goes to stdout, once: it is stored only as a hash."""
+    from app.api.keys import KeyCreate
+    from app.auth import create_key
+
+    projects: list[str] | str = project or (["*"] if "admin" in scope else [])
+    if "*" in projects:
+        projects = "*"
+    try:
+        spec = KeyCreate.model_validate({"label": label, "scopes": scope, "projects": projects})
+    except ValidationError as exc:
+        for err in exc.errors():
+            console.print(f"[red]{'.'.join(map(str, err['loc'])) or 'key'}: {err['msg']}[/red]")
+        raise typer.Exit(2) from None
+    with _key_session(data_dir) as session:
+        chosen = None if spec.projects == "*" else list(spec.projects)
+        row, secret = create_key(session, spec.label, spec.scopes, chosen)
+        session.commit()
+    console.print(
+        f"key {row.id} ({row.label}): scopes {','.join(row.scopes)}; projects "
+        f"{'*' if row.projects is None else ','.join(row.projects)}. Shown once: store it now."
+    )
+    print(secret)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDirOpt = None) -> None:
+    """Active keys, by id and label (never the secret: only its hash is stored)."""
+    from rich.table import Table
+
+    from app.auth import active_keys
+
+    with _key_session(data_dir) as session:
+        rows = active_keys(session)
+    table = Table("id", "label", "scopes", "projects", "created")
+    for r in rows:
+        projects = "*" if r.projects is None else ",".join(r.projects)
+        table.add_row(str(r.id), r.label, ",".join(r.scopes), projects, f"{r.created_at:%F %T}")
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[int, typer.Argument(min=1)], data_dir: DataDirOpt = None) -> None:
+    """Revoke a key. A running server stops accepting it within its key cache TTL (1 s)."""
+    from app.auth import revoke_key
+
+    with _key_session(data_dir) as session:
+        done = revoke_key(session, key_id)
+        session.commit()
+    if not done:
+        console.print(f"[red]no active key {key_id}[/red]")
+        raise typer.Exit(1)
+    console.print(f"key {key_id} revoked")
 
 
 if __name__ == "__main__":

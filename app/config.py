@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,13 +29,27 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     export_chunk_rows: int = Field(default=5_000, ge=1)
 
+    # Worker-model fits over more votes than this run in the worker; reads meanwhile get the
+    # last fit, marked stale (app/fits.py). Smaller projects refit inside the request.
+    fit_sync_max_votes: int = Field(default=200_000, ge=0)
+
     # Training jobs: a worker that stops heart-beating for this long is presumed dead.
     job_heartbeat_timeout_s: float = Field(default=60.0, gt=0)
-    artifacts_dir: Path | None = None  # default: <data_dir>/artifacts
+    # Intra-op threads for training in a worker. Small models train fastest on one thread
+    # (measured: 2 threads were up to 10x slower on a 2-core machine); 0 = torch's default.
+    torch_threads: int = Field(default=1, ge=0)
 
-    @property
-    def artifacts_path(self) -> Path:
-        return self.artifacts_dir or (self.data_dir / "artifacts")
+    # Access control (app/auth.py). Off only for local experiments on a loopback address.
+    auth: bool = True
+    # SOFTLABELS_ADMIN_KEY: accepted as an admin key besides the keys in the database.
+    admin_key: SecretStr | None = None
+    # Per-key token bucket, in this process: `rate_limit_per_s` requests a second on average,
+    # bursts of `rate_limit_burst`. 0 turns the limit off.
+    rate_limit_per_s: float = Field(default=50.0, ge=0)
+    rate_limit_burst: int = Field(default=100, ge=1)
+    # Key lookups are cached this long: a key revoked elsewhere (CLI, another replica) stops
+    # working within this many seconds; one revoked through this process's API, at once.
+    key_cache_ttl_s: float = Field(default=1.0, ge=0)
 
 
 @lru_cache

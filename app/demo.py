@@ -150,6 +150,12 @@ def run_demo(
     return results
 
 
+def _seconds_between(start: str, end: str) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
 def figure(
     client: httpx.Client, results: list[dict[str, Any]], x: np.ndarray, project: str, path: Path
 ) -> None:

@@ -56,6 +56,11 @@ class PayloadTooLarge(AppError):
     code = "payload_too_large"
 
 
+class FitPendingError(AppError):
+    status = 503
+    code = "fit_pending"
+
+
 class DatabaseUnavailable(AppError):
     status = 503
     code = "database_unavailable"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,8 +17,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine, text
-
-from app.aggregation.methods import CountsMethod
 
 Format = Literal["jsonl", "csv", "parquet"]
 MEDIA_TYPES: dict[str, str] = {
@@ -40,13 +38,13 @@ def read_chunks(
     engine: Engine,
     project_id: int,
     classes: list[str],
-    method: CountsMethod,
-    params: dict[str, float | int],
+    probs: Callable[[np.ndarray, np.ndarray], np.ndarray],
     min_votes: int,
     chunk_rows: int,
 ) -> Iterator[Chunk]:
+    """`probs(item db ids, counts)` gives each chunk's distributions (see app/labeling.py)."""
     query = text(
-        "SELECT external_id, n_votes, counts, gold FROM items "
+        "SELECT id, external_id, n_votes, counts, gold FROM items "
         "WHERE project_id = :p AND n_votes >= :m ORDER BY id"
     )
     with engine.connect() as conn:
@@ -54,11 +52,11 @@ def read_chunks(
             query, {"p": project_id, "m": min_votes}
         )
         for rows in result.partitions():
-            ext, n_votes, counts, gold = zip(*rows, strict=True)
+            ids, ext, n_votes, counts, gold = zip(*rows, strict=True)
             yield Chunk(
                 items=list(ext),
                 n_votes=np.asarray(n_votes, dtype=np.int64),
-                probs=method.compute(np.asarray(counts, dtype=np.int64), params),
+                probs=probs(np.asarray(ids, dtype=np.int64), np.asarray(counts, dtype=np.int64)),
                 gold=[None if g is None else classes[g] for g in gold],
             )
 

@@ -7,11 +7,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import health, projects, soft_labels, training, votes
+from app.api import analytics, health, keys, projects, soft_labels, training, votes
+from app.api.deps import ERROR_RESPONSES
+from app.auth import KeyStore, RateLimiter, refuse_open_no_auth, secret_value
 from app.config import Settings, get_settings
 from app.db.session import libpq_url, make_engine, make_sessionmaker
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
+from app.logging import RequestContext
 from app.training.queue import make_queue
 
 
@@ -22,6 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "create_app needs settings.database_url; `softlabels serve` starts an embedded "
             "PostgreSQL and fills it in when DATABASE_URL is unset."
         )
+    refuse_open_no_auth(settings.auth, settings.host)  # access control: --no-auth on loopback only
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -43,8 +47,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Access control (app/auth.py, app/api/deps.py): key-lookup cache, per-key rate limits.
+    app.state.keys = KeyStore(settings.key_cache_ttl_s, secret_value(settings.admin_key))
+    app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     install_error_handlers(app)
-    for module in (health, projects, votes, soft_labels, training):
-        app.include_router(module.router)
+    for module in (health, projects, votes, soft_labels, analytics, training, keys):
+        # Access control: document the shared errors (401/403/404/422/429/503) on keyed routes.
+        app.include_router(module.router, responses=None if module is health else ERROR_RESPONSES)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)  # outermost: X-Request-ID, access log (app/logging.py)
     return app

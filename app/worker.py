@@ -1,4 +1,4 @@
-"""`softlabels worker`: takes training jobs from PostgreSQL (procrastinate) and runs them.
+"""`softlabels worker`: takes training jobs and model refits from PostgreSQL (procrastinate).
 
 Any number of workers may share one database; each job runs once. Each worker also sweeps for
 jobs whose worker died (no heartbeat) and requeues or fails them.
@@ -11,8 +11,9 @@ import threading
 
 from app.config import Settings
 from app.db.session import libpq_url, make_engine
+from app.fits import refit_now
 from app.training.jobs import recover_stalled
-from app.training.queue import QUEUE, make_queue
+from app.training.queue import QUEUES, Handlers, make_queue
 from app.training.runner import run_training_job, worker_name
 
 log = logging.getLogger(__name__)
@@ -20,9 +21,17 @@ log = logging.getLogger(__name__)
 
 def run_worker(settings: Settings) -> None:
     url = settings.database_url or ""
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     engine = make_engine(url, pool_size=3)
     timeout = settings.job_heartbeat_timeout_s
-    queue = make_queue(libpq_url(url), run=lambda job_id: run_training_job(engine, job_id, timeout))
+    handlers = Handlers(
+        train=lambda job_id: run_training_job(engine, job_id, timeout),
+        refit=lambda project_id, method, params: refit_now(engine, project_id, method, params),
+    )
+    queue = make_queue(libpq_url(url), handlers)
     deferrer = make_queue(libpq_url(url))  # sync connector: the sweeper defers on its own conn
     stop = threading.Event()
 
@@ -39,10 +48,10 @@ def run_worker(settings: Settings) -> None:
 
     sweeper = threading.Thread(target=sweep, daemon=True, name="stalled-job-sweeper")
     sweeper.start()
-    log.info("worker %s: waiting for training jobs", worker_name())
+    log.info("worker %s: waiting for jobs", worker_name())
     try:
         queue.run_worker(
-            queues=[QUEUE],
+            queues=QUEUES,
             concurrency=1,
             name=worker_name(),
             wait=True,

@@ -67,14 +67,21 @@ def database_url(server_url: str) -> Iterator[str]:
     drop_database(server_url, url)
 
 
+# Access control (tests/test_auth*.py test it): `settings` has auth off, so an app a test builds
+# from it needs no key; the shared `client` runs with auth on and sends this admin key.
+ADMIN_KEY = f"sl_test-admin-{uuid.uuid4().hex}"
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
 @pytest.fixture(scope="session")
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(DATABASE_URL=database_url, data_dir=tmp_path_factory.mktemp("data"))
+    return Settings(DATABASE_URL=database_url, data_dir=tmp_path_factory.mktemp("data"), auth=False)
 
 
 @pytest.fixture(scope="session")
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
+    with_auth = {"auth": True, "admin_key": ADMIN_KEY, "rate_limit_per_s": 0}
+    with TestClient(create_app(settings.model_copy(update=with_auth)), headers=ADMIN_HEADERS) as c:
         yield c
 
 
@@ -101,10 +108,11 @@ def free_port() -> int:
 class LiveServer:
     """`softlabels serve` in a subprocess, for tests that kill or restart it."""
 
-    def __init__(self, env: dict[str, str], args: list[str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], args: list[str], log: Path, auth: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env, self.args, self.log = env, args, log
+        # Access control: --no-auth (on loopback) unless a test asks for keys.
+        self.env, self.args, self.log = env, [*args, *([] if auth else ["--no-auth"])], log
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:

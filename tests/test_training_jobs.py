@@ -312,3 +312,12 @@ def test_distilled_and_lwr_jobs_succeed(client, trainable, workers) -> None:
 def test_unknown_job_is_404(client: TestClient) -> None:
     r = client.get("/v1/training-jobs/999999999")
     assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+def test_worker_model_labels_train(client, trainable, workers) -> None:
+    workers.start()
+    job_id = submit(client, trainable, {**SMALL, "labels": {"method": "dawid-skene"}})
+    job = wait_for(client, job_id, TERMINAL)
+    assert job["status"] == "succeeded", job
+    assert job["config"]["labels"]["method"] == "dawid-skene"
+    assert job["metrics"]["eval"]["accuracy"] > 0.6

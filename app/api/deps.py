@@ -1,35 +1,37 @@
 """Dependencies every route uses, as `Annotated` aliases.
 
-`Caller` is resolved once per request by `get_caller`: today every caller is trusted (no auth);
-the access-control issue replaces this one function, and `require(scope)` already names what
-each route needs, so the routes do not change.
+`get_caller` resolves the request's API key once per request (401 without a valid one);
+`require(scope)`, which every route declares, decides (403, or 404 for another project's
+resources) and takes a token from the key's rate-limit bucket (429). The routes never change.
+
+Not revealing other projects: a key that does not cover project B gets, for B and for every
+resource under it (training jobs included), exactly the 404 a missing project or job gets, so it
+cannot tell B from a project that does not exist. Whether the key's scopes allow the endpoint at
+all is decided first (403), from the key alone, so that answer says nothing about B either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, Path, Request
-from sqlalchemy import select
+from fastapi import Depends, FastAPI, Path, Request
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from app.auth import ANONYMOUS_ADMIN, Caller, Forbidden, Unauthorized
 from app.config import Settings
 from app.db.models import Project
 from app.db.session import session_scope
 from app.errors import NotFound
 
 Scope = Literal["admin", "annotate", "read", "train"]
+__all__ = ["Caller", "CallerDep", "ProjectDep", "Scope", "SessionDep", "SettingsDep", "require"]
 
-
-@dataclass(frozen=True)
-class Caller:
-    name: str
-    scopes: frozenset[str]
-
-    def may(self, scope: str, project: str | None) -> bool:
-        return "admin" in self.scopes or scope in self.scopes
+# auto_error=False: a missing header is our 401 (in the one error shape), not FastAPI's 403.
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sl_...`.")
 
 
 def get_settings(request: Request) -> Settings:
@@ -41,8 +43,25 @@ def get_session(request: Request) -> Iterator[Session]:
     yield from session_scope(request.app.state.sessionmaker)
 
 
-def get_caller(request: Request) -> Caller:
-    return Caller(name="anonymous", scopes=frozenset({"admin"}))
+def _unauthorized(detail: str) -> Unauthorized:
+    return Unauthorized(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def get_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Caller:
+    if not request.app.state.settings.auth:
+        caller = ANONYMOUS_ADMIN
+    elif credentials is None or not credentials.credentials:
+        raise _unauthorized("Send an API key: `Authorization: Bearer <key>`.")
+    else:
+        found = request.app.state.keys.resolve(request.app.state.engine, credentials.credentials)
+        if found is None:
+            raise _unauthorized("The API key is not valid (unknown or revoked).")
+        caller = found
+    request.state.caller = caller  # for the access log: the key's id, never the secret
+    return caller
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -52,15 +71,84 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
+def project_not_found(project: str) -> NotFound:
+    return NotFound(f"No project named {project!r}.")  # word for word what get_project says
+
+
+def job_not_found(job_id: int) -> NotFound:
+    return NotFound(f"No training job {job_id}.")  # word for word what training.get_job says
+
+
+def _job_project(request: Request, raw: str) -> str | None:
+    """The name of the project a training job belongs to; raises the job's 404 if none."""
+    try:
+        job_id = int(raw)
+    except ValueError:
+        return None  # the route answers 422 for it
+    if not 1 <= job_id < 2**63:
+        return None
+    with request.app.state.engine.connect() as conn:
+        name = conn.execute(
+            text(
+                "SELECT p.name FROM training_jobs j JOIN projects p ON p.id = j.project_id "
+                "WHERE j.id = :id"
+            ),
+            {"id": job_id},
+        ).scalar_one_or_none()
+    if name is None:
+        raise job_not_found(job_id)
+    return str(name)
+
+
 def require(scope: Scope) -> Callable[..., Caller]:
     """A dependency that admits callers holding `scope` (on the path's project, if any)."""
 
     def check(caller: CallerDep, request: Request) -> Caller:
-        # The access-control issue adds the 401/403 decisions here.
-        caller.may(scope, request.path_params.get("project"))
+        request.app.state.limiter.check(caller)
+        if caller.is_admin:
+            return caller
+        if not caller.has(scope):
+            raise Forbidden(f"This endpoint needs the {scope!r} scope; the key lacks it.")
+        params = request.path_params
+        if "job_id" in params:
+            job_project = _job_project(request, params["job_id"])
+            if job_project is not None and not caller.covers(job_project):
+                raise job_not_found(int(params["job_id"]))
+        elif "project" in params:
+            if not caller.covers(params["project"]):
+                raise project_not_found(params["project"])
+        elif not caller.covers(None):
+            # Not about one project (e.g. the project list): only for keys on every project.
+            raise Forbidden("This endpoint spans every project; the key covers only some.")
         return caller
 
+    check.required_scope = scope  # type: ignore[attr-defined]  # read by route_scope()
     return check
+
+
+def route_scope(route: Any) -> Scope | None:
+    """The scope a route requires (from its `require(...)` dependency), or None if it has none."""
+    for dep in route.dependant.dependencies:
+        scope = getattr(dep.call, "required_scope", None)
+        if scope is not None:
+            return scope  # type: ignore[no-any-return]
+    return None
+
+
+def api_routes(app: FastAPI) -> list[tuple[str, str, Scope | None]]:
+    """(method, path template, required scope) of every API route of `app`: the access rules."""
+    try:  # FastAPI >= 0.16x keeps included routers nested; this walks them
+        from fastapi.routing import iter_route_contexts
+
+        routes: list[Any] = list(iter_route_contexts(app.routes))
+    except ImportError:
+        routes = list(app.routes)
+    return [
+        (method, route.path, route_scope(route))
+        for route in routes
+        if isinstance(getattr(route, "original_route", route), APIRoute)
+        for method in sorted(route.methods or ())
+    ]
 
 
 def get_project(
@@ -69,8 +157,32 @@ def get_project(
 ) -> Project:
     row = session.scalars(select(Project).where(Project.name == project)).one_or_none()
     if row is None:
-        raise NotFound(f"No project named {project!r}.")
+        raise project_not_found(project)
     return row
 
 
 ProjectDep = Annotated[Project, Depends(get_project)]
+
+
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    from app.api.schemas import ErrorBody
+
+    return {"model": ErrorBody, "description": description, **extra}
+
+
+# Documented on every route behind a key (create_app adds them): the errors of access control
+# and those any route may give, all in the one error shape (app/errors.py).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("The body could not be read (e.g. not UTF-8)."),
+    401: _error("No valid API key (`Authorization: Bearer <key>`)."),
+    403: _error("The key's scopes do not allow this endpoint."),
+    404: _error("No such project or resource (or one the key does not cover)."),
+    409: _error("Conflicts with the current state (e.g. a name taken, a job already ended)."),
+    413: _error("The body (or the batch in it) is over the size limit: split it."),
+    422: _error("Invalid request: every bad field is listed in `errors`."),
+    429: _error(
+        "Too many requests for this key.",
+        headers={"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+    ),
+    503: _error("The database is unreachable; retry shortly."),
+}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -154,6 +154,8 @@ class SoftLabel(BaseModel):
     classes: list[str]
     probs: list[float] | None
     gold: str | None = None
+    as_of: int = Field(description="The project's votes_version these labels reflect.")
+    stale: bool = Field(description="True while a newer worker-model fit is being computed.")
 
 
 class ErrorRow(BaseModel):
@@ -203,3 +205,74 @@ class PredictIn(Strict):
 class PredictOut(BaseModel):
     classes: list[str]
     probs: list[list[float]]
+
+
+# --- analytics --------------------------------------------------------------------------------
+
+
+class HistogramBin(BaseModel):
+    n_votes: int
+    items: int
+
+
+class ProjectStats(BaseModel):
+    items: int
+    items_with_votes: int
+    votes: int
+    workers: int
+    votes_per_item: list[HistogramBin]
+    krippendorff_alpha: float | None = Field(
+        description="Nominal; null when undefined (fewer than 2 pairable votes, or no variation)."
+    )
+    fleiss_kappa: float | None
+    fleiss_kappa_reason: str | None = Field(description="Why fleiss_kappa is null, if it is.")
+    mean_normalized_entropy: float | None
+    method: str
+    params: dict[str, float | int]
+    as_of: int
+    stale: bool
+
+
+class NextItem(BaseModel):
+    item: str
+    n_votes: int
+    uncertainty: float | None
+
+
+class NextItems(BaseModel):
+    strategy: str
+    method: str
+    items: list[NextItem]
+
+
+class WorkerOut(BaseModel):
+    worker: str
+    n_votes: int
+    agreement: float | None = Field(
+        description="Share of scored votes that agree with the "
+        "majority of the other votes on the item."
+    )
+    n_scored: int
+    skill: float | None
+    spammer: bool
+
+
+class WorkerList(BaseModel):
+    method: str
+    params: dict[str, float | int]
+    as_of: int
+    stale: bool
+    skill: str = Field(description="What `skill` means for this method.")
+    spammer_rule: str
+    workers: list[WorkerOut]
+
+
+class WorkerDetail(WorkerOut):
+    method: str
+    params: dict[str, float | int]
+    as_of: int
+    stale: bool
+    classes: list[str]
+    confusion: list[list[float]]
+    confusion_source: Literal["model", "empirical"]
+    class_accuracy: list[float]

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -107,8 +108,10 @@ class Vote(Base):
     worker_id: Mapped[int] = mapped_column(
         ForeignKey("workers.id", ondelete="CASCADE"), primary_key=True
     )
-    # Denormalized so project-wide scans (worker models, stats) need no join.
-    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    # Denormalized so project-wide scans (worker models, stats) need no join. No foreign key:
+    # the item's own (which cascades) already ties the vote to its project, and a third FK
+    # check per vote cost ~20% of bulk-ingest time (benchmarks/results/ingest.md).
+    project_id: Mapped[int] = mapped_column(BigInteger)
     label: Mapped[int] = mapped_column(SmallInteger)
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
@@ -156,3 +159,41 @@ class TrainingArtifact(Base):
     )
     checkpoint: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = _now()
+
+
+class LabelFit(Base):
+    """A cached worker-model fit (app/fits.py): numpy arrays in one npz blob, and the
+    votes_version they reflect."""
+
+    __tablename__ = "label_fits"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    method: Mapped[str] = mapped_column(Text, primary_key=True)
+    params: Mapped[str] = mapped_column(Text, primary_key=True)  # canonical JSON
+    votes_version: Mapped[int] = mapped_column(BigInteger)
+    arrays: Mapped[bytes] = mapped_column(LargeBinary)
+    n_iter: Mapped[int] = mapped_column(Integer)
+    converged: Mapped[bool] = mapped_column(Boolean)
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class ApiKey(Base):
+    """An API key: only its sha256 is stored (see app/auth.py); the secret is shown once."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint("char_length(key_hash) = 64", name="key_hash_sha256"),
+        CheckConstraint("cardinality(scopes) >= 1", name="has_scope"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    label: Mapped[str] = mapped_column(Text)
+    key_hash: Mapped[str] = mapped_column(Text, unique=True)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    # NULL: every project ("*"), present and future.
+    projects: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    created_at: Mapped[dt.datetime] = _now()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
-from app.aggregation.methods import resolve
 from app.aggregation.params import ParamError
+from app.aggregation.registry import resolve_method
 
 DEFAULT_LABELS: dict[str, Any] = {"method": "normalized"}
 
@@ -62,7 +62,7 @@ class DistillConfig(_Strict):
     """
 
     teacher_job: int = Field(
-        ..., gt=0, description="Id of the finished training job to learn from."
+        ..., gt=0, description="Id of the finished training job to learn from. Required."
     )
     temperature: float = Field(
         2.0, gt=0.0, le=1000.0, description="Softening temperature T (> 0). Default 2."
@@ -187,7 +187,7 @@ class TrainingConfig(_Strict):
         if not isinstance(method, str):
             raise _field_error("labels", ("method",), "a method name is required", method)
         try:
-            spec, values = resolve(method, params)
+            spec, values = resolve_method(method, params)
         except ParamError as exc:
             raise _field_error("labels", (exc.field,), exc.reason, raw.get(exc.field)) from None
         return {"method": spec.name, **values}

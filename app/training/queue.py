@@ -1,40 +1,76 @@
-"""The procrastinate app: one task, `train`, on the `training` queue (procrastinate demo style).
+"""The procrastinate app (procrastinate demo style): two tasks.
+
+- `softlabels.train` (queue `training`): run one training job (app/training/runner.py).
+- `softlabels.refit` (queue `fits`): refit a worker-quality model for a large project
+  (app/fits.py), so API reads never wait on a long fit.
 
 The API defers on the request's own connection, so the job row and its queue entry commit or
-roll back together. Workers build the same app with `make_queue(url, run=...)`, where `run`
-does the work (app/training/runner.py).
+roll back together. Workers build the same app with handlers that do the work.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import procrastinate
+from procrastinate.exceptions import AlreadyEnqueued
 
-TASK_NAME = "softlabels.train"
-QUEUE = "training"
+TRAIN_TASK = "softlabels.train"
+REFIT_TASK = "softlabels.refit"
+QUEUES = ["training", "fits"]
 
 
-def make_queue(conninfo: str, run: Callable[[int], None] | None = None) -> procrastinate.App:
+@dataclass(frozen=True)
+class Handlers:
+    train: Callable[[int], None]
+    refit: Callable[[int, str, dict[str, Any]], None]
+
+
+def make_queue(conninfo: str, handlers: Handlers | None = None) -> procrastinate.App:
     connector = (
         procrastinate.PsycopgConnector(conninfo=conninfo)
-        if run is not None
+        if handlers is not None
         else procrastinate.SyncPsycopgConnector(conninfo=conninfo)
     )
     queue = procrastinate.App(connector=connector)
 
-    @queue.task(name=TASK_NAME, queue=QUEUE)
+    def _handlers() -> Handlers:
+        if handlers is None:  # the API's copy of the tasks is only ever deferred, never run
+            raise RuntimeError("this process only defers jobs")
+        return handlers
+
+    @queue.task(name=TRAIN_TASK, queue="training")
     def train(job_id: int) -> None:
-        if run is None:  # the API's copy of the task is only ever deferred, never run
-            raise RuntimeError("this process only defers training jobs")
-        run(job_id)
+        _handlers().train(job_id)
+
+    @queue.task(name=REFIT_TASK, queue="fits")
+    def refit(project_id: int, method: str, params: dict[str, Any]) -> None:
+        _handlers().refit(project_id, method, params)
 
     return queue
 
 
 def defer_training(queue: procrastinate.App, job_id: int, connection: Any) -> int:
-    """Enqueue job `job_id` on `connection` (a psycopg connection inside the caller's
+    """Enqueue training job `job_id` on `connection` (a psycopg connection inside the caller's
     transaction). Returns procrastinate's job id."""
-    task = queue.tasks[TASK_NAME]
+    task = queue.tasks[TRAIN_TASK]
     return int(task.configure(connection=connection).defer(job_id=job_id))
+
+
+def defer_refit(
+    queue: procrastinate.App,
+    connection: Any,
+    project_id: int,
+    method: str,
+    params: dict[str, Any],
+    key: str,
+) -> None:
+    """Queue a refit unless one for the same (project, method, params) is already waiting."""
+    task = queue.tasks[REFIT_TASK].configure(
+        connection=connection, queueing_lock=f"refit:{project_id}:{key}"
+    )
+    with contextlib.suppress(AlreadyEnqueued):
+        task.defer(project_id=project_id, method=method, params=params)

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, text
 
+from app.aggregation.registry import needs_votes, resolve_method
+from app.fits import load_votes
 from app.training.data import TrainingData, build_training_data
 
 
@@ -33,13 +35,16 @@ def usable_items(conn: Any, project_id: int) -> int:
 
 
 def freeze(engine: Engine, project_id: int, labels: Mapping[str, Any]) -> Snapshot:
+    spec, params = resolve_method(
+        str(labels["method"]), {k: v for k, v in labels.items() if k != "method"}
+    )
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         version = conn.execute(
             text("SELECT votes_version FROM projects WHERE id = :p"), {"p": project_id}
         ).scalar_one()
         rows = conn.execute(
             text(
-                "SELECT external_id, features, counts, coalesce(gold, -1) FROM items "
+                "SELECT id, external_id, features, counts, coalesce(gold, -1) FROM items "
                 "WHERE project_id = :p AND features IS NOT NULL AND n_votes > 0 ORDER BY id"
             ),
             {"p": project_id},
@@ -54,15 +59,24 @@ def freeze(engine: Engine, project_id: int, labels: Mapping[str, Any]) -> Snapsh
             ),
             {"p": project_id},
         ).scalar_one()
+        targets = None
+        if rows and needs_votes(spec):
+            # Worker models are fitted on the whole project's votes, in this same snapshot.
+            k = len(rows[0][3])
+            pv = load_votes(conn, project_id, k)
+            fit = spec.fit(pv.votes, params, None)  # type: ignore[union-attr]
+            pos = np.searchsorted(pv.item_ids, np.asarray([r[0] for r in rows], dtype=np.int64))
+            targets = fit.probs[pos]
         conn.rollback()
     if not rows:
         raise ValueError("the project has no items with both features and votes")
-    ids, features, counts, gold = zip(*rows, strict=True)
+    _, ids, features, counts, gold = zip(*rows, strict=True)
     data = build_training_data(
         list(ids),
         np.asarray(features, dtype=np.float32),
         np.asarray(counts, dtype=np.int64),
         np.asarray(gold, dtype=np.int64),
         labels,
+        targets=targets,
     )
     return Snapshot(data=data, data_hash=data_hash, votes_version=int(version))

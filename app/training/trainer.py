@@ -36,7 +36,7 @@ from app.training.losses import (
     with_distillation,
     with_lwr,
 )
-from app.training.metrics import evaluate, predict_logits
+from app.training.metrics import EvalSet, evaluate, predict_logits
 from app.training.models import build_model, standardizer
 
 CHECKPOINT_FORMAT = 1
@@ -99,10 +99,12 @@ def train(
 ) -> TrainResult:
     """Train `cfg` on `data`; `teacher` is the model of cfg.distill.teacher_job (required then).
 
-    on_epoch(row) is called after every epoch with {"epoch" (1-based), "epochs", "train_loss",
-    "eval_loss", <metrics.METRIC_KEYS>}; should_stop() is polled once per epoch, after on_epoch,
-    and ends the run (cancelled=True) with the model as it is. Raises DeviceUnavailableError,
-    or ValueError when the training split is empty or the teacher is missing or mismatched.
+    on_epoch(row) is called after every epoch with {"epoch" (1-based), "epochs", "train_loss"
+    (the mean optimized objective, distillation/LWR terms included), "eval_loss" (the chosen
+    loss on the eval split; None if it is empty), <metrics.METRIC_KEYS>}. should_stop() is
+    polled once per epoch, after on_epoch; True ends the run (cancelled=True) with the model as
+    it is, and the checkpoint is still produced. Raises DeviceUnavailableError, or ValueError
+    when the training split is empty or the teacher is missing or does not fit the data.
     """
     if cfg.distill is not None and teacher is None:
         raise ValueError("cfg.distill is set: pass the teacher job's model as `teacher`")
@@ -130,12 +132,12 @@ def _train(
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
 
     # Everything lives on the device for the whole run. hard-ce becomes soft-ce on one-hot rows,
-    # so one loss call serves both (identical values, see losses.hard_targets).
+    # so one loss call serves both (same values up to rounding, see losses.hard_targets).
     x, x_ev = to_dev(data.features[tr]), to_dev(data.features[ev])
     y, y_ev = to_dev(data.targets[tr]), to_dev(data.targets[ev])
     if cfg.loss == "hard-ce":
         y, y_ev = hard_targets(y), hard_targets(y_ev)
-    counts_ev, gold_ev = data.counts[ev], data.gold[ev]
+    eval_labels = EvalSet.build(data.counts[ev], data.gold[ev])  # once, not every epoch
 
     model = build_model(cfg.model, data.n_features, data.n_classes)
     standardizer(model).fit(data.features[tr])  # training split only: no eval leakage
@@ -176,7 +178,7 @@ def _train(
         if fresh is not None:
             stored = fresh  # used from the next epoch on, until the next record epoch
 
-        metrics = evaluate(model, x_ev, counts_ev, gold_ev, n_train=n, loss_targets=y_ev)
+        metrics = evaluate(model, x_ev, eval_labels, n_train=n, loss_targets=y_ev)
         eval_loss = metrics.pop("loss")
         row = {
             "epoch": epoch + 1,
@@ -206,7 +208,7 @@ def _train(
     if best_state is not None:
         model.load_state_dict(best_state)  # early stopping keeps the best model, not the last
     model.eval()
-    final = evaluate(model, x_ev, counts_ev, gold_ev, n_train=n)
+    final = evaluate(model, x_ev, eval_labels, n_train=n)
     result_metrics = {
         "eval": final,
         "history": history,

@@ -135,12 +135,6 @@ def upgrade() -> None:
             ["item_id"], ["items.id"], name=op.f("fk_votes_item_id_items"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
-            ["project_id"],
-            ["projects.id"],
-            name=op.f("fk_votes_project_id_projects"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
             ["worker_id"],
             ["workers.id"],
             name=op.f("fk_votes_worker_id_workers"),

@@ -1,0 +1,269 @@
+"""Worker-model soft labels from the database: load the vote list, fit, cache the fit.
+
+A fit is stored per (project, method, parameters) with the project's `votes_version` it
+reflects. A read whose version matches uses it; otherwise small projects refit at once (warm
+started from the stored fit), and projects past `fit_sync_max_votes` get a refit queued in the
+worker while the read answers with the last fit, marked stale, so reads never wait on a long fit.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, text
+
+from app.aggregation.worker_models import VoteArrays, WorkerMethod, WorkerModelFit
+
+# PostgreSQL's binary COPY row for (bigint, bigint, smallint): a field count, then each field
+# as (length, value), all big-endian. Parsing it with one np.frombuffer keeps 10M votes cheap.
+_ROW = np.dtype(
+    [
+        ("n", ">i2"),
+        ("l1", ">i4"),
+        ("item", ">i8"),
+        ("l2", ">i4"),
+        ("worker", ">i8"),
+        ("l3", ">i4"),
+        ("label", ">i2"),
+    ]
+)
+_HEADER = 19  # signature (11) + flags (4) + header extension length (4)
+
+
+@dataclass(frozen=True)
+class ProjectVotes:
+    item_ids: np.ndarray  # database ids, ascending: the fit's item index
+    worker_ids: np.ndarray  # database ids, ascending: the fit's worker index
+    votes: VoteArrays
+
+
+@dataclass
+class Fit:
+    method: str
+    params: dict[str, Any]
+    votes_version: int
+    item_ids: np.ndarray
+    worker_ids: np.ndarray
+    result: WorkerModelFit
+    seconds: float
+    stale: bool = False
+
+    def probs_for(self, item_ids: np.ndarray) -> np.ndarray:
+        """Rows for these database item ids (items newer than the fit get the class prior)."""
+        pos = np.searchsorted(self.item_ids, item_ids)
+        pos = np.minimum(pos, max(len(self.item_ids) - 1, 0))
+        known = (len(self.item_ids) > 0) & (self.item_ids[pos] == item_ids)
+        k = self.result.probs.shape[1]
+        prior = (
+            self.result.class_prior if self.result.class_prior is not None else np.full(k, 1 / k)
+        )
+        return np.where(known[:, None], self.result.probs[pos], prior[None, :])
+
+
+class FitPending(Exception):
+    """No fit exists yet for a large project; one is being computed by a worker."""
+
+
+def _ids(conn: Connection, table: str, project_id: int) -> np.ndarray:
+    rows = (
+        conn.execute(
+            text(f"SELECT id FROM {table} WHERE project_id = :p ORDER BY id"), {"p": project_id}
+        )
+        .scalars()
+        .all()
+    )
+    return np.asarray(rows, dtype=np.int64)
+
+
+def load_votes(conn: Connection, project_id: int, n_classes: int) -> ProjectVotes:
+    item_ids = _ids(conn, "items", project_id)
+    worker_ids = _ids(conn, "workers", project_id)
+    buf = io.BytesIO()
+    raw = conn.connection.driver_connection
+    with (
+        raw.cursor() as cur,
+        cur.copy(
+            "COPY (SELECT item_id, worker_id, label FROM votes WHERE project_id = %s) "
+            "TO STDOUT (FORMAT BINARY)",
+            (project_id,),
+        ) as copy,
+    ):
+        for block in copy:
+            buf.write(block)
+    data = buf.getbuffer()
+    n = (len(data) - _HEADER - 2) // _ROW.itemsize
+    rows = np.frombuffer(data, dtype=_ROW, count=n, offset=_HEADER) if n > 0 else np.empty(0, _ROW)
+    votes = VoteArrays(
+        item=np.searchsorted(item_ids, rows["item"].astype(np.int64)),
+        worker=np.searchsorted(worker_ids, rows["worker"].astype(np.int64)),
+        label=rows["label"].astype(np.int64),
+        n_items=len(item_ids),
+        n_workers=len(worker_ids),
+        n_classes=n_classes,
+    )
+    return ProjectVotes(item_ids, worker_ids, votes)
+
+
+def params_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def _pack(arrays: dict[str, np.ndarray | None]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **{k: v for k, v in arrays.items() if v is not None})
+    return buf.getvalue()
+
+
+def load_fit(conn: Connection, project_id: int, method: str, params: dict[str, Any]) -> Fit | None:
+    row = conn.execute(
+        text(
+            "SELECT votes_version, arrays, n_iter, converged, seconds FROM label_fits "
+            "WHERE project_id = :p AND method = :m AND params = :k"
+        ),
+        {"p": project_id, "m": method, "k": params_key(params)},
+    ).one_or_none()
+    if row is None:
+        return None
+    with np.load(io.BytesIO(bytes(row.arrays))) as z:
+        a = {k: z[k] for k in z.files}
+    state = {k[6:]: v for k, v in a.items() if k.startswith("state_")}
+    result = WorkerModelFit(
+        probs=a["probs"],
+        worker_skill=a["worker_skill"],
+        confusion=a.get("confusion"),
+        class_prior=a.get("class_prior"),
+        n_iter=row.n_iter,
+        converged=row.converged,
+        state=state,
+    )
+    return Fit(
+        method, params, row.votes_version, a["item_ids"], a["worker_ids"], result, row.seconds
+    )
+
+
+def store_fit(conn: Connection, project_id: int, fit: Fit) -> None:
+    r = fit.result
+    arrays = {
+        "item_ids": fit.item_ids,
+        "worker_ids": fit.worker_ids,
+        "probs": r.probs,
+        "worker_skill": r.worker_skill,
+        "confusion": r.confusion,
+        "class_prior": r.class_prior,
+        **{f"state_{k}": v for k, v in r.state.items()},
+    }
+    conn.execute(
+        text(
+            """
+            INSERT INTO label_fits (project_id, method, params, votes_version, arrays, n_iter,
+                                    converged, seconds)
+            VALUES (:p, :m, :k, :v, :a, :n, :c, :s)
+            ON CONFLICT (project_id, method, params) DO UPDATE SET
+                votes_version = EXCLUDED.votes_version, arrays = EXCLUDED.arrays,
+                n_iter = EXCLUDED.n_iter, converged = EXCLUDED.converged,
+                seconds = EXCLUDED.seconds, created_at = now()
+            WHERE label_fits.votes_version <= EXCLUDED.votes_version
+            """
+        ),
+        {
+            "p": project_id,
+            "m": fit.method,
+            "k": params_key(fit.params),
+            "v": fit.votes_version,
+            "a": _pack(arrays),
+            "n": r.n_iter,
+            "c": r.converged,
+            "s": fit.seconds,
+        },
+    )
+
+
+def compute_fit(
+    engine: Engine,
+    project_id: int,
+    n_classes: int,
+    spec: WorkerMethod,
+    params: dict[str, Any],
+    warm: Fit | None = None,
+) -> Fit:
+    """Fit on the project's current votes (one REPEATABLE READ snapshot) and store it."""
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+        version = conn.execute(
+            text("SELECT votes_version FROM projects WHERE id = :p"), {"p": project_id}
+        ).scalar_one()
+        pv = load_votes(conn, project_id, n_classes)
+        conn.rollback()
+    started = time.perf_counter()
+    # Indices are database-id order, and ids only grow, so the stored fit's rows line up with
+    # the first rows of the new one: a valid warm start even after new items or workers.
+    usable = warm is not None and np.array_equal(warm.item_ids, pv.item_ids[: len(warm.item_ids)])
+    result = spec.fit(pv.votes, params, warm.result if usable and warm else None)
+    fit = Fit(
+        spec.name,
+        params,
+        int(version),
+        pv.item_ids,
+        pv.worker_ids,
+        result,
+        time.perf_counter() - started,
+    )
+    with engine.begin() as conn:
+        store_fit(conn, project_id, fit)
+    return fit
+
+
+def n_votes(conn: Connection, project_id: int) -> int:
+    return int(
+        conn.execute(
+            text("SELECT coalesce(sum(n_votes), 0) FROM items WHERE project_id = :p"),
+            {"p": project_id},
+        ).scalar_one()
+    )
+
+
+def current_fit(
+    engine: Engine,
+    project_id: int,
+    n_classes: int,
+    spec: WorkerMethod,
+    params: dict[str, Any],
+    *,
+    sync_max_votes: int,
+    request_refit: Any = None,
+) -> Fit:
+    """The fit for the project's current votes, or the last one marked stale (see module doc)."""
+    with engine.connect() as conn:
+        version = conn.execute(
+            text("SELECT votes_version FROM projects WHERE id = :p"), {"p": project_id}
+        ).scalar_one()
+        cached = load_fit(conn, project_id, spec.name, params)
+        size = n_votes(conn, project_id)
+    if cached is not None and cached.votes_version == version:
+        return cached
+    if request_refit is None or size <= sync_max_votes:
+        return compute_fit(engine, project_id, n_classes, spec, params, warm=cached)
+    request_refit()
+    if cached is None:
+        raise FitPending
+    cached.stale = True
+    return cached
+
+
+def refit_now(engine: Engine, project_id: int, method: str, params: dict[str, Any]) -> None:
+    """The worker's `refit` task: bring the stored fit up to the project's current votes."""
+    from app.aggregation.worker_models import resolve_worker_method
+
+    spec, values = resolve_worker_method(method, params)
+    with engine.connect() as conn:
+        k = conn.execute(
+            text("SELECT cardinality(classes) FROM projects WHERE id = :p"), {"p": project_id}
+        ).scalar_one_or_none()
+        warm = load_fit(conn, project_id, spec.name, values) if k is not None else None
+    if k is None:
+        return  # project deleted meanwhile
+    compute_fit(engine, project_id, int(k), spec, values, warm=warm)

@@ -1,0 +1,200 @@
+"""`softlabels import-votes` and `softlabels export`, run as the command a user would type."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import REPO
+from tests.test_votes import assert_counts_match_votes, stored_votes
+
+CLASSES = ["cat", "dog", "bird"]  # the `project` fixture's classes
+
+
+def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env={**os.environ, "DATABASE_URL": database_url, "COLUMNS": "200"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def write_votes(path: Path, rows: list[tuple[str, str, str]], header=("item", "worker", "label")):
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    data = buf.getvalue().encode()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+
+
+def summary(stderr: str) -> tuple[int, int, int]:
+    m = re.search(r"(\d+) inserted, (\d+) updated, (\d+) unchanged", stderr)
+    assert m, stderr
+    return int(m[1]), int(m[2]), int(m[3])
+
+
+def expected_state(rows: list[tuple[str, str, str]]) -> set[tuple[str, str, int]]:
+    return {(i, w, CLASSES.index(k) if k in CLASSES else int(k)) for i, w, k in rows}
+
+
+# Labels by name and by 0-based index; item ids that need CSV quoting.
+ROWS = [
+    (item, f"w{j}", [CLASSES[(n + j) % 3], str((n + j) % 3)][j % 2])
+    for n, item in enumerate(
+        ["a", "b,comma", 'q"uote', "multi\nline", "ünï😀", " sp ", "=1+1", *map(str, range(30))]
+    )
+    for j in range(n % 4 + 1)
+]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_import_votes_stores_exactly_and_is_idempotent(
+    database_url: str, project: str, tmp_path: Path, suffix: str
+) -> None:
+    path = tmp_path / f"votes{suffix}"
+    write_votes(path, ROWS)
+    args = ("import-votes", str(path), "--project", project, "--batch-size", "16")
+    r = cli(database_url, *args)
+    assert r.returncode == 0, r.stderr
+    assert summary(r.stderr) == (len(ROWS), 0, 0)
+    assert f"{len(ROWS)} votes in" in r.stderr
+    assert stored_votes(database_url, project) == expected_state(ROWS)
+    assert_counts_match_votes(database_url, project)
+
+    again = cli(database_url, *args)  # re-running changes nothing
+    assert again.returncode == 0, again.stderr
+    assert summary(again.stderr) == (0, 0, len(ROWS))
+    assert stored_votes(database_url, project) == expected_state(ROWS)
+
+    # A corrected file: changed labels are updated, the rest unchanged.
+    fixed = [(i, w, "bird" if n % 5 == 0 else k) for n, (i, w, k) in enumerate(ROWS)]
+    changed = sum(
+        1
+        for old, new in zip(ROWS, fixed, strict=True)
+        if expected_state([old]) != expected_state([new])
+    )
+    write_votes(path, fixed)
+    r = cli(database_url, *args)
+    assert r.returncode == 0, r.stderr
+    assert summary(r.stderr) == (0, changed, len(ROWS) - changed) and changed > 0
+    assert stored_votes(database_url, project) == expected_state(fixed)
+    assert_counts_match_votes(database_url, project)
+
+
+def test_class_name_made_of_digits_wins_over_index(
+    client: TestClient, database_url: str, tmp_path: Path
+) -> None:
+    name = f"digits-{uuid.uuid4().hex[:8]}"
+    r = client.post("/v1/projects", json={"name": name, "classes": ["x", "2", "y"]})
+    assert r.status_code == 201
+    path = tmp_path / "votes.csv"
+    write_votes(path, [("a", "w1", "2"), ("a", "w2", "0"), ("a", "w3", "y")])
+    r = cli(database_url, "import-votes", str(path), "--project", name)
+    assert r.returncode == 0, r.stderr
+    # "2" is the class named "2" (index 1), not index 2; "0" is index 0.
+    assert stored_votes(database_url, name) == {("a", "w1", 1), ("a", "w2", 0), ("a", "w3", 2)}
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (("i6", "w", "zebra"), "unknown class"),
+        (("", "w", "cat"), "item"),
+        (("i5", "w", "dog"), "duplicate"),
+    ],
+)
+def test_bad_row_reports_its_line_and_stores_nothing_of_its_batch(
+    database_url: str, project: str, tmp_path: Path, bad: tuple[str, str, str], reason: str
+) -> None:
+    rows = [(f"i{n}", "w", CLASSES[n % 3]) for n in range(10)]
+    rows[6] = bad  # line 8 of the file (line 1 is the header); batches are rows 0-3, 4-7, 8-9
+    path = tmp_path / "votes.csv"
+    write_votes(path, rows)
+    r = cli(database_url, "import-votes", str(path), "--project", project, "--batch-size", "4")
+    assert r.returncode == 1, r.stderr
+    assert re.search(r"line 8\b", r.stderr), r.stderr
+    assert reason in r.stderr, r.stderr
+    assert "from line 6" in r.stderr and "the 4 votes before it were" in r.stderr, r.stderr
+    # The first batch is stored, nothing of the bad row's batch, nothing after it.
+    assert stored_votes(database_url, project) == expected_state(rows[:4])
+    assert_counts_match_votes(database_url, project)
+
+    rows[6] = ("i6", "w", "cat")  # fixed: the re-run stores the rest, the first batch unchanged
+    write_votes(path, rows)
+    r = cli(database_url, "import-votes", str(path), "--project", project, "--batch-size", "4")
+    assert r.returncode == 0, r.stderr
+    assert summary(r.stderr) == (6, 0, 4)
+    assert stored_votes(database_url, project) == expected_state(rows)
+
+
+def test_import_refuses_unknown_project_and_missing_columns(
+    database_url: str, project: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "votes.csv"
+    write_votes(path, [("a", "w", "cat")])
+    r = cli(database_url, "import-votes", str(path), "--project", "no-such-project")
+    assert r.returncode == 2 and "no-such-project" in r.stderr, r.stderr
+    write_votes(path, [("a", "w", "cat")], header=("item", "annotator", "label"))
+    r = cli(database_url, "import-votes", str(path), "--project", project)
+    assert r.returncode == 2 and "worker" in r.stderr, r.stderr
+    assert stored_votes(database_url, project) == set()
+
+
+EXPORT_CASES = [
+    ({"method": "normalized"}, ["--method", "normalized"]),
+    (
+        {"method": "softmax", "temperature": 0.5, "min_votes": 2},
+        ["--method", "softmax", "--param", "temperature=0.5", "--min-votes", "2"],
+    ),
+]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_export_equals_api_export(
+    client: TestClient, database_url: str, project: str, tmp_path: Path, fmt: str
+) -> None:
+    votes = [{"item": i, "worker": w, "label": int(k) if k.isdigit() else k} for i, w, k in ROWS]
+    assert client.post(f"/v1/projects/{project}/votes", json={"votes": votes}).status_code == 200
+    items = [{"id": "a", "gold": "dog"}, {"id": "never-voted", "gold": 0}]
+    assert client.post(f"/v1/projects/{project}/items", json={"items": items}).status_code == 200
+    for query, flags in EXPORT_CASES:
+        api = client.get(f"/v1/projects/{project}/soft-labels", params={**query, "format": fmt})
+        assert api.status_code == 200, api.text
+        out = tmp_path / f"export-{query['method']}.{fmt}"
+        r = cli(
+            database_url, "export", "--project", project, "--format", fmt, "-o", str(out), *flags
+        )
+        assert r.returncode == 0, r.stderr
+        if fmt == "parquet":
+            got, want = pq.read_table(out), pq.read_table(io.BytesIO(api.content))
+            assert got.num_rows == want.num_rows > 0
+            assert got.equals(want), (got.to_pylist()[:3], want.to_pylist()[:3])
+        else:
+            assert out.read_bytes() == api.content and len(api.content) > 100
+
+
+def test_export_refuses_bad_method_or_param(database_url: str, project: str, tmp_path: Path):
+    out = tmp_path / "x.jsonl"
+    for flags, word in [
+        (["--method", "mean"], "method"),
+        (["--method", "majority", "--param", "alpha=1"], "alpha"),  # does not apply
+    ]:
+        r = cli(database_url, "export", "--project", project, "-o", str(out), *flags)
+        assert r.returncode == 2 and word in r.stderr, (flags, r.stderr)
+    r = cli(database_url, "export", "--project", "no-such-project", "-o", str(out))
+    assert r.returncode == 2 and "no-such-project" in r.stderr
