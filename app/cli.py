@@ -372,6 +372,8 @@ def demo(
             time.sleep(0.5)
     try:
         key = key or cli_key(_settings(data_dir))  # read after the server made it, if it did
+        if key is None:
+            console.print("[yellow]no API key: set SOFTLABELS_KEY or SOFTLABELS_ADMIN_KEY[/yellow]")
         headers = {"Authorization": f"Bearer {key}"} if key else None
         results = run_demo(url, out, project, Crowd(), headers=headers, log=console.print)
     finally:

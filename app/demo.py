@@ -142,6 +142,7 @@ def run_demo(
                 **{k: ev[k] for k in ("accuracy", "nll", "ece", "kl_human", "n_eval")},
                 "epochs": job["metrics"]["epochs_run"],
                 "seconds": job["metrics"]["seconds"],
+                "post_to_done": _seconds_between(job["created_at"], job["finished_at"]),
                 "history": job["metrics"]["history"],
             }
         )

@@ -56,7 +56,8 @@ def committed_with_retries(session: Session, write: Callable[[], T], attempts: i
             return result
         except OperationalError as exc:
             session.rollback()
-            retryable = isinstance(exc.orig, psycopg.errors.TransactionRollbackError)
+            # SQLSTATE class 40: deadlock victim or serialization failure; safe to redo.
+            retryable = isinstance(exc.orig, psycopg.errors.TransactionRollback)
             if not retryable or attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")

@@ -104,6 +104,7 @@ class Stream:
 
     def _send(self, http: httpx.Client, kind: str, path: str, body: dict | None = None) -> str:
         started = time.perf_counter()
+        status: int | str
         try:
             r = http.post(path, json=body) if body is not None else http.get(path)
         except httpx.ConnectError:
@@ -216,8 +217,8 @@ def sigkill_trial(args: argparse.Namespace, work: Path) -> str:
         "",
         f"- {args.clients} clients, batches of 200-2000 new votes plus relabels of 20% of the "
         f"client's previous batch (when acknowledged); {args.kills} SIGKILLs at random moments "
-        f"(1-4 s apart), each followed by a restart (down {min(downtime):.1f}-"
-        f"{max(downtime):.1f} s including the restart).",
+        f"(1-4 s apart), each followed by a restart (down {min(downtime, default=0):.1f}-"
+        f"{max(downtime, default=0):.1f} s including the restart).",
         f"- batches sent: {len(stream.batches)}; outcomes: "
         + ", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())),
         "- ledger check:",
@@ -250,8 +251,8 @@ def postgres_restart_trial(args: argparse.Namespace, work: Path) -> str:
         up_at = time.monotonic()
         time.sleep(args.pg_after)
         stream.stop.set()
-        for t in threads:
-            t.join(120)
+        for thread in threads:
+            thread.join(120)
         same_process = (
             server.proc is not None and server.proc.poll() is None and server.proc.pid == pid
         )

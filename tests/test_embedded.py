@@ -8,6 +8,7 @@ migration. Every test stops the embedded server it started.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -21,7 +22,7 @@ from alembic.script import ScriptDirectory
 
 from app.db.embedded import start_embedded, stop_embedded
 from app.db.migrate import alembic_config
-from tests.conftest import REPO, LiveServer
+from tests.conftest import REPO, LiveServer, embedded_data_dir
 
 pytestmark = pytest.mark.embedded
 
@@ -32,11 +33,12 @@ def env_without_database_url() -> dict[str, str]:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "softlabels-data"
+def data_dir() -> Iterator[Path]:
+    path = embedded_data_dir() / "softlabels-data"
     yield path
     stop_embedded(path)  # no stray server, whatever the test did
     assert not (path / "pg" / "postmaster.pid").exists()
+    shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

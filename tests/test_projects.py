@@ -85,3 +85,10 @@ def test_unknown_route_and_method_use_error_shape(client: TestClient) -> None:
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     r = client.delete("/v1/projects")
     assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+
+
+def test_patch_null_classes_and_nul_description(client: TestClient, project: str) -> None:
+    r = client.patch(f"/v1/projects/{project}", json={"classes": None})
+    assert r.status_code == 200 and r.json()["classes"] == ["cat", "dog", "bird"]
+    r = client.patch(f"/v1/projects/{project}", json={"description": "a\u0000b"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "description"

@@ -340,19 +340,20 @@ def test_glad_matches_crowdkit_with_its_m_step(crowdkit: dict[str, np.ndarray], 
 
 @pytest.mark.parametrize("data", DATASETS)
 def test_glad_newton_m_step_climbs_as_far_as_crowdkits_cg(data: str) -> None:
-    """Departure: our default M-step is 5 rounds of block Newton, not scipy CG. From the same
-    posteriors and start, it reaches the same objective as crowd-kit's CG M-step to within
-    0.1% (measured: 0.01% lower on the simulations, 0.1-2% higher on the real sets)."""
+    """Departure: our M-step is block Newton, not scipy CG. From the same posteriors and start,
+    10 Newton rounds reach at least the objective of crowd-kit's CG M-step (25 CG iterations),
+    so both optimize the same Q. (The default of 3 rounds per M-step stops earlier on purpose:
+    EM does not need an exact M-step, and more, cheaper EM iterations were faster overall.)"""
     pytest.importorskip("scipy")
     votes = dataset(data)[0]
     sv = SortedVotes.build(votes)
-    _, p = resolve_worker_method("glad", {})
+    _, p = resolve_worker_method("glad", {"m_step_iter": 10})
     alpha, beta = np.ones(votes.n_workers), np.ones(votes.n_items)
     post, _ = glad._e_step(sv, alpha, beta, 1.0, 1.0)
-    hit = post.reshape(-1)[sv.item * votes.n_classes + sv.label]
+    hit = sv.label_posterior(post)
     q_cg = glad.objective(sv, hit, *crowdkit_cg_m_step(sv, hit, alpha, beta, p), 1.0, 1.0)[0]
     q_newton = glad.objective(sv, hit, *glad.newton_m_step(sv, hit, alpha, beta, p), 1.0, 1.0)[0]
-    assert q_newton >= q_cg - 1e-3 * abs(q_cg)
+    assert q_newton >= q_cg - 1e-9 * abs(q_cg)
 
 
 @pytest.mark.parametrize("data", DATASETS)

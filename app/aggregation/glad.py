@@ -58,8 +58,10 @@ PARAMS: dict[str, ParamSpec] = {
     "m_step_iter": ParamSpec(
         name="m_step_iter",
         type=int,
-        default=5,
-        doc="maximum Newton rounds per M-step (each updates all abilities, then all difficulties)",
+        default=3,
+        doc="maximum Newton rounds per M-step (each updates all abilities, then all "
+        "difficulties); the M-step need not converge (generalized EM): 3 rounds gave the "
+        "fastest fits at unchanged accuracy in benchmarks/worker_models.py",
         check=lambda v: 1 <= v <= 1000,
         rule="an integer in [1, 1000]",
     ),
@@ -84,25 +86,43 @@ MStep = Callable[
 
 
 def _log_sigmoid(x: np.ndarray) -> np.ndarray:
-    return -np.logaddexp(0.0, -x)
+    """log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)): finite for every x, and about 2.5x
+    faster than -logaddexp(0, -x) on 10M votes."""
+    r = np.abs(x)
+    np.negative(r, out=r)
+    np.exp(r, out=r)
+    np.log1p(r, out=r)
+    return np.minimum(x, 0.0) - r
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # tanh form: one transcendental, and no overflow for any x (exp(-x) overflows at x < -709).
-    return 0.5 + 0.5 * np.tanh(0.5 * x)
+    """sigmoid(x) = (1 + tanh(x / 2)) / 2: one transcendental, no overflow for any x."""
+    s = np.multiply(x, 0.5)
+    np.tanh(s, out=s)
+    s *= 0.5
+    s += 0.5
+    return s
 
 
 def _e_step(
     sv: SortedVotes, alpha: np.ndarray, beta: np.ndarray, mu_a: float, mu_b: float
 ) -> tuple[np.ndarray, float]:
-    """Posteriors (I, K) and the MAP objective: log marginal likelihood + log prior."""
+    """Posteriors (I, K) and the MAP objective: log marginal likelihood + log prior.
+
+    With x = alpha * exp(beta), a vote's log-likelihood is log sigmoid(x) if its label is the
+    class and log(1 - sigmoid(x)) - log(K - 1) = log sigmoid(x) - x - log(K - 1) otherwise, so
+    the label's bonus over the others is x + log(K - 1).
+    """
     k = sv.n_classes
-    x = alpha[sv.worker] * np.exp(beta)[sv.item]
-    right = _log_sigmoid(x)
-    wrong = right - x - math.log(k - 1)  # log(1 - sigmoid(x)) = log sigmoid(x) - x
-    base = sv.item_sum(wrong)
-    bonus = sv.item_label_sum(right - wrong)
-    post, log_norm = posteriors_from_log(bonus + base[:, None] - math.log(k))
+    x = alpha[sv.worker]
+    x *= np.exp(beta)[sv.item]
+    wrong = _log_sigmoid(x)
+    wrong -= x
+    counts = sv.item_label_counts
+    log_joint = sv.item_label_sum(x)
+    log_joint += math.log(k - 1) * (counts - counts.sum(axis=1, keepdims=True))
+    log_joint += (sv.item_sum(wrong) - math.log(k))[:, None]
+    post, log_norm = posteriors_from_log(log_joint)
     log_prior = -0.5 * (np.sum((alpha - mu_a) ** 2) + np.sum((beta - mu_b) ** 2))
     return post, float(log_norm.sum() + log_prior)
 
@@ -151,19 +171,32 @@ def newton_m_step(
     alpha, beta = alpha.copy(), beta.copy()
     bv = np.exp(beta)[sv.item]
     for _ in range(int(params["m_step_iter"])):
-        x = alpha[sv.worker] * bv
+        # Abilities. In-place updates keep the number of 8-bytes-per-vote temporaries low,
+        # which matters at 10M votes (each one is a fresh 80 MB allocation).
+        x = alpha[sv.worker]
+        x *= bv
         s = _sigmoid(x)
-        resid, curv = hit - s, s * (1.0 - s)
-        g = sv.worker_sum(resid * bv) - (alpha - mu_a)
-        h = sv.worker_sum(curv * bv * bv) + 1.0
+        resid = np.subtract(hit, s)
+        s *= 1.0 - s  # curvature sigmoid * (1 - sigmoid)
+        resid *= bv
+        s *= bv
+        s *= bv
+        g = sv.worker_sum(resid) - (alpha - mu_a)
+        h = sv.worker_sum(s) + 1.0
         alpha += np.clip(g / h, -_MAX_STEP, _MAX_STEP)
         g_max = float(np.abs(g).max(initial=0.0))
 
-        x = alpha[sv.worker] * bv
+        # Difficulties (d x / d beta = x).
+        x = alpha[sv.worker]
+        x *= bv
         s = _sigmoid(x)
-        resid, curv = hit - s, s * (1.0 - s)
-        g = sv.item_sum(resid * x) - (beta - mu_b)
-        h = sv.item_sum(curv * x * x) + 1.0
+        resid = np.subtract(hit, s)
+        s *= 1.0 - s
+        resid *= x
+        s *= x
+        s *= x
+        g = sv.item_sum(resid) - (beta - mu_b)
+        h = sv.item_sum(s) + 1.0
         beta += np.clip(g / h, -_MAX_STEP, _MAX_STEP)
         bv = np.exp(beta)[sv.item]
         g_max = max(g_max, float(np.abs(g).max(initial=0.0)))
@@ -218,20 +251,24 @@ def fit_with(
 def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -> WorkerModelFit:
     """GLAD EM over the sparse vote list.
 
-    Initialization: alpha_w = alpha_prior_mean, beta_i = beta_prior_mean (crowd-kit and the
-    authors' code: 1 and 1). Each iteration is an E-step (posteriors under the current alpha,
+    Initialization: alpha_w = alpha_prior_mean, beta_i = beta_prior_mean (1 and 1, as
+    crowd-kit). Each iteration is an E-step (posteriors under the current alpha,
     beta) and an M-step of at most `m_step_iter` block-Newton rounds (`newton_m_step`); `probs`
     come from the last E-step, `state` ("alpha", "beta") from the M-step after it.
 
     Departure from crowd-kit: crowd-kit's M-step is scipy's conjugate gradient (25 iterations,
     gradient tolerance 1e-2) on all parameters jointly. The model, E-step and objective are the
     same (the tests check them against crowd-kit to 1e-6 by plugging that CG M-step into
-    `fit_with`); the Newton M-step converges in fewer passes, so after the same number of EM
-    iterations the posteriors differ slightly (the tests bound the difference).
+    `fit_with`). Newton rounds are much cheaper than CG iterations, and 10 of them climb at
+    least as far; the default 3 do not finish each M-step (generalized EM), so after the same
+    number of EM iterations the posteriors differ somewhat from crowd-kit's (the tests check
+    the decisions agree on >= 98% of items); at convergence the accuracy on the real sets is
+    the same.
 
     Warm start: the stored alpha and beta; new workers and items start at the prior means.
 
-    Robustness: log-sigmoids are computed with logaddexp, so any alpha * exp(beta) is finite;
+    Robustness: log-sigmoids are computed as min(x, 0) - log1p(exp(-|x|)) and sigmoids via
+    tanh, so any alpha * exp(beta) gives finite values;
     the unit-variance priors keep alpha and beta bounded for workers or items with one vote, or
     with unanimous labels. Items without votes have beta = beta_prior_mean and uniform probs.
 

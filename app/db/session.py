@@ -30,6 +30,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         max_overflow=20,
         pool_pre_ping=True,  # a restarted PostgreSQL must not leave dead pooled connections
         pool_timeout=10,
+        hide_parameters=True,  # errors must not log vote payloads (item/worker ids)
     )
 
 
