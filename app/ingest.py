@@ -151,19 +151,14 @@ def _ensure_workers(session: Session, project_id: int, external_ids: np.ndarray)
 
 # One statement, one snapshot: `old` sees the votes as they were before `up` writes, which is
 # what the counts delta needs. The batch's items are locked, so nobody else changes them between.
-# `old` looks each pair up in the primary key (a correlated subquery, so one index probe per
-# row): as a LEFT JOIN the planner hashed the whole votes table for large batches, so a batch
-# cost grew with every project's votes (5.2 s instead of ~2 s for 50k votes beside 2M others).
 _UPSERT_VOTES = text(
     """
 WITH s AS (
     SELECT * FROM unnest(CAST(:item_ids AS bigint[]), CAST(:worker_ids AS bigint[]),
                          CAST(:labels AS smallint[])) AS s(item_id, worker_id, label)
 ), old AS (
-    SELECT s.item_id, s.worker_id, s.label AS new_label,
-           (SELECT v.label FROM votes v
-            WHERE v.item_id = s.item_id AND v.worker_id = s.worker_id) AS old_label
-    FROM s
+    SELECT s.item_id, s.worker_id, s.label AS new_label, v.label AS old_label
+    FROM s LEFT JOIN votes v ON v.item_id = s.item_id AND v.worker_id = s.worker_id
 ), up AS (
     INSERT INTO votes (item_id, worker_id, project_id, label)
     SELECT item_id, worker_id, :p, new_label FROM old
@@ -236,8 +231,10 @@ def ingest_votes(session: Session, project: Project, votes: Sequence[VoteIn]) ->
 
     item_ids = _lock_items(session, project.id, len(project.classes), items)[item_pos]
     worker_ids = _ensure_workers(session, project.id, workers)[worker_pos]
-    # No JIT for the upsert (this transaction only): its estimated cost for a large batch
-    # crosses jit_above_cost, and compiling it took ~0.6 s of a ~2 s 50k-vote statement.
+    # No JIT for the upsert (this transaction only). A large batch beside a large votes table
+    # has a plan cost over jit_above_cost; compiling buys nothing for one pass over the batch
+    # and cost 30-40 ms per 50k batch beside 2M votes, ~0.6 s once a plan's cost also crossed
+    # the optimize/inline thresholds (benchmarks/ingest.py, notes in its results).
     session.execute(text("SET LOCAL jit = off"))
     row = session.execute(
         _UPSERT_VOTES,
