@@ -199,10 +199,10 @@ def import_votes(
         with Progress(*columns, console=console) as progress:
             task = progress.add_task(f"importing {file.name}", total=size)
             batch: list[dict[str, object]] = []
-            first_line = 2  # line 1 is the header
+            lines: list[int] = []  # each row's first line in the file (quoted cells may span lines)
 
             def flush() -> None:
-                nonlocal batch, first_line
+                nonlocal batch, lines
                 rows = [
                     {"item": r["item"], "worker": r["worker"], "label": _label(r["label"], names)}
                     for r in batch
@@ -213,17 +213,19 @@ def import_votes(
                         session, lambda: ingest_votes(session, proj, votes)
                     )
                 except (ValidationError, ValidationFailed) as exc:
-                    _report_bad_batch(exc, first_line, totals)
+                    _report_bad_batch(exc, lines, totals)
                     raise typer.Exit(1) from None
                 for key in totals:
                     totals[key] += getattr(result, key)
-                first_line += len(batch)
-                batch = []
+                batch, lines = [], []
                 pos = raw_file.tell() if raw_file is not None and not raw_file.closed else size
                 progress.update(task, completed=min(pos, size))
 
+            start = reader.line_num + 1
             for row in reader:
                 batch.append(row)
+                lines.append(start)
+                start = reader.line_num + 1
                 if len(batch) >= batch_size:
                     flush()
             if batch:
@@ -247,7 +249,7 @@ def _label(raw: str | None, names: set[str]) -> str | int | None:
     return int(raw)
 
 
-def _report_bad_batch(exc: Exception, first_line: int, totals: dict[str, int]) -> None:
+def _report_bad_batch(exc: Exception, lines: list[int], totals: dict[str, int]) -> None:
     from app.errors import ValidationFailed
 
     if isinstance(exc, ValidationFailed):
@@ -255,12 +257,12 @@ def _report_bad_batch(exc: Exception, first_line: int, totals: dict[str, int]) -
     else:
         problems = [(e["loc"][0], ".".join(map(str, e["loc"][1:])), e["msg"]) for e in exc.errors()]  # type: ignore[attr-defined]
     for index, field, reason in problems[:20]:
-        console.print(f"[red]line {first_line + int(index)}[/red] {field}: {reason}")
+        console.print(f"[red]line {lines[int(index)]}[/red] {field}: {reason}")
     if len(problems) > 20:
         console.print(f"... and {len(problems) - 20} more")
     stored = sum(totals.values())
     console.print(
-        f"stopped: this batch (from line {first_line}) was not stored; the {stored} votes "
+        f"stopped: this batch (from line {lines[0]}) was not stored; the {stored} votes "
         "before it were. Fix the file and run again: stored votes come back unchanged."
     )
 
@@ -394,7 +396,7 @@ def demo(
             f"{r['seconds']:.1f}",
             f"{r['post_to_done']:.1f}",
         )
-    Console().print(table)
+    Console(width=max(Console().width, 120)).print(table)
     console.print(f"figure: {out / 'demo.png'}")
 
 
@@ -481,7 +483,7 @@ def keys_list(data_dir: DataDirOpt = None) -> None:
     for r in rows:
         projects = "*" if r.projects is None else ",".join(r.projects)
         table.add_row(str(r.id), r.label, ",".join(r.scopes), projects, f"{r.created_at:%F %T}")
-    Console().print(table)
+    Console(width=max(Console().width, 120)).print(table)
 
 
 @keys_app.command("revoke")

@@ -67,6 +67,9 @@ def class_columns(classes: list[str]) -> list[str]:
     return [f"p_{c}" for c in classes]
 
 
+_LINE_BREAKS = {0x2028: "\\u2028", 0x2029: "\\u2029", 0x85: "\\u0085"}
+
+
 def jsonl(chunks: Iterator[Chunk]) -> Iterator[bytes]:
     for ch in chunks:
         lines = []
@@ -78,7 +81,9 @@ def jsonl(chunks: Iterator[Chunk]) -> Iterator[bytes]:
             row: dict[str, object] = {"item": item, "n_votes": n, "probs": probs if n else None}
             if gold is not None:
                 row["gold"] = gold
-            lines.append(json.dumps(row, ensure_ascii=False))
+            # U+2028/U+2029/U+0085 are valid raw in JSON but split lines for readers that use
+            # str.splitlines(); escape them so one row is always one line.
+            lines.append(json.dumps(row, ensure_ascii=False).translate(_LINE_BREAKS))
         if lines:
             yield ("\n".join(lines) + "\n").encode()
 

@@ -234,7 +234,7 @@ def ingest_votes(session: Session, project: Project, votes: Sequence[VoteIn]) ->
     # No JIT for the upsert (this transaction only). A large batch beside a large votes table
     # has a plan cost over jit_above_cost; compiling buys nothing for one pass over the batch
     # and cost 30-40 ms per 50k batch beside 2M votes, ~0.6 s once a plan's cost also crossed
-    # the optimize/inline thresholds (benchmarks/ingest.py, notes in its results).
+    # the optimize/inline thresholds (measured with benchmarks/ingest.py).
     session.execute(text("SET LOCAL jit = off"))
     row = session.execute(
         _UPSERT_VOTES,

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from sqlalchemy import select, text
-from torch import nn
 
 from app.api.deps import ProjectDep, SessionDep, require
 from app.api.schemas import PredictIn, PredictOut, TrainingJobList, TrainingJobOut
@@ -18,7 +17,6 @@ from app.errors import Conflict, NotFound, ValidationFailed
 from app.training.config import TrainingConfig
 from app.training.jobs import enqueue
 from app.training.snapshot import usable_items
-from app.training.trainer import load_checkpoint, predict_probs
 
 router = APIRouter(tags=["training"])
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -174,11 +172,13 @@ class ModelCache:
     def __init__(self, size: int = 8) -> None:
         self.size, self.models, self.lock = size, OrderedDict[int, Any](), threading.Lock()
 
-    def get(self, job_id: int, load: Any) -> tuple[nn.Module, dict[str, Any]]:
+    def get(self, job_id: int, load: Any) -> tuple[Any, dict[str, Any]]:
         with self.lock:
             if job_id in self.models:
                 self.models.move_to_end(job_id)
                 return self.models[job_id]  # type: ignore[no-any-return]
+        from app.training.trainer import load_checkpoint  # torch: imported on first use only
+
         model, _, ckpt = load_checkpoint(load())
         with self.lock:
             self.models[job_id] = (model, ckpt)
@@ -238,5 +238,7 @@ def predict(body: PredictIn, job: JobDep, session: SessionDep, request: Request)
     ]
     if bad:
         raise ValidationFailed(f"{len(bad)} feature vector(s) have the wrong length.", errors=bad)
+    from app.training.trainer import predict_probs
+
     probs = predict_probs(model, np.asarray(rows, dtype=np.float32))
     return PredictOut(classes=project.classes, probs=probs.tolist())
