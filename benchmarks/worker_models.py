@@ -296,8 +296,9 @@ def main() -> None:
     ap.add_argument("--methods", nargs="*", default=list(METHODS))
     ap.add_argument("--crowdkit-limit", type=float, default=600.0)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--save-raw", type=Path, help="also save the raw measurements as JSON")
     ap.add_argument(
-        "--render", type=Path, help="only rewrite --out from a raw .json saved by an earlier run"
+        "--render", type=Path, help="only rewrite --out from a --save-raw JSON of an earlier run"
     )
     args = ap.parse_args()
     if args.render:
@@ -342,8 +343,8 @@ def main() -> None:
         "load_end": os.getloadavg()[0],
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1))
+    if args.save_raw:
+        args.save_raw.write_text(json.dumps(raw, indent=1))
     write_results(args.out, raw)
 
 
