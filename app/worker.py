@@ -56,6 +56,10 @@ def run_worker(settings: Settings) -> None:
             name=worker_name(),
             wait=True,
             fetch_job_polling_interval=1.0,
+            # procrastinate's own worker heartbeat must stay fresher than our timeout, or the
+            # sweep would take a live worker's queue entry for a lost one.
+            update_heartbeat_interval=max(timeout / 4, 0.5),
+            stalled_worker_timeout=max(timeout, 2.0),
         )
     finally:
         stop.set()

@@ -84,6 +84,16 @@ def database_url(server_url: str) -> Iterator[str]:
     drop_database(server_url, url)
 
 
+@pytest.fixture
+def isolated_database_url(server_url: str) -> Iterator[str]:
+    """A migrated database of this test's own: for tests that run worker processes, which take
+    every queued job in their database (other tests queue jobs they never mean to run)."""
+    url = create_database(server_url, prefix="softlabels_iso")
+    upgrade(url)
+    yield url
+    drop_database(server_url, url)
+
+
 # Access control (tests/test_auth*.py test it): `settings` has auth off, so an app a test builds
 # from it needs no key; the shared `client` runs with auth on and sends this admin key.
 ADMIN_KEY = f"sl_test-admin-{uuid.uuid4().hex}"

@@ -158,13 +158,14 @@ def test_next_items_routing(client, project) -> None:
 
 
 def test_large_project_reads_never_wait_on_a_fit(
-    settings: Settings, database_url: str, tmp_path: Path
+    settings: Settings, isolated_database_url: str, tmp_path: Path
 ) -> None:
     """Past the size threshold, a read answers 503 fit_pending (no fit yet) or the last fit
     marked stale, while a worker refits."""
     from tests.test_training_jobs import Workers
 
-    big = settings.model_copy(update={"fit_sync_max_votes": 0})
+    database_url = isolated_database_url  # the worker must see only this test's jobs
+    big = settings.model_copy(update={"fit_sync_max_votes": 0, "database_url": database_url})
     workers = Workers(database_url, tmp_path)
     with TestClient(create_app(big)) as c:
         c.headers.update(_auth_headers(settings))

@@ -15,9 +15,35 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import REPO, db_rows
+from app.config import Settings
+from app.db.migrate import upgrade
+from app.main import create_app
+from tests.conftest import REPO, create_database, db_rows, drop_database
 
 HEARTBEAT_TIMEOUT_S = 2.0
+
+
+# This module runs real workers, which take every queued job in their database: it gets a
+# database of its own, so jobs other test modules queue (and never mean to run) are not in it.
+@pytest.fixture(scope="module")
+def database_url(server_url: str) -> Iterator[str]:
+    url = create_database(server_url, prefix="softlabels_jobs")
+    upgrade(url)
+    yield url
+    drop_database(server_url, url)
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(DATABASE_URL=database_url, data_dir=tmp_path_factory.mktemp("jobs"), auth=False)
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
