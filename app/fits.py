@@ -55,14 +55,21 @@ class Fit:
 
     def probs_for(self, item_ids: np.ndarray) -> np.ndarray:
         """Rows for these database item ids (items newer than the fit get the class prior)."""
-        pos = np.searchsorted(self.item_ids, item_ids)
-        pos = np.minimum(pos, max(len(self.item_ids) - 1, 0))
-        known = (len(self.item_ids) > 0) & (self.item_ids[pos] == item_ids)
+        pos, known = locate(self.item_ids, item_ids)
         k = self.result.probs.shape[1]
         prior = (
             self.result.class_prior if self.result.class_prior is not None else np.full(k, 1 / k)
         )
         return np.where(known[:, None], self.result.probs[pos], prior[None, :])
+
+
+def locate(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each of `ids`' row in the ascending `sorted_ids` (a fit's index), and whether it is there
+    at all: a stale fit predates the newest items and workers."""
+    if len(sorted_ids) == 0:
+        return np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return pos, sorted_ids[pos] == ids
 
 
 class FitPending(Exception):

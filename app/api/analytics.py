@@ -9,12 +9,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import text
 
 from app.aggregation import agreement
-from app.aggregation.worker_models import WorkerMethod
+from app.aggregation.worker_models import WORKER_METHODS
 from app.api.deps import ProjectDep, SettingsDep, require
 from app.api.schemas import NextItems, ProjectStats, WorkerDetail, WorkerList
 from app.api.soft_labels import MaxIterQuery, MethodQuery, SeedQuery, TolQuery, labeler_from_query
 from app.errors import NotFound, ValidationFailed
-from app.fits import load_votes
+from app.fits import load_votes, locate
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["analytics"])
 
@@ -163,32 +163,46 @@ def _worker_fit(request: Request, project: Any, settings: Any, method: str) -> A
 
 
 def _worker_table(request: Request, project: Any, labels: Any) -> dict[str, Any]:
-    with request.app.state.engine.connect() as conn:
+    # One snapshot: a vote from a worker created between the queries would otherwise point
+    # past the worker list.
+    engine = request.app.state.engine
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         pv = load_votes(conn, project.id, len(project.classes))
-        names = conn.execute(
-            text("SELECT id, external_id FROM workers WHERE project_id = :p ORDER BY id"),
-            {"p": project.id},
-        ).all()
+        names = (
+            conn.execute(
+                text("SELECT external_id FROM workers WHERE project_id = :p ORDER BY id"),
+                {"p": project.id},
+            )
+            .scalars()
+            .all()
+        )
+        conn.rollback()
     v = pv.votes
-    k = v.n_classes
     agree, scored = agreement.leave_one_out_agreement(
-        v.item, v.worker, v.label, v.n_items, v.n_workers, k
+        v.item, v.worker, v.label, v.n_items, v.n_workers, v.n_classes
     )
-    spam = agreement.spammer_flags(agree, scored, k)
-    fit = labels.fit
-    # A stale fit may predate the newest workers: they have no skill estimate yet.
-    pos = np.searchsorted(fit.worker_ids, pv.worker_ids)
-    pos = np.minimum(pos, max(len(fit.worker_ids) - 1, 0))
-    known = (len(fit.worker_ids) > 0) & (fit.worker_ids[pos] == pv.worker_ids)
+    pos, known = locate(labels.fit.worker_ids, pv.worker_ids)
     return {
         "pv": pv,
-        "names": [n for _, n in names],
+        "names": list(names),
         "agree": agree,
         "scored": scored,
-        "spam": spam,
+        "spam": agreement.spammer_flags(agree, scored, v.n_classes),
         "pos": pos,
         "known": known,
         "n_votes": np.bincount(v.worker, minlength=v.n_workers),
+        "skill": labels.fit.result.worker_skill,
+    }
+
+
+def _worker_row(t: dict[str, Any], w: int) -> dict[str, Any]:
+    return {
+        "worker": t["names"][w],
+        "n_votes": int(t["n_votes"][w]),
+        "agreement": float(t["agree"][w]) if t["scored"][w] else None,
+        "n_scored": int(t["scored"][w]),
+        "skill": float(t["skill"][t["pos"][w]]) if t["known"][w] else None,
+        "spammer": bool(t["spam"][w]),
     }
 
 
@@ -206,34 +220,15 @@ def list_workers(
     estimate and the spammer flag (rule in `spammer_rule`)."""
     labels = _worker_fit(request, project, settings, method)
     t = _worker_table(request, project, labels)
-    skill = labels.fit.result.worker_skill
-    out = [
-        {
-            "worker": t["names"][w],
-            "n_votes": int(t["n_votes"][w]),
-            "agreement": float(t["agree"][w]) if t["scored"][w] else None,
-            "n_scored": int(t["scored"][w]),
-            "skill": float(skill[t["pos"][w]]) if t["known"][w] else None,
-            "spammer": bool(t["spam"][w]),
-        }
-        for w in range(len(t["names"]))
-    ]
     return WorkerList(
         method=labels.method,
         params=labels.params,
         as_of=labels.as_of,
         stale=labels.stale,
-        skill=_skill_doc(labels.fit and method),
+        skill=WORKER_METHODS[labels.method].summary,
         spammer_rule=SPAMMER_RULE,
-        workers=out,
+        workers=[_worker_row(t, w) for w in range(len(t["names"]))],
     )
-
-
-def _skill_doc(method: str | None) -> str:
-    from app.aggregation.worker_models import WORKER_METHODS
-
-    spec: WorkerMethod | None = WORKER_METHODS.get(method or "")
-    return spec.summary if spec else ""
 
 
 @router.get(
@@ -270,14 +265,8 @@ def get_worker(
         rows = matrix.sum(axis=1, keepdims=True)
         matrix = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
         source = "empirical"
-    skill = fit.result.worker_skill
     return WorkerDetail(
-        worker=worker,
-        n_votes=int(t["n_votes"][w]),
-        agreement=float(t["agree"][w]) if t["scored"][w] else None,
-        n_scored=int(t["scored"][w]),
-        skill=float(skill[t["pos"][w]]) if t["known"][w] else None,
-        spammer=bool(t["spam"][w]),
+        **_worker_row(t, w),
         method=labels.method,
         params=labels.params,
         as_of=labels.as_of,

@@ -18,7 +18,6 @@ from app.training.queue import defer_training
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 2  # a job whose worker dies is retried once, then marked failed
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def raw_connection(conn: Connection) -> Any:
