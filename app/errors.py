@@ -1,22 +1,17 @@
-"""One error base class and one JSON shape for every error the API returns:
+"""One error base class for everything the service reports to a client.
 
-    {"error": "<machine-readable code>", "detail": "<human sentence>", "errors"?: [...]}
+Every error response has one JSON shape (the handlers live in app/api/error_handlers.py):
+
+    {"error": "<machine-readable code>", "detail": "<human sentence>", "errors"?: [...],
+     "request_id"?: "<the X-Request-ID of the request>"}
 
 `errors` lists every bad row or field of a validation error: {"index", "field", "reason"}.
+This module imports no web framework: the domain (ingest, fits, connectors) raises these too.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = logging.getLogger(__name__)
 
 
 class AppError(Exception):
@@ -36,6 +31,19 @@ class AppError(Exception):
         self.headers = headers
 
 
+class Unauthorized(AppError):
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(AppError):
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(AppError):
     status = 404
     code = "not_found"
@@ -46,24 +54,56 @@ class Conflict(AppError):
     code = "conflict"
 
 
-class ValidationFailed(AppError):
-    status = 422
-    code = "validation_error"
-
-
 class PayloadTooLarge(AppError):
     status = 413
     code = "payload_too_large"
 
 
-class FitPendingError(AppError):
-    status = 503
-    code = "fit_pending"
+class ValidationFailed(AppError):
+    status = 422
+    code = "validation_error"
+
+    @classmethod
+    def field(cls, field: str, reason: str, detail: str | None = None) -> ValidationFailed:
+        """One bad field (or query parameter), named in `errors`."""
+        return cls(
+            detail or f"Invalid {field!r}: {reason}.",
+            errors=[{"index": None, "field": field, "reason": reason}],
+        )
+
+
+class RateLimited(AppError):
+    status = 429
+    code = "rate_limited"
 
 
 class DatabaseUnavailable(AppError):
     status = 503
     code = "database_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database is unreachable; retry shortly.", headers={"Retry-After": "1"}
+        )
+
+
+class FitPending(AppError):
+    """No fit exists yet for a large project; a worker is computing the first one."""
+
+    status = 503
+    code = "fit_pending"
+
+    def __init__(self, method: str) -> None:
+        super().__init__(
+            f"The {method} model for this project is being fitted for the first time; "
+            "retry in a few seconds.",
+            headers={"Retry-After": "5"},
+        )
+
+
+class InternalError(AppError):
+    status = 500
+    code = "internal_error"
 
 
 def error_body(
@@ -75,74 +115,6 @@ def error_body(
     return body
 
 
-# Top-level lists whose elements are the "rows" of a batch: errors there carry the row index.
-BATCH_FIELDS = ("votes", "items", "features")
-
-
-def _loc_to_row(loc: tuple[int | str, ...]) -> dict[str, Any]:
-    """("body", "votes", 3, "label") -> index 3, field "label"; other paths become dotted fields."""
-    parts = [p for p in loc if p not in ("body", "query", "path")]
-    if len(parts) >= 2 and parts[0] in BATCH_FIELDS and isinstance(parts[1], int):
-        return {"index": parts[1], "field": ".".join(map(str, parts[2:])) or None}
-    return {"index": None, "field": ".".join(map(str, parts)) or None}
-
-
-def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    out = []
-    for err in exc.errors():
-        row = _loc_to_row(tuple(err.get("loc", ())))
-        if err.get("type") == "json_invalid":
-            row = {"index": None, "field": "body"}
-        out.append({**row, "reason": err.get("msg", "invalid")})
-    return out
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(AppError)
-    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse(
-            error_body(exc.code, exc.detail, exc.errors),
-            status_code=exc.status,
-            headers=exc.headers,
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = validation_errors(exc)
-        malformed = any(e["field"] == "body" for e in errors)
-        code = "malformed_json" if malformed else "validation_error"
-        detail = (
-            "The request body is not valid JSON."
-            if malformed
-            else f"The request has {len(errors)} invalid field(s); see `errors`."
-        )
-        return JSONResponse(error_body(code, detail, errors), status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {
-            400: "malformed_body",
-            404: "not_found",
-            405: "method_not_allowed",
-            413: "payload_too_large",
-        }
-        code = codes.get(exc.status_code, "http_error")
-        detail = exc.detail if isinstance(exc.detail, str) else "HTTP error"
-        if exc.status_code == 404 and detail == "Not Found":
-            detail = "No such endpoint."
-        return JSONResponse(
-            error_body(code, detail),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
-        )
-
-    # Only connection-level failures map to 503; any other database error is a bug and must
-    # surface as one (a 500 in the logs), not be dressed up as the client's fault.
-    @app.exception_handler(OperationalError)
-    async def _db_down(_: Request, exc: DBAPIError) -> JSONResponse:
-        log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
-        return JSONResponse(
-            error_body("database_unavailable", "The database is unreachable; retry shortly."),
-            status_code=503,
-            headers={"Retry-After": "1"},
-        )
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """'1 vote is', '3 votes are': counts in messages read as sentences."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"

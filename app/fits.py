@@ -18,6 +18,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, text
 
 from app.aggregation.worker_models import VoteArrays, WorkerMethod, WorkerModelFit
+from app.errors import FitPending
 
 # PostgreSQL's binary COPY row for (bigint, bigint, smallint): a field count, then each field
 # as (length, value), all big-endian. Parsing it with one np.frombuffer keeps 10M votes cheap.
@@ -70,10 +71,6 @@ def locate(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndar
         return np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
     pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
     return pos, sorted_ids[pos] == ids
-
-
-class FitPending(Exception):
-    """No fit exists yet for a large project; one is being computed by a worker."""
 
 
 def _ids(conn: Connection, table: str, project_id: int) -> np.ndarray:
@@ -256,7 +253,7 @@ def current_fit(
         return compute_fit(engine, project_id, n_classes, spec, params, warm=cached)
     request_refit()
     if cached is None:
-        raise FitPending
+        raise FitPending(spec.name)  # a 503 with Retry-After (app/errors.py)
     cached.stale = True
     return cached
 

@@ -22,9 +22,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from app.api.schemas import ItemIn, VoteIn
 from app.db.models import Project
 from app.errors import ValidationFailed
+from app.records import ItemIn, VoteIn
 
 T = TypeVar("T")
 
@@ -69,8 +69,9 @@ def _error(index: int, field: str, reason: str) -> dict[str, Any]:
 
 def _fail(errors: list[dict[str, Any]], what: str) -> ValidationFailed:
     errors.sort(key=lambda e: (e["index"], e["field"]))
+    n = len({e["index"] for e in errors})
     return ValidationFailed(
-        f"{len({e['index'] for e in errors})} of the {what} are invalid; nothing was stored.",
+        f"{n} of the {what} {'is' if n == 1 else 'are'} invalid; nothing was stored.",
         errors=errors,
     )
 

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from app.aggregation.methods import CountsMethod
 from app.aggregation.registry import Method
 from app.fits import Fit, current_fit, params_key
-from app.training.queue import defer_refit
+from app.tasks import defer_refit
 
 
 @dataclass

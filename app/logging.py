@@ -20,6 +20,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import error_body
+
+log = logging.getLogger("softlabels.errors")
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 access_log = logging.getLogger("softlabels.access")
 
@@ -76,6 +79,30 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # /healthz checks the migration
 
 
+def internal_error_body(rid: str | None) -> dict[str, Any]:
+    body = error_body(
+        "internal_error",
+        "An unexpected error occurred; it has been logged. Quote the request id when reporting it.",
+    )
+    body["request_id"] = rid
+    return body
+
+
+async def send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
 class RequestContext:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -98,8 +125,23 @@ class RequestContext:
                 message = {**message, "headers": [*headers, (HEADER, rid.encode())]}
             await send(message)
 
+        started_response = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started_response
+            started_response = started_response or message["type"] == "http.response.start"
+            await send_with_id(message)
+
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_tracked)
+        except Exception:
+            # The one catch-all: a bug anywhere below answers 500 in the one error shape, with
+            # the request id, and its traceback goes to the log (never to the client).
+            log.exception("unhandled error in %s %s", scope["method"], scope.get("path"))
+            if started_response:
+                raise  # half a response is out; the server can only drop the connection
+            status = 500
+            await send_json(send_with_id, 500, internal_error_body(rid))
         finally:
             self._log(scope, status, time.perf_counter() - started)
             request_id.reset(token)

@@ -1,4 +1,4 @@
-"""create_app(): routers, error handlers, body limit, and the engine's lifespan."""
+"""create_app(): routers, error handlers, body limit, and the services' lifespan."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from fastapi import FastAPI
 
 from app.api import analytics, health, keys, projects, soft_labels, training, votes
 from app.api.deps import ERROR_RESPONSES
-from app.auth import KeyStore, RateLimiter, refuse_open_no_auth, secret_value
+from app.api.error_handlers import install_error_handlers
+from app.auth.bootstrap import refuse_open_no_auth
 from app.config import Settings, get_settings
-from app.db.session import libpq_url, make_engine, make_sessionmaker
-from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
 from app.logging import RequestContext
-from app.training.queue import make_queue
+from app.services import Services
+
+ROUTERS = (health, projects, votes, soft_labels, analytics, training, keys)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,16 +30,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)  # type: ignore[arg-type]
-        app.state.engine = engine
-        app.state.sessionmaker = make_sessionmaker(engine)
-        # Only ever defers, on the request's own connection: its pool is never opened.
-        app.state.queue = make_queue(libpq_url(settings.database_url))  # type: ignore[arg-type]
-        app.state.models = training.ModelCache()
+        services = Services.open(settings)
+        app.state.services = services  # read only by app/api/deps.py
         try:
             yield
         finally:
-            engine.dispose()
+            services.close()
 
     app = FastAPI(
         title="softlabels",
@@ -46,14 +43,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Store crowd votes, serve soft labels, train on them.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    # Access control (app/auth.py, app/api/deps.py): key-lookup cache, per-key rate limits.
-    app.state.keys = KeyStore(settings.key_cache_ttl_s, secret_value(settings.admin_key))
-    app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     install_error_handlers(app)
-    for module in (health, projects, votes, soft_labels, analytics, training, keys):
+    for module in ROUTERS:
         # Access control: document the shared errors (401/403/404/422/429/503) on keyed routes.
         app.include_router(module.router, responses=None if module is health else ERROR_RESPONSES)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContext)  # outermost: X-Request-ID, access log (app/logging.py)
+    app.add_middleware(RequestContext)  # outermost: X-Request-ID, access log, the 500 catch-all
     return app

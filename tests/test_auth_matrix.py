@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 from app.api.deps import api_routes
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import ADMIN_HEADERS, ADMIN_KEY, db_rows
+from tests.helpers import ADMIN_HEADERS, ADMIN_KEY, db_rows
 
 SCOPE_ALLOWS = {  # the spec, written out
     "admin": {"admin", "annotate", "read", "train"},

@@ -16,8 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import REPO
-from tests.test_votes import assert_counts_match_votes, stored_votes
+from tests.helpers import REPO, assert_counts_match_votes, stored_votes
 
 CLASSES = ["cat", "dog", "bird"]  # the `project` fixture's classes
 

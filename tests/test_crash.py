@@ -22,8 +22,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import LiveServer
-from tests.test_votes import assert_counts_match_votes, stored_votes
+from tests.helpers import LiveServer, assert_counts_match_votes, stored_votes
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from alembic.script import ScriptDirectory
 
 from app.db.embedded import start_embedded, stop_embedded
 from app.db.migrate import alembic_config
-from tests.conftest import REPO, LiveServer, embedded_data_dir
+from tests.helpers import REPO, LiveServer, embedded_data_dir
 
 pytestmark = pytest.mark.embedded
 

@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, pool
 from app.db.base import Base
 from app.db.migrate import upgrade
 from app.db.session import sqlalchemy_url
-from tests.conftest import create_database, drop_database
+from tests.helpers import create_database, drop_database
 
 
 def _include(obj: object, name: str | None, type_: str, reflected: bool, other: object) -> bool:

@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import ADMIN_HEADERS, ADMIN_KEY, db_rows
+from tests.helpers import ADMIN_HEADERS, ADMIN_KEY, db_rows
 
 pytestmark = pytest.mark.slow
 

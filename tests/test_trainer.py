@@ -18,6 +18,7 @@ from sklearn.datasets import load_digits
 
 from app.training.config import TrainingConfig
 from app.training.data import TrainingData, build_training_data, split_eval
+from app.training.errors import JobError
 from app.training.metrics import METRIC_KEYS
 from app.training.trainer import (
     DeviceUnavailableError,
@@ -195,7 +196,7 @@ def test_distillation(digits: Any, default_run: TrainResult) -> None:
     distilled = train(on, data, teacher=teacher).metrics
     assert distilled["history"][0]["train_loss"] != plain["history"][0]["train_loss"]
     assert distilled["eval"]["accuracy"] > 0.85
-    with pytest.raises(ValueError, match="teacher"):
+    with pytest.raises(JobError, match="teacher"):
         train(on, data)
 
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,9 +15,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.db.migrate import upgrade
 from app.main import create_app
-from tests.conftest import REPO, create_database, db_rows, drop_database
-
-HEARTBEAT_TIMEOUT_S = 2.0
+from tests.helpers import Workers, create_database, db_rows, drop_database
 
 
 # This module runs real workers, which take every queued job in their database: it gets a
@@ -45,42 +40,6 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
-
-
-class Workers:
-    """`softlabels worker` processes against the test database."""
-
-    def __init__(self, database_url: str, log_dir: Path) -> None:
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "SOFTLABELS_JOB_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S),
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.log_dir = log_dir
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        log = (self.log_dir / f"worker-{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"],
-            env=self.env,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 @pytest.fixture
@@ -188,7 +147,7 @@ def test_lifecycle(client: TestClient, trainable: str, workers: Workers) -> None
 
 def db_rows_features(client: TestClient, project: str, ids: list[str]) -> np.ndarray:
     rows = db_rows(
-        client.app.state.settings.database_url,
+        client.app.state.services.settings.database_url,
         "SELECT i.external_id, i.features FROM items i JOIN projects p "
         "ON p.id = i.project_id WHERE p.name = %s",
         project,

@@ -9,43 +9,7 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import db_rows
-
-
-def post_votes(client: TestClient, project: str, votes: list[dict]) -> dict:
-    r = client.post(f"/v1/projects/{project}/votes", json={"votes": votes})
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def stored_votes(database_url: str, project: str) -> set[tuple[str, str, int]]:
-    rows = db_rows(
-        database_url,
-        "SELECT i.external_id, w.external_id, v.label FROM votes v "
-        "JOIN items i ON i.id = v.item_id JOIN workers w ON w.id = v.worker_id "
-        "JOIN projects p ON p.id = v.project_id WHERE p.name = %s",
-        project,
-    )
-    return {(a, b, c) for a, b, c in rows}
-
-
-def assert_counts_match_votes(database_url: str, project: str) -> None:
-    """The maintained per-item counts must equal a recount of the vote table."""
-    rows = db_rows(
-        database_url,
-        """
-        SELECT i.external_id, i.counts, i.n_votes,
-               (SELECT coalesce(array_agg(c ORDER BY k), '{}') FROM (
-                   SELECT k, count(v.label) AS c
-                   FROM generate_series(0, cardinality(p.classes) - 1) k
-                   LEFT JOIN votes v ON v.item_id = i.id AND v.label = k GROUP BY k) t)
-        FROM items i JOIN projects p ON p.id = i.project_id WHERE p.name = %s
-        """,
-        project,
-    )
-    for ext, counts, n_votes, recount in rows:
-        assert counts == [int(c) for c in recount], ext
-        assert n_votes == sum(counts), ext
+from tests.helpers import assert_counts_match_votes, db_rows, post_votes, stored_votes
 
 
 def test_insert_then_retry_is_unchanged(client: TestClient, project: str, database_url: str):

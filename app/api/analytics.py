@@ -5,16 +5,19 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy import text
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy import Engine
 
+from app import reads
 from app.aggregation import agreement
 from app.aggregation.worker_models import WORKER_METHODS
-from app.api.deps import ProjectDep, SettingsDep, require
+from app.api.deps import EngineDep, ProjectDep, require
+from app.api.method_query import LabelerDep, MaxIterQuery, SeedQuery, TolQuery, WorkerLabelerDep
 from app.api.schemas import NextItems, ProjectStats, WorkerDetail, WorkerList
-from app.api.soft_labels import MaxIterQuery, MethodQuery, SeedQuery, TolQuery, labeler_from_query
+from app.db.models import Project
 from app.errors import NotFound, ValidationFailed
 from app.fits import load_votes, locate
+from app.labeling import Labeler
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["analytics"])
 
@@ -25,37 +28,21 @@ SPAMMER_RULE = (
 )
 
 
-def _item_counts(engine: Any, project_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT id, n_votes, counts FROM items WHERE project_id = :p ORDER BY id"),
-            {"p": project_id},
-        ).all()
-    if not rows:
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 0), np.int64)
-    ids, n, counts = zip(*rows, strict=True)
-    return np.asarray(ids, np.int64), np.asarray(n, np.int64), np.asarray(counts, np.int64)
-
-
 @router.get("/stats", response_model=ProjectStats, dependencies=[Depends(require("read"))])
 def stats(
-    request: Request,
     project: ProjectDep,
-    settings: SettingsDep,
-    method: MethodQuery = "normalized",
+    engine: EngineDep,
+    labels: LabelerDep,
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
 ) -> ProjectStats:
     """Counts, votes-per-item histogram, Krippendorff's alpha (nominal), Fleiss' kappa, and the
     mean normalized entropy of the soft labels by `method`."""
-    labels = labeler_from_query(request, project, settings, method)
-    engine = request.app.state.engine
-    ids, n_votes, counts = _item_counts(engine, project.id)
     with engine.connect() as conn:
-        n_workers = conn.execute(
-            text("SELECT count(*) FROM workers WHERE project_id = :p"), {"p": project.id}
-        ).scalar_one()
+        items = reads.item_counts(conn, project.id, len(project.classes))
+        n_workers = reads.worker_count(conn, project.id)
+    ids, n_votes, counts = items.ids, items.n_votes, items.counts
     voted = n_votes > 0
     kappa, kappa_reason = (
         agreement.fleiss_kappa(counts[voted]) if voted.any() else (None, "no item has votes")
@@ -87,9 +74,9 @@ def stats(
 
 @router.get("/items/next", response_model=NextItems, dependencies=[Depends(require("read"))])
 def next_items(
-    request: Request,
     project: ProjectDep,
-    settings: SettingsDep,
+    engine: EngineDep,
+    labels: LabelerDep,
     strategy: Literal["entropy", "margin", "fewest-votes"] = "entropy",
     limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
     worker: Annotated[
@@ -98,7 +85,6 @@ def next_items(
     max_votes: Annotated[
         int | None, Query(ge=1, le=2**31 - 1, description="Only items with fewer votes.")
     ] = None,
-    method: MethodQuery = "normalized",
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
@@ -106,26 +92,11 @@ def next_items(
     """The items that most need another vote: most uncertain first (`entropy`: normalized
     entropy of the soft label; `margin`: 1 - (p1 - p2)), or fewest votes first. Items with no
     votes count as maximally uncertain. Ties go to fewer votes, then older items."""
-    labels = labeler_from_query(request, project, settings, method)
-    with request.app.state.engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                """
-                SELECT i.id, i.external_id, i.n_votes, i.counts FROM items i
-                WHERE i.project_id = :p AND (CAST(:m AS integer) IS NULL OR i.n_votes < :m)
-                  AND NOT EXISTS (
-                      SELECT 1 FROM votes v JOIN workers w ON w.id = v.worker_id
-                      WHERE v.item_id = i.id AND w.project_id = :p AND w.external_id = :w)
-                ORDER BY i.id
-                """
-            ),
-            {"p": project.id, "m": max_votes, "w": worker},
-        ).all()
-    if not rows:
+    with engine.connect() as conn:
+        found = reads.routing_candidates(conn, project.id, len(project.classes), max_votes, worker)
+    if not found.external_ids:
         return NextItems(strategy=strategy, method=labels.method, items=[])
-    ids, ext, n, counts = zip(*rows, strict=True)
-    id_arr, n_arr = np.asarray(ids, np.int64), np.asarray(n, np.int64)
-    count_arr = np.asarray(counts, np.int64)
+    id_arr, n_arr, count_arr, ext = found.ids, found.n_votes, found.counts, found.external_ids
     if strategy == "fewest-votes":
         score = -n_arr.astype(np.float64)
         uncertainty = None
@@ -152,30 +123,22 @@ def next_items(
     )
 
 
-def _worker_fit(request: Request, project: Any, settings: Any, method: str) -> Any:
-    labels = labeler_from_query(request, project, settings, method)
+def _worker_fit(labels: Labeler) -> Labeler:
     if labels.fit is None:
         raise ValidationFailed(
-            f"Method {method!r} has no worker model; use one of the worker-model methods.",
+            f"Method {labels.method!r} has no worker model; use one of the worker-model methods.",
             errors=[{"index": None, "field": "method", "reason": "not a worker-model method"}],
         )
     return labels
 
 
-def _worker_table(request: Request, project: Any, labels: Any) -> dict[str, Any]:
+def _worker_table(engine: Engine, project: Project, labels: Labeler) -> dict[str, Any]:
     # One snapshot: a vote from a worker created between the queries would otherwise point
     # past the worker list.
-    engine = request.app.state.engine
+    assert labels.fit is not None
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         pv = load_votes(conn, project.id, len(project.classes))
-        names = (
-            conn.execute(
-                text("SELECT external_id FROM workers WHERE project_id = :p ORDER BY id"),
-                {"p": project.id},
-            )
-            .scalars()
-            .all()
-        )
+        names = reads.worker_names(conn, project.id)
         conn.rollback()
     v = pv.votes
     agree, scored = agreement.leave_one_out_agreement(
@@ -208,18 +171,17 @@ def _worker_row(t: dict[str, Any], w: int) -> dict[str, Any]:
 
 @router.get("/workers", response_model=WorkerList, dependencies=[Depends(require("read"))])
 def list_workers(
-    request: Request,
     project: ProjectDep,
-    settings: SettingsDep,
-    method: MethodQuery = "dawid-skene",
+    engine: EngineDep,
+    labeled: WorkerLabelerDep,
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
 ) -> WorkerList:
     """Every worker: votes, agreement with the leave-one-out majority, the method's skill
     estimate and the spammer flag (rule in `spammer_rule`)."""
-    labels = _worker_fit(request, project, settings, method)
-    t = _worker_table(request, project, labels)
+    labels = _worker_fit(labeled)
+    t = _worker_table(engine, project, labels)
     return WorkerList(
         method=labels.method,
         params=labels.params,
@@ -235,11 +197,10 @@ def list_workers(
     "/workers/{worker}", response_model=WorkerDetail, dependencies=[Depends(require("read"))]
 )
 def get_worker(
-    request: Request,
     project: ProjectDep,
-    settings: SettingsDep,
+    engine: EngineDep,
+    labeled: WorkerLabelerDep,
     worker: str,
-    method: MethodQuery = "dawid-skene",
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
@@ -247,8 +208,8 @@ def get_worker(
     """One worker, with a K x K confusion matrix (row = true class, column = given label) and
     class-wise accuracy: the model's where it has one (dawid-skene), otherwise counted against
     the model's most probable class for each item."""
-    labels = _worker_fit(request, project, settings, method)
-    t = _worker_table(request, project, labels)
+    labels = _worker_fit(labeled)
+    t = _worker_table(engine, project, labels)
     if worker not in t["names"]:
         raise NotFound(f"No worker {worker!r} in project {project.name!r}.")
     w = t["names"].index(worker)

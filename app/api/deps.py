@@ -15,56 +15,91 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
+import procrastinate
 from fastapi import Depends, FastAPI, Path, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select, text
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from app.auth import ANONYMOUS_ADMIN, Caller, Forbidden, Unauthorized
+from app.auth.scopes import ANONYMOUS_ADMIN, Caller
 from app.config import Settings
 from app.db.models import Project
 from app.db.session import session_scope
-from app.errors import NotFound
+from app.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
+from app.services import Services
+from app.training.jobs import project_of_job
+from app.training.serving import ModelCache
 
 Scope = Literal["admin", "annotate", "read", "train"]
-__all__ = ["Caller", "CallerDep", "ProjectDep", "Scope", "SessionDep", "SettingsDep", "require"]
+__all__ = [
+    "Caller",
+    "CallerDep",
+    "EngineDep",
+    "ModelCacheDep",
+    "ProjectDep",
+    "QueueDep",
+    "Scope",
+    "SessionDep",
+    "SettingsDep",
+    "require",
+]
 
 # auto_error=False: a missing header is our 401 (in the one error shape), not FastAPI's 403.
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sl_...`.")
 
 
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services  # built by create_app's lifespan
+    return services
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    yield from session_scope(request.app.state.sessionmaker)
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def _unauthorized(detail: str) -> Unauthorized:
-    return Unauthorized(detail, headers={"WWW-Authenticate": "Bearer"})
+def get_settings(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+def get_engine(services: ServicesDep) -> Engine:
+    return services.engine
+
+
+def get_queue(services: ServicesDep) -> procrastinate.App:
+    return services.queue
+
+
+def get_model_cache(services: ServicesDep) -> ModelCache:
+    return services.models
+
+
+def get_session(services: ServicesDep) -> Iterator[Session]:
+    yield from session_scope(services.sessionmaker)
 
 
 def get_caller(
     request: Request,
+    services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller:
-    if not request.app.state.settings.auth:
+    if not services.settings.auth:
         caller = ANONYMOUS_ADMIN
     elif credentials is None or not credentials.credentials:
-        raise _unauthorized("Send an API key: `Authorization: Bearer <key>`.")
+        raise Unauthorized("Send an API key: `Authorization: Bearer <key>`.")
     else:
-        found = request.app.state.keys.resolve(request.app.state.engine, credentials.credentials)
+        found = services.keys.resolve(services.engine, credentials.credentials)
         if found is None:
-            raise _unauthorized("The API key is not valid (unknown or revoked).")
+            raise Unauthorized("The API key is not valid (unknown or revoked).")
         caller = found
     request.state.caller = caller  # for the access log: the key's id, never the secret
     return caller
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+QueueDep = Annotated[procrastinate.App, Depends(get_queue)]
+ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 # scope="function": the commit happens when the handler returns, before the response is sent,
 # so a client is never told "stored" about a transaction that then failed to commit.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
@@ -79,7 +114,7 @@ def job_not_found(job_id: int) -> NotFound:
     return NotFound(f"No training job {job_id}.")  # word for word what training.get_job says
 
 
-def _job_project(request: Request, raw: str) -> str | None:
+def _job_project(engine: Engine, raw: str) -> str | None:
     """The name of the project a training job belongs to; raises the job's 404 if none."""
     try:
         job_id = int(raw)
@@ -87,31 +122,26 @@ def _job_project(request: Request, raw: str) -> str | None:
         return None  # the route answers 422 for it
     if not 1 <= job_id < 2**63:
         return None
-    with request.app.state.engine.connect() as conn:
-        name = conn.execute(
-            text(
-                "SELECT p.name FROM training_jobs j JOIN projects p ON p.id = j.project_id "
-                "WHERE j.id = :id"
-            ),
-            {"id": job_id},
-        ).scalar_one_or_none()
+    with engine.connect() as conn:
+        name = project_of_job(conn, job_id)
     if name is None:
         raise job_not_found(job_id)
-    return str(name)
+    return name
 
 
 def require(scope: Scope) -> Callable[..., Caller]:
     """A dependency that admits callers holding `scope` (on the path's project, if any)."""
 
-    def check(caller: CallerDep, request: Request) -> Caller:
-        request.app.state.limiter.check(caller)
+    def check(caller: CallerDep, request: Request, services: ServicesDep) -> Caller:
+        services.limiter.check(caller)
+        reject_unknown_query(request)
         if caller.is_admin:
             return caller
         if not caller.has(scope):
             raise Forbidden(f"This endpoint needs the {scope!r} scope; the key lacks it.")
         params = request.path_params
         if "job_id" in params:
-            job_project = _job_project(request, params["job_id"])
+            job_project = _job_project(services.engine, params["job_id"])
             if job_project is not None and not caller.covers(job_project):
                 raise job_not_found(int(params["job_id"]))
         elif "project" in params:
@@ -124,6 +154,53 @@ def require(scope: Scope) -> Callable[..., Caller]:
 
     check.required_scope = scope  # type: ignore[attr-defined]  # read by route_scope()
     return check
+
+
+_DECLARED: dict[tuple[str, frozenset[str]], frozenset[str]] = {}
+
+
+def declared_query_params(route: APIRoute) -> frozenset[str]:
+    """Every query parameter a route (or any of its dependencies) declares (cached by route)."""
+    key = (route.path, frozenset(route.methods or ()))
+    if key not in _DECLARED:
+        _DECLARED[key] = _walk_query_params(route)
+    return _DECLARED[key]
+
+
+def _walk_query_params(route: APIRoute) -> frozenset[str]:
+
+    def walk(dep: Dependant) -> Iterator[str]:
+        yield from (p.alias for p in dep.query_params)
+        for sub in dep.dependencies:
+            yield from walk(sub)
+
+    return frozenset(walk(route.dependant))
+
+
+def reject_unknown_query(request: Request) -> None:
+    """A query parameter no route reads is a client's typo: say so (422) instead of ignoring it.
+
+    Routes that compute soft labels also take every method's parameters (app/api/method_query.py
+    checks each against the chosen method)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    declared = declared_query_params(route)
+    allowed = declared
+    if "method" in declared:
+        from app.api.method_query import method_param_names
+
+        allowed = declared | method_param_names()
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        takes = ", ".join(sorted(declared)) or "no query parameters"
+        raise ValidationFailed(
+            f"Unknown query parameter {unknown[0]!r}; this endpoint takes: {takes}.",
+            errors=[
+                {"index": None, "field": name, "reason": f"unknown query parameter; takes: {takes}"}
+                for name in unknown
+            ],
+        )
 
 
 def route_scope(route: Any) -> Scope | None:

@@ -5,37 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from fastapi import APIRouter, Depends, Path, Response, status
+from pydantic import BaseModel, Field
 
-from app.api.deps import SessionDep, require
-from app.auth import ALL_PROJECTS, active_keys, create_key, revoke_key
-from app.db.models import NAME_PATTERN, ApiKey
+from app.api.deps import ServicesDep, SessionDep, require
+from app.auth.keys import active_keys, create_key, revoke_key
+from app.auth.scopes import ALL_PROJECTS
+from app.auth.spec import KeyCreate, ScopeName
+from app.db.models import ApiKey
 from app.errors import NotFound
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
-
-ScopeName = Literal["admin", "annotate", "read", "train"]
-ProjectName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
-
-
-class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    label: Label = Field(description="What the key is for, e.g. the labeling tool's name.")
-    scopes: list[ScopeName] = Field(min_length=1, max_length=4)
-    projects: Annotated[list[ProjectName], Field(max_length=1000)] | Literal["*"] = Field(
-        description='Project names, or "*" for every project (required with `admin`).',
-    )
-
-    @model_validator(mode="after")
-    def _admin_is_global(self) -> KeyCreate:
-        if isinstance(self.projects, list) and not self.projects:
-            raise ValueError('`projects` must name at least one project, or be "*"')
-        if "admin" in self.scopes and self.projects != ALL_PROJECTS:
-            raise ValueError('an admin key covers every project: `projects` must be "*"')
-        return self
 
 
 class KeyOut(BaseModel):
@@ -70,10 +50,10 @@ def key_out(row: ApiKey) -> KeyOut:
     response_model=KeyCreated,
     dependencies=[Depends(require("admin"))],
 )
-def create(body: KeyCreate, session: SessionDep, request: Request) -> KeyCreated:
+def create(body: KeyCreate, session: SessionDep, services: ServicesDep) -> KeyCreated:
     projects = None if body.projects == ALL_PROJECTS else list(body.projects)
     row, secret = create_key(session, body.label, body.scopes, projects)
-    request.app.state.keys.invalidate()
+    services.keys.invalidate()
     return KeyCreated(**key_out(row).model_dump(), key=secret)
 
 
@@ -90,11 +70,11 @@ def list_keys(session: SessionDep) -> KeyList:
     dependencies=[Depends(require("admin"))],
 )
 def revoke(
-    key_id: Annotated[int, Path(ge=1, le=2**63 - 1)], session: SessionDep, request: Request
+    key_id: Annotated[int, Path(ge=1, le=2**63 - 1)], session: SessionDep, services: ServicesDep
 ) -> Response:
-    """Revoke a key: it stops working at once in this process (see app/auth.py for others)."""
+    """Revoke a key: it stops working at once in this process (see app/auth/keys.py for others)."""
     if not revoke_key(session, key_id):
         raise NotFound(f"No active key {key_id}.")
     session.commit()  # before the cache is cleared, so no request re-caches the old row
-    request.app.state.keys.invalidate()
+    services.keys.invalidate()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

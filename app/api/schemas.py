@@ -8,47 +8,12 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
-    PlainValidator,
-    StrictStr,
     StringConstraints,
 )
 
-from app.db.models import MAX_EXTERNAL_ID, NAME_PATTERN
-
-
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold U+0000; refuse it here rather than fail in the database.
-    if "\x00" in value:
-        raise ValueError("must not contain the NUL character (U+0000)")
-    return value
-
-
-ExternalId = Annotated[
-    StrictStr,
-    StringConstraints(min_length=1, max_length=MAX_EXTERNAL_ID),
-    AfterValidator(_no_nul),
-]
-ClassName = Annotated[
-    StrictStr, StringConstraints(min_length=1, max_length=256), AfterValidator(_no_nul)
-]
-
-
-def _class_ref(value: Any) -> str | int:
-    # One clear error instead of one per union branch (and no bool-as-int surprise).
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError("must be a class name (string) or a 0-based class index (integer)")
-    return value
-
-
-# A class given by name, or by its 0-based index in the project's class list.
-ClassRef = Annotated[str | int, PlainValidator(_class_ref, json_schema_input_type=str | int)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+from app.db.models import NAME_PATTERN
+from app.records import ClassName, ExternalId, ItemIn, Strict, VoteIn, no_nul
 
 # --- projects ---------------------------------------------------------------------------------
 
@@ -64,7 +29,7 @@ def _distinct(classes: list[str]) -> list[str]:
 ClassList = Annotated[
     list[ClassName], Field(min_length=2, max_length=1000), AfterValidator(_distinct)
 ]
-Description = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_no_nul)]
+Description = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(no_nul)]
 
 
 class ProjectCreate(Strict):
@@ -107,15 +72,6 @@ class ProjectList(BaseModel):
 # --- items and votes --------------------------------------------------------------------------
 
 
-class ItemIn(Strict):
-    id: ExternalId
-    features: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
-        default=None, min_length=1, max_length=100_000
-    )
-    gold: ClassRef | None = None
-    meta: dict[str, Any] | None = None
-
-
 class ItemBatch(Strict):
     items: list[ItemIn] = Field(min_length=1)
 
@@ -123,12 +79,6 @@ class ItemBatch(Strict):
 class ItemResult(BaseModel):
     inserted: int
     updated: int
-
-
-class VoteIn(Strict):
-    item: ExternalId
-    worker: ExternalId
-    label: ClassRef
 
 
 class VoteBatch(Strict):

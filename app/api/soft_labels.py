@@ -5,21 +5,24 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.convertors import Convertor, register_url_convertor
 
-from app.aggregation.params import ParamError
-from app.aggregation.registry import METHOD_NAMES, resolve_method
-from app.api.deps import ProjectDep, SessionDep, SettingsDep, require
+from app.api.deps import EngineDep, ProjectDep, SessionDep, SettingsDep, require
+from app.api.method_query import (
+    AlphaQuery,
+    LabelerDep,
+    MaxIterQuery,
+    SeedQuery,
+    TemperatureQuery,
+    TolQuery,
+)
 from app.api.schemas import SoftLabel
-from app.config import Settings
-from app.db.models import Item, Project
-from app.errors import FitPendingError, NotFound, ValidationFailed
+from app.db.models import Item
+from app.errors import NotFound
 from app.export import MEDIA_TYPES, Format, filename, read_chunks, serialize
-from app.fits import FitPending
-from app.labeling import Labeler, labeler
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["soft labels"])
 
@@ -42,56 +45,6 @@ class ItemIdConvertor(Convertor[str]):
 
 register_url_convertor("item_id", ItemIdConvertor())
 
-MethodQuery = Annotated[str, Query(description=f"One of: {', '.join(METHOD_NAMES)}.")]
-AlphaQuery = Annotated[
-    float | None, Query(description="`normalized`: pseudo-count per class, >= 0 (default 0).")
-]
-TemperatureQuery = Annotated[
-    float | None,
-    Query(description="`softmax`, `softmax-normalized`: temperature T > 0 (default 1)."),
-]
-MaxIterQuery = Annotated[
-    int | None, Query(description="Worker-model methods: maximum EM iterations.")
-]
-TolQuery = Annotated[
-    float | None, Query(description="Worker-model methods: convergence tolerance.")
-]
-SeedQuery = Annotated[int | None, Query(description="Methods with a random start: the seed.")]
-# Query names that are not method parameters; everything else in the query string is one.
-RESERVED = {"method", "format", "min_votes", "strategy", "limit", "worker", "max_votes"}
-
-
-def labeler_from_query(
-    request: Request, project: Project, settings: Settings, method: str
-) -> Labeler:
-    """Validate the method and exactly the parameters the client sent (unknown ones are 422),
-    and get its labels: counts for count methods, the project's fit for worker models."""
-    raw = {k: v for k, v in request.query_params.items() if k not in RESERVED}
-    try:
-        spec, params = resolve_method(method, raw)
-    except ParamError as exc:
-        raise ValidationFailed(
-            f"Invalid soft-label parameter {exc.field!r}: {exc.reason}.",
-            errors=[{"index": None, "field": exc.field, "reason": exc.reason}],
-        ) from None
-    try:
-        return labeler(
-            request.app.state.engine,
-            project.id,
-            len(project.classes),
-            project.votes_version,
-            spec,
-            params,
-            sync_max_votes=settings.fit_sync_max_votes,
-            queue=request.app.state.queue,
-        )
-    except FitPending:
-        raise FitPendingError(
-            f"The {spec.name} model for this project is being fitted for the first time; "
-            "retry in a few seconds.",
-            headers={"Retry-After": "5"},
-        ) from None
-
 
 @router.get(
     "/items/{item:item_id}/soft-label",
@@ -99,19 +52,16 @@ def labeler_from_query(
     dependencies=[Depends(require("read"))],
 )
 def get_soft_label(
-    request: Request,
     project: ProjectDep,
     session: SessionDep,
     item: str,
-    settings: SettingsDep,
-    method: MethodQuery = "normalized",
+    labels: LabelerDep,
     alpha: AlphaQuery = None,
     temperature: TemperatureQuery = None,
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
 ) -> SoftLabel:
-    labels = labeler_from_query(request, project, settings, method)
     row = session.execute(
         select(Item.id, Item.n_votes, Item.counts, Item.gold).where(
             Item.project_id == project.id, Item.external_id == item
@@ -148,10 +98,10 @@ def get_soft_label(
     },
 )
 def export_soft_labels(
-    request: Request,
     project: ProjectDep,
     settings: SettingsDep,
-    method: MethodQuery = "normalized",
+    engine: EngineDep,
+    labels: LabelerDep,
     format: Annotated[Format, Query(description="jsonl, csv or parquet.")] = "jsonl",
     min_votes: Annotated[int, Query(ge=0, le=2**31 - 1)] = 1,
     alpha: AlphaQuery = None,
@@ -164,9 +114,8 @@ def export_soft_labels(
 
     Headers `X-Votes-Version` (the votes the labels reflect) and `X-Stale` ("true" while a newer
     worker-model fit is being computed) say how current the export is."""
-    labels = labeler_from_query(request, project, settings, method)
     chunks = read_chunks(
-        request.app.state.engine,
+        engine,
         project.id,
         project.classes,
         labels.probs,

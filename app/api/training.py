@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
-from sqlalchemy import select, text
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+from sqlalchemy import select
 
-from app.api.deps import ProjectDep, SessionDep, require
+from app.api.deps import ModelCacheDep, ProjectDep, QueueDep, SessionDep, require
 from app.api.schemas import PredictIn, PredictOut, TrainingJobList, TrainingJobOut
 from app.db.models import Project, TrainingJob
-from app.errors import Conflict, NotFound, ValidationFailed
+from app.errors import Conflict, NotFound, ValidationFailed, plural
 from app.training.config import TrainingConfig
-from app.training.jobs import enqueue
+from app.training.jobs import enqueue, request_cancel
+from app.training.serving import checkpoint_bytes, item_features
 from app.training.snapshot import usable_items
 
 router = APIRouter(tags=["training"])
@@ -54,7 +53,7 @@ def _invalid(field: str, reason: str) -> ValidationFailed:
     dependencies=[Depends(require("train"))],
 )
 def create_training_job(
-    config: TrainingConfig, project: ProjectDep, session: SessionDep, request: Request
+    config: TrainingConfig, project: ProjectDep, session: SessionDep, queue: QueueDep
 ) -> TrainingJobOut:
     """Queue a training job. The config is checked now: an impossible one is a 422 here,
     never a job that fails later."""
@@ -80,7 +79,7 @@ def create_training_job(
     job = TrainingJob(project_id=project.id, config=config.model_dump(mode="json"))
     session.add(job)
     session.flush()
-    enqueue(conn, request.app.state.queue, job.id)  # same transaction as the row
+    enqueue(conn, queue, job.id)  # same transaction as the row
     session.refresh(job)
     return job_out(job, project.name)
 
@@ -121,16 +120,7 @@ def read_training_job(job: JobDep) -> TrainingJobOut:
 def cancel_training_job(job: JobDep, session: SessionDep) -> TrainingJobOut:
     """A queued job is cancelled at once; a running one stops within one epoch."""
     row, project = job
-    updated = session.execute(
-        text(
-            "UPDATE training_jobs SET cancel_requested = true, "
-            "status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, "
-            "finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END "
-            "WHERE id = :id AND status IN ('queued', 'running') RETURNING id"
-        ),
-        {"id": row.id},
-    ).one_or_none()
-    if updated is None:
+    if not request_cancel(session.connection(), row.id):
         raise Conflict(f"Training job {row.id} has already ended ({row.status}).")
     session.refresh(row)
     return job_out(row, project.name)
@@ -160,31 +150,10 @@ def download_model(job: JobDep, session: SessionDep) -> Response:
 def _checkpoint(session: SessionDep, job: TrainingJob) -> bytes:
     if job.status != "succeeded":
         raise Conflict(f"Training job {job.id} is {job.status}; only a succeeded job has a model.")
-    blob = session.execute(
-        text("SELECT checkpoint FROM training_artifacts WHERE job_id = :j"), {"j": job.id}
-    ).scalar_one()
-    return bytes(blob)
-
-
-class ModelCache:
-    """The last few models used for prediction, so a burst of predict calls loads once."""
-
-    def __init__(self, size: int = 8) -> None:
-        self.size, self.models, self.lock = size, OrderedDict[int, Any](), threading.Lock()
-
-    def get(self, job_id: int, load: Any) -> tuple[Any, dict[str, Any]]:
-        with self.lock:
-            if job_id in self.models:
-                self.models.move_to_end(job_id)
-                return self.models[job_id]  # type: ignore[no-any-return]
-        from app.training.trainer import load_checkpoint  # torch: imported on first use only
-
-        model, _, ckpt = load_checkpoint(load())
-        with self.lock:
-            self.models[job_id] = (model, ckpt)
-            while len(self.models) > self.size:
-                self.models.popitem(last=False)
-        return model, ckpt
+    blob = checkpoint_bytes(session.connection(), job.id)
+    if blob is None:  # a succeeded job always stored one (same transaction as its status)
+        raise RuntimeError(f"training job {job.id} succeeded but has no stored checkpoint")
+    return blob
 
 
 @router.post(
@@ -192,7 +161,7 @@ class ModelCache:
     response_model=PredictOut,
     dependencies=[Depends(require("train"))],
 )
-def predict(body: PredictIn, job: JobDep, session: SessionDep, request: Request) -> PredictOut:
+def predict(body: PredictIn, job: JobDep, session: SessionDep, models: ModelCacheDep) -> PredictOut:
     """Class probabilities for raw feature vectors, or for stored items (by id)."""
     row, project = job
     if (body.features is None) == (body.items is None):
@@ -202,17 +171,10 @@ def predict(body: PredictIn, job: JobDep, session: SessionDep, request: Request)
                 {"index": None, "field": "features", "reason": "exactly one of features or items"}
             ],
         )
-    model, ckpt = request.app.state.models.get(row.id, lambda: _checkpoint(session, row))
+    model, ckpt = models.get(row.id, lambda: _checkpoint(session, row))
     n_features = int(ckpt["n_features"])
     if body.items is not None:
-        result = session.execute(
-            text(
-                "SELECT external_id, features FROM items WHERE project_id = :p "
-                "AND external_id = ANY(CAST(:ids AS text[]))"
-            ),
-            {"p": project.id, "ids": body.items},
-        )
-        found: dict[str, list[float] | None] = {ext: feats for ext, feats in result}
+        found = item_features(session.connection(), project.id, body.items)
         errors = [
             {
                 "index": i,
@@ -223,7 +185,9 @@ def predict(body: PredictIn, job: JobDep, session: SessionDep, request: Request)
             if found.get(item) is None
         ]
         if errors:
-            raise ValidationFailed(f"{len(errors)} item(s) cannot be predicted.", errors=errors)
+            raise ValidationFailed(
+                f"{plural(len(errors), 'item')} cannot be predicted.", errors=errors
+            )
         rows = [found[i] for i in body.items]
     else:
         rows = body.features or []
@@ -237,7 +201,9 @@ def predict(body: PredictIn, job: JobDep, session: SessionDep, request: Request)
         if len(r) != n_features
     ]
     if bad:
-        raise ValidationFailed(f"{len(bad)} feature vector(s) have the wrong length.", errors=bad)
+        raise ValidationFailed(
+            f"{plural(len(bad), 'feature vector')} of the wrong length.", errors=bad
+        )
     from app.training.trainer import predict_probs
 
     probs = predict_probs(model, np.asarray(rows, dtype=np.float32))

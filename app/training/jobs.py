@@ -13,7 +13,7 @@ from typing import Any
 import procrastinate
 from sqlalchemy import Connection, Engine, text
 
-from app.training.queue import defer_training
+from app.tasks import defer_training
 
 log = logging.getLogger(__name__)
 
@@ -197,3 +197,30 @@ def _close_queue_entry(conn: Connection, queue_job_id: int | None) -> None:
             ),
             {"q": queue_job_id},
         )
+
+
+def project_of_job(conn: Connection, job_id: int) -> str | None:
+    """The name of the project training job `job_id` belongs to (None: no such job)."""
+    name = conn.execute(
+        text(
+            "SELECT p.name FROM training_jobs j JOIN projects p ON p.id = j.project_id "
+            "WHERE j.id = :id"
+        ),
+        {"id": job_id},
+    ).scalar_one_or_none()
+    return None if name is None else str(name)
+
+
+def request_cancel(conn: Connection, job_id: int) -> bool:
+    """A queued job is cancelled at once; a running one is flagged and stops within an epoch.
+    False when the job had already ended."""
+    updated = conn.execute(
+        text(
+            "UPDATE training_jobs SET cancel_requested = true, "
+            "status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, "
+            "finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END "
+            "WHERE id = :id AND status IN ('queued', 'running') RETURNING id"
+        ),
+        {"id": job_id},
+    ).one_or_none()
+    return updated is not None

@@ -18,8 +18,9 @@ from sqlalchemy import Engine, text
 
 from app.training import jobs
 from app.training.config import TrainingConfig
+from app.training.errors import JobError
 from app.training.snapshot import freeze
-from app.training.trainer import DeviceUnavailableError, load_checkpoint, resolve_device, train
+from app.training.trainer import load_checkpoint, resolve_device, train
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def load_teacher(engine: Engine, teacher_job: int) -> Any:
             text("SELECT checkpoint FROM training_artifacts WHERE job_id = :j"), {"j": teacher_job}
         ).scalar_one_or_none()
     if blob is None:
-        raise ValueError(f"teacher job {teacher_job} has no stored model")
+        raise JobError(f"teacher job {teacher_job} has no stored model")
     model, _, _ = load_checkpoint(bytes(blob))
     return model
 
@@ -95,7 +96,7 @@ def run_training_job(engine: Engine, job_id: int, heartbeat_timeout_s: float) ->
             "cancelled" if result.cancelled else "succeeded",
             metrics["seconds"],
         )
-    except (DeviceUnavailableError, ValueError) as exc:
+    except JobError as exc:
         jobs.finish(engine, job_id, attempt, "failed", error=_sentence(str(exc)))
     except Exception as exc:
         log.exception("training job %s crashed", job_id)

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, text
 from app.aggregation.registry import needs_votes, resolve_method
 from app.fits import load_votes
 from app.training.data import TrainingData, build_training_data
+from app.training.errors import JobError
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def freeze(engine: Engine, project_id: int, labels: Mapping[str, Any]) -> Snapsh
             targets = fit.probs[pos]
         conn.rollback()
     if not rows:
-        raise ValueError("the project has no items with both features and votes")
+        raise JobError("the project has no items with both features and votes")
     _, ids, features, counts, gold = zip(*rows, strict=True)
     data = build_training_data(
         list(ids),

@@ -27,6 +27,7 @@ from torch import nn
 
 from app.training.config import TrainingConfig
 from app.training.data import TrainingData, split_eval
+from app.training.errors import JobError
 from app.training.losses import (
     distillation_term,
     hard_targets,
@@ -42,7 +43,7 @@ from app.training.models import build_model, standardizer
 CHECKPOINT_FORMAT = 1
 
 
-class DeviceUnavailableError(RuntimeError):
+class DeviceUnavailableError(JobError):
     """cfg.device asks for CUDA on a machine without it (a job error, not a config error)."""
 
 
@@ -107,7 +108,7 @@ def train(
     when the training split is empty or the teacher is missing or does not fit the data.
     """
     if cfg.distill is not None and teacher is None:
-        raise ValueError("cfg.distill is set: pass the teacher job's model as `teacher`")
+        raise JobError("cfg.distill is set: pass the teacher job's model as `teacher`")
     device = resolve_device(cfg.device)
     with _seeded(cfg.seed, device):
         return _train(cfg, data, device, teacher, on_epoch, should_stop, checkpoint_path)
@@ -126,7 +127,7 @@ def _train(
     tr, ev = ~held_out, held_out
     n = int(tr.sum())
     if n == 0:
-        raise ValueError(f"no training items ({len(data.item_ids)} items, all held out)")
+        raise JobError(f"no training items ({len(data.item_ids)} items, all held out)")
 
     def to_dev(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
@@ -247,9 +248,9 @@ def _teacher_logits(teacher: nn.Module, features: np.ndarray, n_classes: int) ->
     try:
         logits = predict_logits(teacher, x)
     except RuntimeError as exc:
-        raise ValueError(f"teacher model does not fit these features: {exc}") from None
+        raise JobError(f"teacher model does not fit these features: {exc}") from None
     if logits.shape != (len(features), n_classes):
-        raise ValueError(f"teacher gives {tuple(logits.shape[1:])} outputs, need {n_classes}")
+        raise JobError(f"teacher gives {tuple(logits.shape[1:])} outputs, need {n_classes}")
     return logits.float()
 
 

@@ -1,0 +1,152 @@
+"""`softlabels serve | worker | migrate` and `softlabels db status | stop`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Annotated
+
+import typer
+
+from app.cli.common import DataDirOpt, console, database_url, fail, settings_for
+from app.config import Settings, get_settings
+
+db_app = typer.Typer(help="The embedded PostgreSQL in the data dir.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command("worker")(worker_cmd)
+    app.command("migrate")(migrate_cmd)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    data_dir: DataDirOpt = None,
+    migrate: Annotated[bool, typer.Option(help="Apply migrations at start.")] = True,
+    worker: Annotated[
+        bool, typer.Option(help="Also run one training worker in its own process.")
+    ] = True,
+    auth: Annotated[
+        bool | None,
+        typer.Option(
+            "--auth/--no-auth",
+            help="Require API keys (default). --no-auth: local experiments, loopback only.",
+        ),
+    ] = None,
+) -> None:
+    """Run the API (on the embedded PostgreSQL unless DATABASE_URL is set).
+
+    An embedded server this command starts is stopped when it exits (Ctrl+C)."""
+    import uvicorn
+
+    from app.auth.bootstrap import KEY_FILE, bootstrap_admin_key, refuse_open_no_auth, secret_value
+    from app.db.migrate import upgrade
+    from app.logging import configure_logging
+    from app.main import create_app
+
+    # Access control: --no-auth only on loopback; with auth on, a first admin key if none.
+    auth = get_settings().auth if auth is None else auth
+    try:
+        refuse_open_no_auth(auth, host)
+    except RuntimeError as exc:
+        fail(str(exc), code=2)
+    base = settings_for(data_dir, host=host, port=port, auth=auth)
+    with database_url(base, create=True) as url:
+        settings = base.model_copy(update={"database_url": url})
+        if migrate:
+            upgrade(url)
+        if auth and not secret_value(settings.admin_key):
+            key_file = settings.data_dir / KEY_FILE
+            first = bootstrap_admin_key(url, key_file)
+            if first is not None:
+                console.print(
+                    f"softlabels: no API key yet; made an admin key (also in {key_file}):",
+                    soft_wrap=True,
+                )
+                print(first, file=sys.stderr)
+        where = (
+            "DATABASE_URL"
+            if base.database_url
+            else f"embedded PostgreSQL in {settings.data_dir} (stopped when this exits)"
+        )
+        console.print(
+            f"softlabels: listening on http://{host}:{port} ; database: {where}",
+            soft_wrap=True,
+            highlight=False,
+        )
+        worker_proc = _spawn_worker(settings) if worker else None
+        try:
+            configure_logging()  # JSON lines with request ids (app/logging.py)
+            uvicorn.run(
+                create_app(settings), host=host, port=port, log_config=None, access_log=False
+            )
+        finally:
+            if worker_proc is not None:
+                worker_proc.terminate()
+                try:
+                    worker_proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    worker_proc.kill()
+
+
+def _spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    # Its own process: training is CPU-bound and must not stall the API's event loop or GIL.
+    env = {**os.environ, "DATABASE_URL": settings.database_url or ""}
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"], env=env, preexec_fn=_die_with_parent
+    )
+
+
+def _die_with_parent() -> None:
+    # If `serve` itself is killed (SIGKILL skips its cleanup), the worker must not live on as an
+    # orphan; its job is then requeued by the next worker's stalled-job sweep.
+    if sys.platform == "linux":
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def worker_cmd(data_dir: DataDirOpt = None) -> None:
+    """Take training jobs and refits from the database and run them (any number may run)."""
+    from app.logging import configure_logging
+    from app.worker import run_worker
+
+    configure_logging()  # JSON lines, like the API's
+    with database_url(settings_for(data_dir)) as url:
+        run_worker(settings_for(data_dir, database_url=url))
+
+
+def migrate_cmd(data_dir: DataDirOpt = None) -> None:
+    """Apply all pending migrations (creating the embedded database if there is none)."""
+    from app.db.migrate import upgrade
+
+    with database_url(settings_for(data_dir), create=True) as url:
+        upgrade(url)
+    console.print("database is at the newest migration")
+
+
+@db_app.command("status")
+def db_status(data_dir: DataDirOpt = None) -> None:
+    """Whether the embedded PostgreSQL in the data dir exists and runs."""
+    from app.db.embedded import EmbeddedServer
+
+    settings = settings_for(data_dir)
+    if settings.database_url:
+        console.print("DATABASE_URL is set: the service uses that server, not an embedded one.")
+        return
+    server = EmbeddedServer(settings.data_dir)
+    state = "running" if server.is_running() else "stopped" if server.exists() else "not created"
+    print(f"embedded PostgreSQL in {server.pgdata}: {state}")
+
+
+@db_app.command("stop")
+def db_stop(data_dir: DataDirOpt = None) -> None:
+    """Stop the embedded PostgreSQL (e.g. one left by a `serve` that was killed)."""
+    from app.db.embedded import EmbeddedServer
+
+    server = EmbeddedServer(settings_for(data_dir).data_dir)
+    print("stopped" if server.stop() else "not running")

@@ -1,0 +1,9 @@
+"""Why a training job cannot run, said to its user.
+
+A JobError ends the job as `failed` with its message as the reason. Anything else raised while
+training is a bug: the job fails too, but as an internal error, with the traceback logged.
+"""
+
+
+class JobError(Exception):
+    """The job cannot run as configured on this data (not a bug)."""
