@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     # Bytes; a larger body gets 413 before it is read whole (50k votes with 256-char ids fit).
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     export_chunk_rows: int = Field(default=5_000, ge=1)
+    # Connections per API process for the vote write path (an async pool beside the engine's).
+    write_pool_size: int = Field(default=10, ge=1)
 
     # Worker-model fits over more votes than this run in the worker; reads meanwhile get the
     # last fit, marked stale (app/fits.py). Smaller projects refit inside the request.
@@ -43,10 +45,14 @@ class Settings(BaseSettings):
     auth: bool = True
     # SOFTLABELS_ADMIN_KEY: accepted as an admin key besides the keys in the database.
     admin_key: SecretStr | None = None
-    # Per-key token bucket, in this process: `rate_limit_per_s` requests a second on average,
-    # bursts of `rate_limit_burst`. 0 turns the limit off.
-    rate_limit_per_s: float = Field(default=50.0, ge=0)
-    rate_limit_burst: int = Field(default=100, ge=1)
+    # Per-key token bucket (app/auth/ratelimit.py): `rate_limit_per_s` requests a second on
+    # average, bursts of `rate_limit_burst`, over the whole server (each of `api_processes`
+    # enforces its share). A labeling tool posting each annotation stays far below it; a key
+    # can have its own rate (`rate_limit_per_s` when the key is made). 0 turns the limit off.
+    rate_limit_per_s: float = Field(default=1000.0, ge=0)
+    rate_limit_burst: int = Field(default=2000, ge=1)
+    # How many API processes share the port (set by `softlabels serve --workers N`).
+    api_processes: int = Field(default=1, ge=1)
     # Key lookups are cached this long: a key revoked elsewhere (CLI, another replica) stops
     # working within this many seconds; one revoked through this process's API, at once.
     key_cache_ttl_s: float = Field(default=1.0, ge=0)

@@ -198,7 +198,7 @@ def compute_fit(
     """Fit on the project's current votes (one REPEATABLE READ snapshot) and store it."""
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         version = conn.execute(
-            text("SELECT votes_version FROM projects WHERE id = :p"), {"p": project_id}
+            text("SELECT softlabels_votes_version(:p)"), {"p": project_id}
         ).scalar_one()
         pv = load_votes(conn, project_id, n_classes)
         conn.rollback()
@@ -243,7 +243,7 @@ def current_fit(
     """The fit for the project's current votes, or the last one marked stale (see module doc)."""
     with engine.connect() as conn:
         version = conn.execute(
-            text("SELECT votes_version FROM projects WHERE id = :p"), {"p": project_id}
+            text("SELECT softlabels_votes_version(:p)"), {"p": project_id}
         ).scalar_one()
         cached = load_fit(conn, project_id, spec.name, params)
         size = n_votes(conn, project_id)

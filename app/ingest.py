@@ -18,12 +18,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 import psycopg.errors
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.db.models import Project
 from app.errors import ValidationFailed
+from app.project_cache import ProjectCache
 from app.records import ItemIn, VoteIn
 
 T = TypeVar("T")
@@ -103,160 +105,84 @@ def _factorize(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return uniq, inverse.astype(np.int64)
 
 
-def _lock_items(session: Session, project_id: int, k: int, external_ids: np.ndarray) -> np.ndarray:
-    """Create missing items, lock all of them (id order), return their ids aligned to the input.
+@dataclass(frozen=True)
+class PreparedVotes:
+    """A validated batch, ready for `softlabels_ingest_votes` (migration 0005)."""
 
-    Inserting in sorted order and locking in id order keeps concurrent batches from deadlocking
-    in the common case; the rare remaining deadlock is retried by the caller.
-    """
-    ids = external_ids.tolist()
-    session.execute(
-        text(
-            "INSERT INTO items (project_id, external_id, counts) "
-            "SELECT :p, x, array_fill(0, ARRAY[:k]) FROM unnest(CAST(:ids AS text[])) AS x "
-            "ORDER BY x ON CONFLICT (project_id, external_id) DO NOTHING"
-        ),
-        {"p": project_id, "k": k, "ids": ids},
-    )
-    rows = session.execute(
-        text(
-            "SELECT id, external_id FROM items WHERE project_id = :p "
-            "AND external_id = ANY(CAST(:ids AS text[])) ORDER BY id FOR UPDATE"
-        ),
-        {"p": project_id, "ids": ids},
-    ).all()
-    by_ext = dict((ext, pk) for pk, ext in rows)
-    return np.fromiter(map(by_ext.__getitem__, ids), dtype=np.int64, count=len(ids))
+    items: list[str]
+    workers: list[str]
+    labels: np.ndarray  # class indices
 
 
-def _ensure_workers(session: Session, project_id: int, external_ids: np.ndarray) -> np.ndarray:
-    ids = external_ids.tolist()
-    session.execute(
-        text(
-            "INSERT INTO workers (project_id, external_id) "
-            "SELECT :p, x FROM unnest(CAST(:ids AS text[])) AS x ORDER BY x "
-            "ON CONFLICT (project_id, external_id) DO NOTHING"
-        ),
-        {"p": project_id, "ids": ids},
-    )
-    rows = session.execute(
-        text(
-            "SELECT id, external_id FROM workers WHERE project_id = :p "
-            "AND external_id = ANY(CAST(:ids AS text[]))"
-        ),
-        {"p": project_id, "ids": ids},
-    ).all()
-    by_ext = dict((ext, pk) for pk, ext in rows)
-    return np.fromiter(map(by_ext.__getitem__, ids), dtype=np.int64, count=len(ids))
+def prepare_votes(classes: Sequence[str], votes: Sequence[VoteIn]) -> PreparedVotes:
+    """Check every row against the project's classes and for repeats within the batch.
+    Raises ValidationFailed listing every bad row; touches no database."""
+    item_ext = [v.item for v in votes]
+    worker_ext = [v.worker for v in votes]
+    labels, errors = class_indices(classes, [v.label for v in votes], "label")
+    if len(votes) > 1:
+        errors += _duplicate_pairs(item_ext, worker_ext)
+    if errors:
+        raise _fail(errors, "votes")
+    return PreparedVotes(item_ext, worker_ext, labels)
 
 
-# One statement, one snapshot: `old` sees the votes as they were before `up` writes, which is
-# what the counts delta needs. The batch's items are locked, so nobody else changes them between.
-_UPSERT_VOTES = text(
-    """
-WITH s AS (
-    SELECT * FROM unnest(CAST(:item_ids AS bigint[]), CAST(:worker_ids AS bigint[]),
-                         CAST(:labels AS smallint[])) AS s(item_id, worker_id, label)
-), old AS (
-    SELECT s.item_id, s.worker_id, s.label AS new_label, v.label AS old_label
-    FROM s LEFT JOIN votes v ON v.item_id = s.item_id AND v.worker_id = s.worker_id
-), up AS (
-    INSERT INTO votes (item_id, worker_id, project_id, label)
-    SELECT item_id, worker_id, :p, new_label FROM old
-    WHERE old_label IS DISTINCT FROM new_label
-    ON CONFLICT (item_id, worker_id)
-    DO UPDATE SET label = EXCLUDED.label, updated_at = now()
-    RETURNING 1
-), delta AS (
-    SELECT item_id, new_label AS k, 1 AS d FROM old WHERE old_label IS DISTINCT FROM new_label
-    UNION ALL
-    SELECT item_id, old_label, -1 FROM old WHERE old_label <> new_label
-), per_item AS (
-    SELECT item_id, array_agg(k) AS ks, array_agg(d) AS ds, sum(d) AS dn
-    FROM (SELECT item_id, k, sum(d)::int AS d FROM delta GROUP BY item_id, k) t
-    WHERE d <> 0 GROUP BY item_id
-), upd AS (
-    UPDATE items i
-    SET counts = softlabels_add_counts(i.counts, p.ks, p.ds), n_votes = i.n_votes + p.dn,
-        updated_at = now()
-    FROM per_item p WHERE i.id = p.item_id
-    RETURNING 1
-)
-SELECT count(*) FILTER (WHERE old_label IS NULL) AS inserted,
-       count(*) FILTER (WHERE old_label <> new_label) AS updated,
-       count(*) FILTER (WHERE old_label = new_label) AS unchanged,
-       (SELECT count(*) FROM up) AS written,
-       (SELECT count(*) FROM upd) AS items_changed
-FROM old
-"""
-)
+def _duplicate_pairs(item_ext: list[str], worker_ext: list[str]) -> list[dict[str, Any]]:
+    _, item_pos = _factorize(item_ext)
+    workers, worker_pos = _factorize(worker_ext)
+    pair = item_pos * len(workers) + worker_pos
+    _, first_row, counts = np.unique(pair, return_index=True, return_counts=True)
+    if not (counts > 1).any():
+        return []
+    first_of = dict(zip(pair[first_row].tolist(), first_row.tolist(), strict=True))
+    errors = []
+    for row in np.flatnonzero(np.isin(pair, pair[first_row[counts > 1]])).tolist():
+        first = first_of[int(pair[row])]
+        if first != row:
+            errors.append(
+                _error(
+                    row,
+                    "item",
+                    f"duplicate vote in this batch: worker {worker_ext[row]!r} already "
+                    f"voted on item {item_ext[row]!r} at index {first}",
+                )
+            )
+    return errors
 
 
 def _pg_int_array(values: np.ndarray) -> str:
-    """An integer array as a PostgreSQL array literal, for CAST(:x AS bigint[]).
+    """An integer array as a PostgreSQL array literal, for a smallint[] parameter.
 
     Benchmarked (benchmarks/ingest.py): psycopg takes ~0.1 s to adapt a 50,000-element Python
-    list, the literal ~10 ms; three such arrays were ~10% of a 50k-vote request.
+    list, the literal ~10 ms.
     """
     return "{" + ",".join(map(str, values.tolist())) + "}"
 
 
+# One call does the whole write (migration 0005): one statement, so in autocommit one round trip.
+INGEST_SQL = "SELECT * FROM softlabels_ingest_votes(%s, %s, %s, %s, %s::smallint[])"
+_INGEST_TEXT = text(
+    "SELECT * FROM softlabels_ingest_votes(:p, CAST(:c AS text[]), CAST(:i AS text[]), "
+    "CAST(:w AS text[]), CAST(:l AS smallint[]))"
+)
+NO_PROJECT, CLASSES_CHANGED = "SLNOP", "SLCLS"  # the SQLSTATEs it raises
+
+
+def ingest_args(project_id: int, classes: Sequence[str], batch: PreparedVotes) -> tuple:
+    return (project_id, list(classes), batch.items, batch.workers, _pg_int_array(batch.labels))
+
+
+def vote_counts(row: Sequence[int]) -> VoteCounts:
+    return VoteCounts(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+
 def ingest_votes(session: Session, project: Project, votes: Sequence[VoteIn]) -> VoteCounts:
-    """Validate and store one batch of votes. Raises ValidationFailed before writing anything."""
-    item_ext = [v.item for v in votes]
-    worker_ext = [v.worker for v in votes]
-    labels, errors = class_indices(project.classes, [v.label for v in votes], "label")
-
-    items, item_pos = _factorize(item_ext)
-    workers, worker_pos = _factorize(worker_ext)
-    pair = item_pos * len(workers) + worker_pos
-    _, first_row, counts = np.unique(pair, return_index=True, return_counts=True)
-    if (counts > 1).any():
-        dup_pairs = set(pair[first_row[counts > 1]].tolist())
-        is_dup = np.isin(pair, list(dup_pairs))
-        first_of = dict(zip(pair[first_row].tolist(), first_row.tolist(), strict=True))
-        for row in np.flatnonzero(is_dup):
-            if first_of[int(pair[row])] != row:
-                errors.append(
-                    _error(
-                        int(row),
-                        "item",
-                        (
-                            f"duplicate vote in this batch: worker {worker_ext[row]!r} already "
-                            f"voted on item {item_ext[row]!r} at index {first_of[int(pair[row])]}"
-                        ),
-                    )
-                )
-    if errors:
-        raise _fail(errors, "votes")
-
-    item_ids = _lock_items(session, project.id, len(project.classes), items)[item_pos]
-    worker_ids = _ensure_workers(session, project.id, workers)[worker_pos]
-    # No JIT for the upsert (this transaction only). A large batch beside a large votes table
-    # has a plan cost over jit_above_cost; compiling buys nothing for one pass over the batch
-    # and cost 30-40 ms per 50k batch beside 2M votes, ~0.6 s once a plan's cost also crossed
-    # the optimize/inline thresholds (measured with benchmarks/ingest.py).
-    session.execute(text("SET LOCAL jit = off"))
-    row = session.execute(
-        _UPSERT_VOTES,
-        {
-            "p": project.id,
-            "item_ids": _pg_int_array(item_ids),
-            "worker_ids": _pg_int_array(worker_ids),
-            "labels": _pg_int_array(labels),
-        },
-    ).one()
-    version = project.votes_version
-    if row.written:
-        # Last statement before commit: the project row lock it takes is held only briefly.
-        version = session.execute(
-            text(
-                "UPDATE projects SET votes_version = votes_version + 1 WHERE id = :p "
-                "RETURNING votes_version"
-            ),
-            {"p": project.id},
-        ).scalar_one()
-    return VoteCounts(row.inserted, row.updated, row.unchanged, version)
+    """Validate and store one batch of votes in the session's transaction (CLI, connectors).
+    Raises ValidationFailed before writing anything."""
+    batch = prepare_votes(project.classes, votes)
+    p, c, i, w, labels = ingest_args(project.id, project.classes, batch)
+    row = session.execute(_INGEST_TEXT, {"p": p, "c": c, "i": i, "w": w, "l": labels}).one()
+    return vote_counts(tuple(row))
 
 
 def _duplicate_ids(ids: Sequence[str], field: str) -> list[dict[str, Any]]:
@@ -369,3 +295,37 @@ def ingest_items(session: Session, project: Project, rows: Sequence[ItemIn]) -> 
             {"p": project.id, **{name: [col[i] for i in keep] for name, col in columns.items()}},
         )
     return ItemCounts(inserted=len(new_ids), updated=len(keep))
+
+
+async def store_votes(
+    pool: AsyncConnectionPool,
+    projects: ProjectCache,
+    name: str,
+    votes: Sequence[VoteIn],
+    attempts: int = 4,
+) -> VoteCounts:
+    """The API's write path: validate against the cached project, then one statement on an
+    autocommit connection (the function call is its own transaction: all or nothing).
+
+    Retried whole: a deadlock victim (rare: batches sharing items lock them in id order), and a
+    stale cache entry (the project was deleted or its classes changed elsewhere), once.
+    """
+    stale_retry = True
+    for attempt in range(attempts):
+        ref = await projects.get(pool, name)
+        batch = prepare_votes(ref.classes, votes)
+        try:
+            async with pool.connection() as conn:
+                cur = await conn.execute(INGEST_SQL, ingest_args(ref.id, ref.classes, batch))
+                row = await cur.fetchone()
+            assert row is not None
+            return vote_counts(row)
+        except psycopg.errors.TransactionRollback:  # SQLSTATE class 40: safe to redo
+            if attempt == attempts - 1:
+                raise
+        except psycopg.Error as exc:
+            if exc.sqlstate not in (NO_PROJECT, CLASSES_CHANGED) or not stale_retry:
+                raise
+            projects.forget(name)
+            stale_retry = False
+    raise AssertionError("unreachable")

@@ -19,6 +19,15 @@ from app.services import Services
 ROUTERS = (health, projects, votes, soft_labels, analytics, training, keys)
 
 
+def app_from_env() -> FastAPI:
+    """The app of one of `softlabels serve --workers N`'s processes: settings from the
+    environment that `serve` set, logs as JSON lines."""
+    from app.logging import configure_logging
+
+    configure_logging()
+    return create_app(get_settings())
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     if not settings.database_url:
@@ -31,17 +40,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services.open(settings)
+        await services.start()
         app.state.services = services  # read only by app/api/deps.py
         try:
             yield
         finally:
-            services.close()
+            await services.close()
 
     app = FastAPI(
         title="softlabels",
         version="0.1.0",
         summary="Store crowd votes, serve soft labels, train on them.",
         lifespan=lifespan,
+        # `/v1/projects/` is a 404 that names the right path (app/api/error_handlers.py), not
+        # an empty 307 that clients may not follow for a POST.
+        redirect_slashes=False,
     )
     install_error_handlers(app)
     for module in ROUTERS:

@@ -1,12 +1,15 @@
-"""What one API process holds for its lifetime: the engine, the queue it defers on, the model
-cache, the key-lookup cache and the rate limiter. Built by create_app's lifespan; routes reach
-each through an `Annotated` dependency (app/api/deps.py), never through app.state directly."""
+"""What one API process holds for its lifetime: the engine (sync SQLAlchemy, most routes), an
+async psycopg pool (the vote write path, which must not cost a thread hop per request), the
+queue it defers on, and the per-process caches: models, key lookups, projects, rate limits.
+Built by create_app's lifespan; routes reach each through an `Annotated` dependency
+(app/api/deps.py), never through app.state directly."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import procrastinate
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,6 +18,7 @@ from app.auth.keys import KeyStore
 from app.auth.ratelimit import RateLimiter
 from app.config import Settings
 from app.db.session import libpq_url, make_engine, make_sessionmaker
+from app.project_cache import ProjectCache
 from app.tasks import make_queue
 from app.training.serving import ModelCache
 
@@ -28,6 +32,8 @@ class Services:
     models: ModelCache
     keys: KeyStore
     limiter: RateLimiter
+    pool: AsyncConnectionPool
+    projects: ProjectCache
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -41,8 +47,24 @@ class Services:
             queue=make_queue(libpq_url(url)),
             models=ModelCache(),
             keys=KeyStore(settings.key_cache_ttl_s, secret_value(settings.admin_key)),
-            limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
+            limiter=RateLimiter(
+                settings.rate_limit_per_s, settings.rate_limit_burst, settings.api_processes
+            ),
+            # Autocommit: a vote batch is one statement, hence its own transaction. Opened by
+            # `start`, inside the event loop that will use it.
+            pool=AsyncConnectionPool(
+                libpq_url(url),
+                min_size=1,
+                max_size=settings.write_pool_size,
+                kwargs={"autocommit": True},
+                open=False,
+            ),
+            projects=ProjectCache(),
         )
 
-    def close(self) -> None:
+    async def start(self) -> None:
+        await self.pool.open()
+
+    async def close(self) -> None:
+        await self.pool.close()
         self.engine.dispose()

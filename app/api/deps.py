@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import procrastinate
 from fastapi import Depends, FastAPI, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -50,7 +51,8 @@ __all__ = [
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sl_...`.")
 
 
-def get_services(request: Request) -> Services:
+# Accessors are `async def`: they do no I/O, and a sync dependency costs a thread-pool hop.
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services  # built by create_app's lifespan
     return services
 
@@ -58,19 +60,19 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
-def get_engine(services: ServicesDep) -> Engine:
+async def get_engine(services: ServicesDep) -> Engine:
     return services.engine
 
 
-def get_queue(services: ServicesDep) -> procrastinate.App:
+async def get_queue(services: ServicesDep) -> procrastinate.App:
     return services.queue
 
 
-def get_model_cache(services: ServicesDep) -> ModelCache:
+async def get_model_cache(services: ServicesDep) -> ModelCache:
     return services.models
 
 
@@ -78,7 +80,7 @@ def get_session(services: ServicesDep) -> Iterator[Session]:
     yield from session_scope(services.sessionmaker)
 
 
-def get_caller(
+async def get_caller(
     request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -88,7 +90,11 @@ def get_caller(
     elif credentials is None or not credentials.credentials:
         raise Unauthorized("Send an API key: `Authorization: Bearer <key>`.")
     else:
-        found = services.keys.resolve(services.engine, credentials.credentials)
+        known, found = services.keys.cached(credentials.credentials)
+        if not known:  # a database lookup: off the event loop
+            found = await run_in_threadpool(
+                services.keys.resolve, services.engine, credentials.credentials
+            )
         if found is None:
             raise Unauthorized("The API key is not valid (unknown or revoked).")
         caller = found
@@ -132,7 +138,7 @@ def _job_project(engine: Engine, raw: str) -> str | None:
 def require(scope: Scope) -> Callable[..., Caller]:
     """A dependency that admits callers holding `scope` (on the path's project, if any)."""
 
-    def check(caller: CallerDep, request: Request, services: ServicesDep) -> Caller:
+    async def check(caller: CallerDep, request: Request, services: ServicesDep) -> Caller:
         services.limiter.check(caller)
         reject_unknown_query(request)
         if caller.is_admin:
@@ -141,7 +147,7 @@ def require(scope: Scope) -> Callable[..., Caller]:
             raise Forbidden(f"This endpoint needs the {scope!r} scope; the key lacks it.")
         params = request.path_params
         if "job_id" in params:
-            job_project = _job_project(services.engine, params["job_id"])
+            job_project = await run_in_threadpool(_job_project, services.engine, params["job_id"])
             if job_project is not None and not caller.covers(job_project):
                 raise job_not_found(int(params["job_id"]))
         elif "project" in params:

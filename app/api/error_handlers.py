@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -98,7 +99,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(code, detail, errors), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {
             400: "malformed_body",
             404: "not_found",
@@ -108,7 +109,12 @@ def install_error_handlers(app: FastAPI) -> None:
         code = codes.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else "HTTP error"
         if exc.status_code == 404 and detail == "Not Found":
-            detail = "No such endpoint."
+            path = request.url.path
+            detail = "No such endpoint." + (
+                f" Did you mean {path.rstrip('/')!r} (no trailing slash)?"
+                if path.endswith("/") and len(path) > 1
+                else ""
+            )
         return JSONResponse(
             error_body(code, detail),
             status_code=exc.status_code,
@@ -120,4 +126,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
+        return _json(DatabaseUnavailable())
+
+    # The same for the async write path, which talks psycopg directly (app/ingest.py).
+    @app.exception_handler(psycopg.OperationalError)
+    async def _db_down_async(_: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", type(exc).__name__)
         return _json(DatabaseUnavailable())

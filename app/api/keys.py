@@ -23,6 +23,7 @@ class KeyOut(BaseModel):
     label: str
     scopes: list[ScopeName]
     projects: list[str] | Literal["*"]
+    rate_limit_per_s: float | None
     created_at: dt.datetime
 
 
@@ -40,6 +41,7 @@ def key_out(row: ApiKey) -> KeyOut:
         label=row.label,
         scopes=row.scopes,  # type: ignore[arg-type]
         projects=ALL_PROJECTS if row.projects is None else row.projects,
+        rate_limit_per_s=row.rate_limit_per_s,
         created_at=row.created_at,
     )
 
@@ -52,7 +54,7 @@ def key_out(row: ApiKey) -> KeyOut:
 )
 def create(body: KeyCreate, session: SessionDep, services: ServicesDep) -> KeyCreated:
     projects = None if body.projects == ALL_PROJECTS else list(body.projects)
-    row, secret = create_key(session, body.label, body.scopes, projects)
+    row, secret = create_key(session, body.label, body.scopes, projects, body.rate_limit_per_s)
     services.keys.invalidate()
     return KeyCreated(**key_out(row).model_dump(), key=secret)
 

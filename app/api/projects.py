@@ -7,7 +7,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.api.deps import ProjectDep, SessionDep, require
+from app.api.deps import ProjectDep, ServicesDep, SessionDep, require
 from app.api.schemas import ProjectCreate, ProjectList, ProjectOut, ProjectUpdate
 from app.db.models import Item, Project, Worker
 from app.errors import Conflict
@@ -60,7 +60,9 @@ def get_project(project: ProjectDep, session: SessionDep) -> ProjectOut:
 
 
 @router.patch("/{project}", response_model=ProjectOut, dependencies=[Depends(require("admin"))])
-def update_project(project: ProjectDep, body: ProjectUpdate, session: SessionDep) -> ProjectOut:
+def update_project(
+    project: ProjectDep, body: ProjectUpdate, session: SessionDep, services: ServicesDep
+) -> ProjectOut:
     """Change the description, or the classes while the project has no votes."""
     if "description" in body.model_fields_set:
         project.description = body.description
@@ -73,6 +75,7 @@ def update_project(project: ProjectDep, body: ProjectUpdate, session: SessionDep
         if has_votes:
             raise Conflict("The classes of a project are fixed once it has votes.")
         project.classes = body.classes
+        services.projects.forget(project.name)  # other processes: the write path re-checks
         session.execute(
             text("UPDATE items SET counts = array_fill(0, ARRAY[:k]) WHERE project_id = :p"),
             {"k": len(body.classes), "p": project.id},

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Annotated
 
-from app.api.deps import ProjectDep, SessionDep, SettingsDep, require
+from fastapi import APIRouter, Depends, Path
+
+from app.api.deps import ProjectDep, ServicesDep, SessionDep, SettingsDep, require
 from app.api.schemas import ItemBatch, ItemResult, VoteBatch, VoteResult
 from app.errors import PayloadTooLarge
-from app.ingest import committed_with_retries, ingest_items, ingest_votes
+from app.ingest import committed_with_retries, ingest_items, store_votes
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["votes"])
+ProjectName = Annotated[str, Path(description="Project name", max_length=200)]
 
 
 @router.post("/items", response_model=ItemResult, dependencies=[Depends(require("annotate"))])
@@ -27,16 +30,17 @@ def post_items(
 
 
 @router.post("/votes", response_model=VoteResult, dependencies=[Depends(require("annotate"))])
-def post_votes(
-    body: VoteBatch, project: ProjectDep, session: SessionDep, settings: SettingsDep
-) -> VoteResult:
-    """Store a batch of votes, all or nothing. Re-sending a stored vote changes nothing."""
-    if len(body.votes) > settings.max_votes_per_request:
+async def post_votes(body: VoteBatch, project: ProjectName, services: ServicesDep) -> VoteResult:
+    """Store a batch of votes, all or nothing. Re-sending a stored vote changes nothing.
+
+    The hot path of a labeling tool (one request per annotation): async end to end, the project
+    from a per-process cache, and the whole write in one statement (app/ingest.py)."""
+    limit = services.settings.max_votes_per_request
+    if len(body.votes) > limit:
         raise PayloadTooLarge(
-            f"{len(body.votes)} votes in one request; the limit is "
-            f"{settings.max_votes_per_request}. Split the batch."
+            f"{len(body.votes)} votes in one request; the limit is {limit}. Split the batch."
         )
-    result = committed_with_retries(session, lambda: ingest_votes(session, project, body.votes))
+    result = await store_votes(services.pool, services.projects, project, body.votes)
     return VoteResult(
         inserted=result.inserted,
         updated=result.updated,

@@ -42,7 +42,11 @@ def bearer_token(header: str | None) -> str | None:
 
 
 def create_key(
-    session: Session, label: str, scopes: Iterable[str], projects: Sequence[str] | None
+    session: Session,
+    label: str,
+    scopes: Iterable[str],
+    projects: Sequence[str] | None,
+    rate_limit_per_s: float | None = None,
 ) -> tuple[ApiKey, str]:
     """Store a new key; return its row and the secret, which is not kept anywhere."""
     secret = new_key()
@@ -51,6 +55,7 @@ def create_key(
         key_hash=hash_key(secret),
         scopes=sorted(set(scopes)),
         projects=None if projects is None else sorted(set(projects)),
+        rate_limit_per_s=rate_limit_per_s,
     )
     session.add(row)
     session.flush()
@@ -86,6 +91,7 @@ def caller_for(row: ApiKey) -> Caller:
         scopes=frozenset(row.scopes),
         projects=None if row.projects is None else frozenset(row.projects),
         key_id=row.id,
+        rate_limit_per_s=row.rate_limit_per_s,
     )
 
 
@@ -104,15 +110,22 @@ class KeyStore:
         self._cache: dict[str, tuple[float, Caller | None]] = {}
         self._lock = threading.Lock()
 
-    def resolve(self, engine: Engine, key: str) -> Caller | None:
+    def cached(self, key: str) -> tuple[bool, Caller | None]:
+        """(True, caller) when the answer for `key` is known without the database."""
         digest = hash_key(key)
         if self.admin_hash is not None and hmac.compare_digest(digest, self.admin_hash):
-            return ENV_ADMIN
-        now = time.monotonic()
+            return True, ENV_ADMIN
         with self._lock:
             hit = self._cache.get(digest)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
+    def resolve(self, engine: Engine, key: str) -> Caller | None:
+        known, caller = self.cached(key)
+        if known:
+            return caller
+        digest, now = hash_key(key), time.monotonic()
         with Session(engine) as session:
             row = session.scalars(
                 select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))

@@ -27,6 +27,7 @@ class Caller:
     scopes: frozenset[str]
     projects: frozenset[str] | None = None
     key_id: int | None = None
+    rate_limit_per_s: float | None = None  # None: the server's default
 
     @property
     def is_admin(self) -> bool:

@@ -23,6 +23,13 @@ class KeyCreate(BaseModel):
     projects: Annotated[list[ProjectName], Field(max_length=1000)] | Literal["*"] = Field(
         description='Project names, or "*" for every project (required with `admin`).',
     )
+    rate_limit_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=1_000_000,
+        description="This key's requests per second over the whole server (burst: 2 s worth); "
+        "default: the server's SOFTLABELS_RATE_LIMIT_PER_S.",
+    )
 
     @model_validator(mode="after")
     def _admin_is_global(self) -> KeyCreate:

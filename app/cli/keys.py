@@ -40,6 +40,10 @@ def keys_create(
         list[str] | None,
         typer.Option("--project", "-p", help="A project the key covers (repeat), or '*' for all."),
     ] = None,
+    rate_limit: Annotated[
+        float | None,
+        typer.Option(help="This key's requests per second (default: the server's)."),
+    ] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Make a key. Its secret goes to stdout, once: it is stored only as a hash."""
@@ -50,13 +54,20 @@ def keys_create(
     if "*" in projects:
         projects = "*"
     try:
-        spec = KeyCreate.model_validate({"label": label, "scopes": scope, "projects": projects})
+        spec = KeyCreate.model_validate(
+            {
+                "label": label,
+                "scopes": scope,
+                "projects": projects,
+                "rate_limit_per_s": rate_limit,
+            }
+        )
     except ValidationError as exc:
         err = exc.errors()[0]
         fail(f"{'.'.join(map(str, err['loc'])) or 'key'}: {err['msg']}", code=2)
     with _key_session(data_dir) as session:
         chosen = None if spec.projects == "*" else list(spec.projects)
-        row, secret = create_key(session, spec.label, spec.scopes, chosen)
+        row, secret = create_key(session, spec.label, spec.scopes, chosen, spec.rate_limit_per_s)
         session.commit()
     console.print(
         f"key {row.id} ({row.label}): scopes {','.join(row.scopes)}; projects "

@@ -26,8 +26,15 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     data_dir: DataDirOpt = None,
     migrate: Annotated[bool, typer.Option(help="Apply migrations at start.")] = True,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, help="API processes sharing the port (default: the CPU count)."
+        ),
+    ] = None,
     worker: Annotated[
-        bool, typer.Option(help="Also run one training worker in its own process.")
+        bool,
+        typer.Option(help="Also run one job worker (training, refits) in its own process."),
     ] = True,
     auth: Annotated[
         bool | None,
@@ -53,7 +60,8 @@ def serve(
         refuse_open_no_auth(auth, host)
     except RuntimeError as exc:
         fail(str(exc), code=2)
-    base = settings_for(data_dir, host=host, port=port, auth=auth)
+    processes = workers or os.cpu_count() or 1
+    base = settings_for(data_dir, host=host, port=port, auth=auth, api_processes=processes)
     with database_url(base, create=True) as url:
         settings = base.model_copy(update={"database_url": url})
         if migrate:
@@ -73,16 +81,30 @@ def serve(
             else f"embedded PostgreSQL in {settings.data_dir} (stopped when this exits)"
         )
         console.print(
-            f"softlabels: listening on http://{host}:{port} ; database: {where}",
+            f"softlabels: listening on http://{host}:{port} ({processes} API "
+            f"process{'es' if processes > 1 else ''}); database: {where}",
             soft_wrap=True,
             highlight=False,
         )
         worker_proc = _spawn_worker(settings) if worker else None
         try:
             configure_logging()  # JSON lines with request ids (app/logging.py)
-            uvicorn.run(
-                create_app(settings), host=host, port=port, log_config=None, access_log=False
-            )
+            if processes == 1:
+                uvicorn.run(
+                    create_app(settings), host=host, port=port, log_config=None, access_log=False
+                )
+            else:
+                # Each process builds its app from the environment (app.main.app_from_env).
+                os.environ.update(settings_env(settings))
+                uvicorn.run(
+                    "app.main:app_from_env",
+                    factory=True,
+                    workers=processes,
+                    host=host,
+                    port=port,
+                    log_config=None,
+                    access_log=False,
+                )
         finally:
             if worker_proc is not None:
                 worker_proc.terminate()
@@ -90,6 +112,18 @@ def serve(
                     worker_proc.wait(15)
                 except subprocess.TimeoutExpired:
                     worker_proc.kill()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes `Settings()` in another process equal `settings`."""
+    return {
+        "DATABASE_URL": settings.database_url or "",
+        "SOFTLABELS_DATA_DIR": str(settings.data_dir),
+        "SOFTLABELS_HOST": settings.host,
+        "SOFTLABELS_PORT": str(settings.port),
+        "SOFTLABELS_AUTH": "true" if settings.auth else "false",
+        "SOFTLABELS_API_PROCESSES": str(settings.api_processes),
+    }
 
 
 def _spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:

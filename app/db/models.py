@@ -5,8 +5,9 @@ Physical design, chosen for the read paths:
 - `items.counts` is the item's vote-count vector over the project's classes, maintained in the
   same transaction as the votes (app/ingest.py). Soft labels and exports read it directly, so a
   read never aggregates the vote table.
-- `projects.votes_version` goes up with every batch that changes a vote: caches and training
-  snapshots record which votes they reflect.
+- A project's `votes_version` goes up with every batch that changes a vote (a striped counter,
+  `project_vote_changes`, summed by `softlabels_votes_version()`): caches and training snapshots
+  record which votes they reflect.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB, REAL
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from app.db.base import Base
 
@@ -58,10 +59,25 @@ class Project(Base):
     description: Mapped[str | None] = mapped_column(Text)
     # Fixed by the first item that carries features (or at creation); every item then matches it.
     n_features: Mapped[int | None] = mapped_column(Integer)
-    votes_version: Mapped[int] = mapped_column(BigInteger, server_default="0")
     created_at: Mapped[dt.datetime] = _now()
+    # Read-only: the sum of the project's slots in project_vote_changes (migration 0005 says
+    # why a striped counter), loaded with the row in the same query.
+    votes_version: Mapped[int] = column_property(func.softlabels_votes_version(id))
 
     items: Mapped[list[Item]] = relationship(back_populates="project", lazy="raise")
+
+
+class ProjectVoteChanges(Base):
+    """A striped counter of vote changes: the project's votes_version is the sum of its slots
+    (migration 0005). Written only by SQL functions (softlabels_bump_votes_version)."""
+
+    __tablename__ = "project_vote_changes"
+
+    project_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    changes: Mapped[int] = mapped_column(BigInteger)
 
 
 class Item(Base):
@@ -181,7 +197,7 @@ class LabelFit(Base):
 
 
 class ApiKey(Base):
-    """An API key: only its sha256 is stored (see app/auth.py); the secret is shown once."""
+    """An API key: only its sha256 is stored (see app/auth/keys.py); the secret is shown once."""
 
     __tablename__ = "api_keys"
     __table_args__ = (
@@ -195,5 +211,7 @@ class ApiKey(Base):
     scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
     # NULL: every project ("*"), present and future.
     projects: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    # Requests per second for this key, over all API processes; NULL: the server's default.
+    rate_limit_per_s: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[dt.datetime] = _now()
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -41,7 +41,7 @@ def freeze(engine: Engine, project_id: int, labels: Mapping[str, Any]) -> Snapsh
     )
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         version = conn.execute(
-            text("SELECT votes_version FROM projects WHERE id = :p"), {"p": project_id}
+            text("SELECT softlabels_votes_version(:p)"), {"p": project_id}
         ).scalar_one()
         rows = conn.execute(
             text(
