@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import analytics, health, keys, projects, soft_labels, training, votes
+from app.api import analytics, health, items, keys, projects, soft_labels, training, votes
 from app.api.deps import ERROR_RESPONSES
 from app.auth import KeyStore, RateLimiter, refuse_open_no_auth, secret_value
 from app.config import Settings, get_settings
@@ -16,6 +16,7 @@ from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
 from app.logging import RequestContext
 from app.training.queue import make_queue
+from app.ui import install_ui
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,15 +46,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Store crowd votes, serve soft labels, train on them.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc are served from packaged assets (app/ui)
+        redoc_url=None,
     )
     app.state.settings = settings
     # Access control (app/auth.py, app/api/deps.py): key-lookup cache, per-key rate limits.
     app.state.keys = KeyStore(settings.key_cache_ttl_s, secret_value(settings.admin_key))
     app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     install_error_handlers(app)
-    for module in (health, projects, votes, soft_labels, analytics, training, keys):
+    for module in (health, projects, votes, soft_labels, analytics, training, keys, items):
         # Access control: document the shared errors (401/403/404/422/429/503) on keyed routes.
         app.include_router(module.router, responses=None if module is health else ERROR_RESPONSES)
+    install_ui(app)  # the dashboard at /ui, offline /docs and /redoc
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)  # outermost: X-Request-ID, access log (app/logging.py)
     return app
