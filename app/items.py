@@ -27,7 +27,7 @@ import binascii
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -216,7 +216,7 @@ def _rows_by_ids(conn: Connection, ids: list[int]) -> list[Any]:
     return [pos[i] for i in ids if i in pos]
 
 
-def _page_rows(rows: list[Any], classes: list[str], probs: ProbsFn) -> list[PageRow]:
+def _page_rows(rows: Sequence[Any], classes: list[str], probs: ProbsFn) -> list[PageRow]:
     if not rows:
         return []
     ids = np.asarray([r.id for r in rows], np.int64)
@@ -262,13 +262,43 @@ def list_items(
     desc = order == "desc"
     tag = f"{sort}:{order}:{method_key}:{min_votes}"
     state = decode_cursor(cursor, tag) if cursor else None
+    try:
+        return _list_items(conn, project_id, classes, probs, sort, desc, tag, limit, state,
+                           offset, min_votes)
+    except (KeyError, TypeError, ValueError, IndexError):
+        if state is None:
+            raise
+        raise CursorError("not a cursor this service made") from None
+
+
+def _bigint(value: Any) -> int:
+    if not isinstance(value, int) or not 0 <= value < 2**63:
+        raise ValueError("bad key")
+    return value
+
+
+def _list_items(
+    conn: Connection,
+    project_id: int,
+    classes: list[str],
+    probs: ProbsFn,
+    sort: str,
+    desc: bool,
+    tag: str,
+    limit: int,
+    state: dict[str, Any] | None,
+    offset: int | None,
+    min_votes: int,
+) -> Page:
     if sort in COMPUTED:
         start = int(state["o"]) if state else (offset or 0)
+        if start < 0:
+            raise ValueError("negative position")
         # A cursor names the snapshot its first page was cut from: later pages page through
         # that same order (no rescoring, no fingerprint query) while it stays cached.
-        fp = tuple(state["f"]) if state else None
+        fp: tuple[Any, ...] | None = tuple(state["f"]) if state else None
         ordered = ORDERS.peek((project_id, fp, tag)) if fp else None
-        if ordered is None:
+        if ordered is None or fp is None:
             fp = fingerprint(conn, project_id, min_votes)
 
             def build() -> np.ndarray:
@@ -280,11 +310,11 @@ def list_items(
 
             ordered = ORDERS.get((project_id, fp, tag), build)
         page_ids = ordered[start : start + limit].tolist()
-        rows = _rows_by_ids(conn, page_ids)
+        found = _rows_by_ids(conn, page_ids)
         end = start + len(page_ids)
         more = end < len(ordered)
         nxt = encode_cursor({"s": tag, "o": end, "f": list(fp)}) if more else None
-        return Page(len(ordered), _page_rows(rows, classes, probs), nxt)
+        return Page(len(ordered), _page_rows(found, classes, probs), nxt)
 
     if state:
         total = int(state["t"])
@@ -303,17 +333,20 @@ def list_items(
         where = ""
         if state:
             where = f"AND (n_votes, id) {cmp} (:kv, :kid)"
-            params.update(kv=int(state["k"][0]), kid=int(state["k"][1]))
+            params.update(kv=_bigint(state["k"][0]), kid=_bigint(state["k"][1]))
     else:  # item
         order_by = f"external_id {direction}"
         where = ""
         if state:
             where = f"AND external_id {cmp} :kv"
-            params["kv"] = str(state["k"][0])
+            kv = state["k"][0]
+            if not isinstance(kv, str) or "\x00" in kv:
+                raise ValueError("bad key")
+            params["kv"] = kv
     skip = ""
     if state is None and offset:
         skip, params["off"] = "OFFSET :off", offset
-    rows = conn.execute(
+    rows: Sequence[Any] = conn.execute(
         text(
             "SELECT id, external_id, n_votes, counts, gold FROM items "
             f"WHERE project_id = :p AND n_votes >= :m {where} "

@@ -226,3 +226,29 @@ def test_worker_model_method_sort(client: TestClient, world: dict) -> None:
     assert sorted(r["item"] for r in rows) == sorted(world["ids"])
     scored = [r["entropy"] for r in rows if r["entropy"] is not None]
     assert scored == sorted(scored)
+
+
+def test_forged_cursors_are_422_not_500(client: TestClient, world: dict) -> None:
+    from app.items import decode_cursor, encode_cursor
+
+    p = world["name"]
+    page = client.get(f"/v1/projects/{p}/items", params={"sort": "votes", "limit": 2}).json()
+    import base64
+    import json
+
+    raw = page["next_cursor"]
+    tag = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))["s"]
+    assert decode_cursor(raw, tag)["k"]  # the real cursor passes
+    for sort, forged in [
+        ("votes", {"s": tag, "k": [10**30, 1], "t": 5}),
+        ("votes", {"s": tag, "k": ["x", 1], "t": 5}),
+        ("votes", {"s": tag}),
+        ("entropy", {"s": tag.replace("votes", "entropy", 1), "o": "x", "f": [1, "a"]}),
+        ("entropy", {"s": tag.replace("votes", "entropy", 1), "o": -5, "f": [1, "a"]}),
+        ("item", {"s": tag.replace("votes", "item", 1), "k": [None], "t": 1}),
+    ]:
+        r = client.get(
+            f"/v1/projects/{p}/items", params={"sort": sort, "cursor": encode_cursor(forged)}
+        )
+        assert r.status_code == 422, (forged, r.text)
+        assert r.json()["errors"][0]["field"] == "cursor"

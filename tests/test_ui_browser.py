@@ -19,8 +19,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import LiveServer, create_database, drop_database
 from app.db.migrate import upgrade
+from tests.conftest import LiveServer, create_database, drop_database
 
 CHROMIUM = "/usr/bin/chromium"
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -121,8 +121,8 @@ class Session:
             self.page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
 
     def check_offline(self) -> None:
-        outside = [u for u in self.requests
-                   if not u.startswith(self.server.url + "/") and not u.startswith(("data:", "blob:"))]
+        own = (self.server.url + "/", "data:", "blob:")
+        outside = [u for u in self.requests if not u.startswith(own)]
         assert not outside, f"requests left the server: {outside}"
         assert not self.errors, f"JavaScript errors: {self.errors}"
 
@@ -171,7 +171,7 @@ def test_project_page(admin: Session) -> None:
 
 def numbers(page: Any, column: int) -> list[float | None]:
     cells = page.locator(f"#items-table tbody tr td:nth-child({column})").all_inner_texts()
-    return [None if c == "–" else float(c) for c in cells]
+    return [None if c == "\u2013" else float(c) for c in cells]  # en dash: no value
 
 
 def test_items_sort_page_and_open_an_item(admin: Session) -> None:
