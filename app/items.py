@@ -56,6 +56,7 @@ class PageRow:
     entropy: float | None
     margin: float | None
     gold_disagreement: float | None
+    features: list[float] | None
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,7 @@ def decode_cursor(cursor: str, expect: str) -> dict[str, Any]:
 # --- scores -------------------------------------------------------------------------------------
 
 
-def scores(
-    probs: np.ndarray, n_votes: np.ndarray, gold: np.ndarray
-) -> dict[str, np.ndarray]:
+def scores(probs: np.ndarray, n_votes: np.ndarray, gold: np.ndarray) -> dict[str, np.ndarray]:
     """Per item: normalized entropy, margin p1 - p2, and 1 - p(gold); NaN where undefined
     (no votes; no gold)."""
     n = len(n_votes)
@@ -122,9 +121,7 @@ CELLS_PER_CHUNK = 2_000_000  # count-vector entries read per query (a few MB of 
 def fingerprint(conn: Connection, project_id: int, min_votes: int) -> tuple[Any, ...]:
     """What the computed orders depend on: every vote and item change moves updated_at."""
     row = conn.execute(
-        text(
-            "SELECT count(*), max(updated_at) FROM items WHERE project_id = :p AND n_votes >= :m"
-        ),
+        text("SELECT count(*), max(updated_at) FROM items WHERE project_id = :p AND n_votes >= :m"),
         {"p": project_id, "m": min_votes},
     ).one()
     return (int(row[0]), str(row[1]))
@@ -207,7 +204,7 @@ ORDERS = OrderCache()
 def _rows_by_ids(conn: Connection, ids: list[int]) -> list[Any]:
     rows = conn.execute(
         text(
-            "SELECT id, external_id, n_votes, counts, gold FROM items "
+            "SELECT id, external_id, n_votes, counts, gold, features FROM items "
             "WHERE id = ANY(CAST(:ids AS bigint[]))"
         ),
         {"ids": ids},
@@ -238,6 +235,7 @@ def _page_rows(rows: Sequence[Any], classes: list[str], probs: ProbsFn) -> list[
             entropy=num(sc["entropy"], i),
             margin=num(sc["margin"], i),
             gold_disagreement=num(sc["gold_disagreement"], i),
+            features=r.features,
         )
         for i, r in enumerate(rows)
     ]
@@ -263,8 +261,9 @@ def list_items(
     tag = f"{sort}:{order}:{method_key}:{min_votes}"
     state = decode_cursor(cursor, tag) if cursor else None
     try:
-        return _list_items(conn, project_id, classes, probs, sort, desc, tag, limit, state,
-                           offset, min_votes)
+        return _list_items(
+            conn, project_id, classes, probs, sort, desc, tag, limit, state, offset, min_votes
+        )
     except (KeyError, TypeError, ValueError, IndexError):
         if state is None:
             raise
@@ -348,7 +347,7 @@ def _list_items(
         skip, params["off"] = "OFFSET :off", offset
     rows: Sequence[Any] = conn.execute(
         text(
-            "SELECT id, external_id, n_votes, counts, gold FROM items "
+            "SELECT id, external_id, n_votes, counts, gold, features FROM items "
             f"WHERE project_id = :p AND n_votes >= :m {where} "
             f"ORDER BY {order_by} LIMIT :n {skip}"
         ),

@@ -22,8 +22,12 @@ def world(client: TestClient) -> dict:
     assert client.post("/v1/projects", json={"name": name, "classes": CLASSES}).status_code == 201
     rng = np.random.default_rng(7)
     items = [
-        {"id": f"it/{i:03d}", **({"gold": int(rng.integers(3))} if i % 3 == 0 else {}),
-         "meta": {"i": i}, "features": [float(i), 1.0]}
+        {
+            "id": f"it/{i:03d}",
+            **({"gold": int(rng.integers(3))} if i % 3 == 0 else {}),
+            "meta": {"i": i},
+            "features": [float(i), 1.0],
+        }
         for i in range(N)
     ]
     assert client.post(f"/v1/projects/{name}/items", json={"items": items}).status_code == 200
@@ -119,8 +123,9 @@ def test_rows_carry_distribution_gold_and_offset_paging(client: TestClient, worl
     # offset on a computed sort equals the same slice of the full order
     full = all_pages(client, p, sort="entropy", order="desc", limit=100)
     r = client.get(
-        f"/v1/projects/{p}/items", params={"sort": "entropy", "order": "desc", "offset": 10,
-                                           "limit": 5})
+        f"/v1/projects/{p}/items",
+        params={"sort": "entropy", "order": "desc", "offset": 10, "limit": 5},
+    )
     assert [x["item"] for x in r.json()["items"]] == [x["item"] for x in full[10:15]]
 
 
@@ -180,14 +185,24 @@ def test_cache_follows_new_votes(client: TestClient, world: dict) -> None:
     """The computed order is cached; a new vote must show in the next request."""
     name = f"items-{uuid.uuid4().hex[:8]}"
     client.post("/v1/projects", json={"name": name, "classes": ["a", "b"]})
-    votes = [{"item": "x", "worker": "w1", "label": 0}, {"item": "y", "worker": "w1", "label": 0},
-             {"item": "y", "worker": "w2", "label": 1}]
+    votes = [
+        {"item": "x", "worker": "w1", "label": 0},
+        {"item": "y", "worker": "w1", "label": 0},
+        {"item": "y", "worker": "w2", "label": 1},
+    ]
     client.post(f"/v1/projects/{name}/votes", json={"votes": votes})
     first = client.get(f"/v1/projects/{name}/items", params={"sort": "entropy", "order": "desc"})
     assert [r["item"] for r in first.json()["items"]] == ["y", "x"]
-    client.post(f"/v1/projects/{name}/votes", json={"votes": [
-        {"item": "x", "worker": "w2", "label": 1}, {"item": "y", "worker": "w3", "label": 1},
-        {"item": "y", "worker": "w4", "label": 1}]})
+    client.post(
+        f"/v1/projects/{name}/votes",
+        json={
+            "votes": [
+                {"item": "x", "worker": "w2", "label": 1},
+                {"item": "y", "worker": "w3", "label": 1},
+                {"item": "y", "worker": "w4", "label": 1},
+            ]
+        },
+    )
     again = client.get(f"/v1/projects/{name}/items", params={"sort": "entropy", "order": "desc"})
     assert [r["item"] for r in again.json()["items"]] == ["x", "y"]
     client.post(f"/v1/projects/{name}/items", json={"items": [{"id": "z"}]})
@@ -221,8 +236,9 @@ def test_item_detail(client: TestClient, world: dict) -> None:
 
 
 def test_worker_model_method_sort(client: TestClient, world: dict) -> None:
-    rows = all_pages(client, world["name"], sort="entropy", order="asc", method="dawid-skene",
-                     limit=25)
+    rows = all_pages(
+        client, world["name"], sort="entropy", order="asc", method="dawid-skene", limit=25
+    )
     assert sorted(r["item"] for r in rows) == sorted(world["ids"])
     scored = [r["entropy"] for r in rows if r["entropy"] is not None]
     assert scored == sorted(scored)

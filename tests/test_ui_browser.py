@@ -62,15 +62,24 @@ def server(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def world(server: LiveServer) -> dict[str, Any]:
     """80 items with features and gold, 6 good workers and a spammer; a read-only key."""
     http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"})
-    r = http.post("/v1/projects", json={"name": PROJECT, "classes": CLASSES,
-                                         "description": "Browser-test project"})
+    r = http.post(
+        "/v1/projects",
+        json={"name": PROJECT, "classes": CLASSES, "description": "Browser-test project"},
+    )
     assert r.status_code == 201, r.text
     rng = np.random.default_rng(3)
     n = 80
     gold = rng.integers(0, 3, n)
     x = rng.normal(0, 2, (3, 4))[gold] + rng.normal(0, 1, (n, 4))
-    items = [{"id": f"img/{i:03d}.jpg", "features": x[i].tolist(), "gold": int(gold[i]),
-              "meta": {"source": "test"}} for i in range(n)]
+    items = [
+        {
+            "id": f"img/{i:03d}.jpg",
+            "features": x[i].tolist(),
+            "gold": int(gold[i]),
+            "meta": {"source": "test"},
+        }
+        for i in range(n)
+    ]
     assert http.post(f"/v1/projects/{PROJECT}/items", json={"items": items}).status_code == 200
     votes = []
     for i in range(n):
@@ -79,8 +88,9 @@ def world(server: LiveServer) -> dict[str, Any]:
             label = int(gold[i]) if good else int(rng.integers(3))
             votes.append({"item": f"img/{i:03d}.jpg", "worker": f"worker-{w}", "label": label})
     assert http.post(f"/v1/projects/{PROJECT}/votes", json={"votes": votes}).status_code == 200
-    read = http.post("/v1/keys", json={"label": "viewer", "scopes": ["read"],
-                                       "projects": [PROJECT]})
+    read = http.post(
+        "/v1/keys", json={"label": "viewer", "scopes": ["read"], "projects": [PROJECT]}
+    )
     assert read.status_code == 201, read.text
     return {"read_key": read.json()["key"], "http": http}
 
@@ -137,8 +147,9 @@ def admin(browser: Any, server: LiveServer, world: dict) -> Iterator[Session]:
     s.context.close()
 
 
-def test_root_leads_to_dashboard_and_asks_for_a_key(browser: Any, server: LiveServer,
-                                                     world: dict) -> None:
+def test_root_leads_to_dashboard_and_asks_for_a_key(
+    browser: Any, server: LiveServer, world: dict
+) -> None:
     s = Session(browser, server)
     page = s.goto("/")
     assert page.url == f"{server.url}/ui/"
@@ -202,8 +213,10 @@ def test_items_sort_page_and_open_an_item(admin: Session) -> None:
     page.wait_for_selector("body[data-ready='1']")
     assert page.inner_text("#item-id") == item
     detail = admin.server  # the API says how many votes the item has
-    n = httpx.get(f"{detail.url}/v1/projects/{PROJECT}/items/{item}",
-                  headers={"Authorization": f"Bearer {ADMIN}"}).json()["n_votes"]
+    n = httpx.get(
+        f"{detail.url}/v1/projects/{PROJECT}/items/{item}",
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    ).json()["n_votes"]
     assert page.locator("#votes-table tbody tr").count() == n
     page.wait_for_function(
         "() => !document.querySelector('#methods-table tbody').innerText.includes('…')",
@@ -312,8 +325,9 @@ def test_admin_manages_keys(admin: Session) -> None:
     page.wait_for_selector("#key-create-form [data-errors]:has-text('admin key')")
 
 
-def test_read_only_key_sees_no_admin_controls(browser: Any, server: LiveServer,
-                                              world: dict) -> None:
+def test_read_only_key_sees_no_admin_controls(
+    browser: Any, server: LiveServer, world: dict
+) -> None:
     s = Session(browser, server)
     s.goto("/")
     s.paste_key(world["read_key"])

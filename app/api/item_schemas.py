@@ -20,6 +20,9 @@ class ItemRow(BaseModel):
     gold_disagreement: float | None = Field(
         description="1 - p(gold class); null without gold or votes."
     )
+    features: list[float] | None = Field(
+        default=None, description="The item's feature vector, with `features=true` only."
+    )
 
 
 class ItemPage(BaseModel):

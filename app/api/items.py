@@ -48,6 +48,9 @@ def get_items(
         int | None, Query(ge=0, le=2**31 - 1, description="Skip this many rows (no cursor).")
     ] = None,
     min_votes: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    features: Annotated[
+        bool, Query(description="Also return each item's feature vector (for training sets).")
+    ] = False,
     method: MethodQuery = "normalized",
     alpha: AlphaQuery = None,
     temperature: TemperatureQuery = None,
@@ -93,7 +96,10 @@ def get_items(
         sort=sort,
         order=order,
         total=page.total,
-        items=[ItemRow(**r.__dict__) for r in page.rows],
+        items=[
+            ItemRow(**{**r.__dict__, "features": r.features if features else None})
+            for r in page.rows
+        ],
         next_cursor=page.next_cursor,
     )
 
@@ -120,7 +126,9 @@ def get_item(request: Request, project: ProjectDep, item: str) -> ItemDetail:
         updated_at=row.updated_at,
         votes=[
             ItemVote(
-                worker=v.worker, label=classes[v.label], created_at=v.created_at,
+                worker=v.worker,
+                label=classes[v.label],
+                created_at=v.created_at,
                 updated_at=v.updated_at,
             )
             for v in found["votes"]

@@ -59,7 +59,7 @@ TolQuery = Annotated[
 SeedQuery = Annotated[int | None, Query(description="Methods with a random start: the seed.")]
 # Query names that are not method parameters; everything else in the query string is one.
 RESERVED = {"method", "format", "min_votes", "strategy", "limit", "worker", "max_votes"}
-RESERVED |= {"sort", "order", "cursor", "offset"}  # GET /items (app/api/items.py)
+RESERVED |= {"sort", "order", "cursor", "offset", "features"}  # GET /items (app/api/items.py)
 
 
 def labeler_from_query(
