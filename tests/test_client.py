@@ -226,7 +226,7 @@ def test_keys(client: Client, server: LiveServer, project: dict) -> None:
     with pytest.raises(SoftlabelsError) as e:
         reader.add_votes(project["name"], [("i/1", "w1", "a")])
     assert e.value.status == 403
-    assert k["id"] in [x["id"] for x in client.keys()]
+    assert k["id"] in [x["id"] for x in client.list_keys()]
     client.revoke_key(k["id"])
     with pytest.raises(SoftlabelsError) as e:
         reader.project(project["name"])

@@ -422,7 +422,7 @@ class Client:
         body = {"label": label, "scopes": scopes, "projects": projects}
         return self._request("POST", "/v1/keys", json=body).json()  # type: ignore[no-any-return]
 
-    def keys(self) -> list[dict[str, Any]]:
+    def list_keys(self) -> list[dict[str, Any]]:
         return self._get("/v1/keys")["keys"]  # type: ignore[no-any-return]
 
     def revoke_key(self, key_id: int) -> None:
