@@ -254,15 +254,28 @@ def list_items(
     cursor: str | None,
     offset: int | None,
     min_votes: int = 0,
+    cache: OrderCache = ORDERS,
 ) -> Page:
     """One page of items (see the module docstring). `method_key` names the method and its
-    parameters (and the fit's version for worker models): part of the cache key and cursor."""
+    parameters (and the fit's version for worker models): part of the cache key and cursor.
+    `cache`: where computed orders are kept (the API keeps one per app)."""
     desc = order == "desc"
     tag = f"{sort}:{order}:{method_key}:{min_votes}"
     state = decode_cursor(cursor, tag) if cursor else None
     try:
         return _list_items(
-            conn, project_id, classes, probs, sort, desc, tag, limit, state, offset, min_votes
+            conn,
+            project_id,
+            classes,
+            probs,
+            sort,
+            desc,
+            tag,
+            limit,
+            state,
+            offset,
+            min_votes,
+            cache,
         )
     except (KeyError, TypeError, ValueError, IndexError):
         if state is None:
@@ -288,6 +301,7 @@ def _list_items(
     state: dict[str, Any] | None,
     offset: int | None,
     min_votes: int,
+    cache: OrderCache,
 ) -> Page:
     if sort in COMPUTED:
         start = int(state["o"]) if state else (offset or 0)
@@ -296,7 +310,7 @@ def _list_items(
         # A cursor names the snapshot its first page was cut from: later pages page through
         # that same order (no rescoring, no fingerprint query) while it stays cached.
         fp: tuple[Any, ...] | None = tuple(state["f"]) if state else None
-        ordered = ORDERS.peek((project_id, fp, tag)) if fp else None
+        ordered = cache.peek((project_id, fp, tag)) if fp else None
         if ordered is None or fp is None:
             fp = fingerprint(conn, project_id, min_votes)
 
@@ -307,7 +321,7 @@ def _list_items(
                 sc = scores(probs(ids, counts), n_votes, gold)[sort]
                 return ids[sorted_order(ids, sc, desc)]
 
-            ordered = ORDERS.get((project_id, fp, tag), build)
+            ordered = cache.get((project_id, fp, tag), build)
         page_ids = ordered[start : start + limit].tolist()
         found = _rows_by_ids(conn, page_ids)
         end = start + len(page_ids)

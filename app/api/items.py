@@ -23,9 +23,18 @@ from app.api.soft_labels import (
 )
 from app.errors import NotFound, ValidationFailed
 from app.fits import params_key
-from app.items import CursorError, list_items, read_item
+from app.items import CursorError, OrderCache, list_items, read_item
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["items"])
+
+
+def _orders(request: Request) -> OrderCache:
+    """This app's cache of computed item orders (made on first use)."""
+    state = request.app.state
+    if getattr(state, "item_orders", None) is None:
+        state.item_orders = OrderCache()
+    return state.item_orders  # type: ignore[no-any-return]
+
 
 SortQuery = Literal["entropy", "margin", "votes", "gold_disagreement", "item"]
 
@@ -81,6 +90,7 @@ def get_items(
                 cursor=cursor,
                 offset=offset,
                 min_votes=min_votes,
+                cache=_orders(request),
             )
     except CursorError as exc:
         raise ValidationFailed(
