@@ -289,6 +289,8 @@ def test_start_a_training_job_and_watch_it_finish(admin: Session) -> None:
     assert page.locator("#loss-chart svg polyline").count() == 2
     assert page.locator("#metric-chart svg polyline").count() >= 2
     assert "accuracy" in page.inner_text("#job-cards")
+    assert page.is_visible("#reliability-section")  # from metrics.reliability
+    assert page.locator("#reliability svg polyline").count() == 2  # diagonal and the model
     assert page.is_visible("#job-download")
     admin.shot("job")
     # A second job, then compare the two.
