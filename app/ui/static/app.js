@@ -55,7 +55,13 @@ function h(tag, attrs, ...children) {
 }
 const $ = (sel, root) => (root || document).querySelector(sel);
 const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
-const fmt = (v, digits) => (v === null || v === undefined) ? "–" : (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(digits === undefined ? 3 : digits)) : String(v));
+function fmt(v, digits) {
+  if (v === null || v === undefined) return "–";
+  if (typeof v !== "number") return String(v);
+  if (Number.isInteger(v)) return String(v);
+  if (v !== 0 && Math.abs(v) < 0.01) return v.toPrecision(2);
+  return v.toFixed(digits === undefined ? 3 : digits);
+}
 const when = (iso) => iso ? new Date(iso).toLocaleString() : "–";
 
 function flash(message, ok) {

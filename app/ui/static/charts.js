@@ -80,7 +80,7 @@ const Charts = (() => {
         const shade = Math.round(255 - 200 * Math.max(0, Math.min(1, v)));
         const rect = el("rect", { x: pad.l + j * cell, y: pad.t + i * cell, width: cell - 1, height: cell - 1, fill: `rgb(${shade},${shade + (i === j ? 0 : 0)},255)` }, s);
         el("title", {}, rect).textContent = `true ${r}, labeled ${c}: ${fmt(v)}`;
-        if (cell >= 30) text(s, pad.l + j * cell + cell / 2, pad.t + i * cell + cell / 2 + 4, fmt(v), { "text-anchor": "middle", fill: v > 0.6 ? "#fff" : "#222" });
+        if (cell >= 30) text(s, pad.l + j * cell + cell / 2, pad.t + i * cell + cell / 2 + 4, v < 0.005 ? "0" : v.toFixed(2), { "text-anchor": "middle", fill: v > 0.6 ? "#fff" : "#222" });
       });
     });
     container.replaceChildren(s);

@@ -24,7 +24,16 @@ function configFromForm(f) {
   }
   cfg.optimizer = f.elements.optimizer.value;
   for (const k of ["lr", "weight_decay", "epochs", "batch_size", "seed", "eval_fraction", "early_stopping"]) if (num(k) !== undefined) cfg[k] = num(k);
-  if (num("distill.teacher_job") !== undefined) cfg.distill = { teacher_job: num("distill.teacher_job") };
+  cfg.device = f.elements.device.value;
+  const group = (prefix, keys) => {
+    const out = {};
+    for (const k of keys) if (num(`${prefix}.${k}`) !== undefined) out[k] = num(`${prefix}.${k}`);
+    return Object.keys(out).length ? out : undefined;
+  };
+  const lwr = group("lwr", ["k", "tau"]);
+  if (lwr) cfg.lwr = lwr;
+  const distill = group("distill", ["teacher_job", "temperature", "alpha"]);
+  if (distill) cfg.distill = distill;  // without teacher_job the API names the missing field
   return cfg;
 }
 
@@ -112,7 +121,9 @@ Pages.compare = async () => {
   const configs = jobs.map((j) => flatten(j.config, "", {}));
   const metrics = jobs.map((j) => flatten((j.metrics && j.metrics.eval) || {}, "", {}));
   const rows = [["status", jobs.map((j) => j.status)]];
-  const ckeys = [...new Set(configs.flatMap(Object.keys))].sort();
+  const all = [...new Set(configs.flatMap(Object.keys))];
+  // "distill" is null in one job and {"teacher_job", ...} in another: show only the leaves.
+  const ckeys = all.filter((k) => !all.some((o) => o.startsWith(k + "."))).sort();
   for (const k of ckeys) rows.push([k, configs.map((c) => c[k])]);
   for (const k of [...new Set(metrics.flatMap(Object.keys))]) rows.push([`eval.${k}`, metrics.map((m) => m[k])]);
   $("#compare-table thead").replaceChildren(h("tr", {}, h("th", {}, ""), ...jobs.map((j) => h("th", {}, jobLink(j)))));
