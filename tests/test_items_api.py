@@ -268,3 +268,10 @@ def test_forged_cursors_are_422_not_500(client: TestClient, world: dict) -> None
         )
         assert r.status_code == 422, (forged, r.text)
         assert r.json()["errors"][0]["field"] == "cursor"
+
+
+@pytest.mark.parametrize("sort", ["entropy", "votes", "item"])
+def test_empty_project(client: TestClient, project: str, sort: str) -> None:
+    r = client.get(f"/v1/projects/{project}/items", params={"sort": sort})
+    assert r.status_code == 200, r.text
+    assert r.json()["total"] == 0 and r.json()["items"] == [] and r.json()["next_cursor"] is None
