@@ -40,6 +40,7 @@ Sort = Literal["entropy", "margin", "votes", "gold_disagreement", "item"]
 Order = Literal["asc", "desc"]
 SORTS: tuple[str, ...] = ("entropy", "margin", "votes", "gold_disagreement", "item")
 COMPUTED = {"entropy", "margin", "gold_disagreement"}
+SCORES = ("entropy", "margin", "gold_disagreement")
 ProbsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (item db ids, counts) -> (n, K)
 
 
@@ -88,23 +89,25 @@ def decode_cursor(cursor: str, expect: str) -> dict[str, Any]:
 # --- scores -------------------------------------------------------------------------------------
 
 
-def scores(probs: np.ndarray, n_votes: np.ndarray, gold: np.ndarray) -> dict[str, np.ndarray]:
+def scores(
+    probs: np.ndarray, n_votes: np.ndarray, gold: np.ndarray, which: tuple[str, ...] = SCORES
+) -> dict[str, np.ndarray]:
     """Per item: normalized entropy, margin p1 - p2, and 1 - p(gold); NaN where undefined
-    (no votes; no gold)."""
+    (no votes; no gold). Only the scores named in `which` are computed."""
     n = len(n_votes)
     voted = n_votes > 0
-    nan = np.full(n, np.nan)
+    out: dict[str, np.ndarray] = {}
     if n == 0:
-        return {"entropy": nan, "margin": nan, "gold_disagreement": nan}
-    entropy = np.where(voted, agreement.normalized_entropy(probs), np.nan)
-    margin = np.where(voted, 1.0 - agreement.margin_uncertainty(probs), np.nan)
-    has_gold = voted & (gold >= 0)
-    p_gold = probs[np.arange(n), np.clip(gold, 0, probs.shape[1] - 1)]
-    return {
-        "entropy": entropy,
-        "margin": margin,
-        "gold_disagreement": np.where(has_gold, 1.0 - p_gold, np.nan),
-    }
+        return {k: np.full(0, np.nan) for k in which}
+    if "entropy" in which:
+        out["entropy"] = np.where(voted, agreement.normalized_entropy(probs), np.nan)
+    if "margin" in which:
+        out["margin"] = np.where(voted, 1.0 - agreement.margin_uncertainty(probs), np.nan)
+    if "gold_disagreement" in which:
+        has_gold = voted & (gold >= 0)
+        p_gold = probs[np.arange(n), np.clip(gold, 0, probs.shape[1] - 1)]
+        out["gold_disagreement"] = np.where(has_gold, 1.0 - p_gold, np.nan)
+    return out
 
 
 def sorted_order(ids: np.ndarray, score: np.ndarray, desc: bool) -> np.ndarray:
@@ -318,7 +321,7 @@ def _list_items(
                 ids, n_votes, counts, gold = read_all_counts(
                     conn, project_id, len(classes), min_votes
                 )
-                sc = scores(probs(ids, counts), n_votes, gold)[sort]
+                sc = scores(probs(ids, counts), n_votes, gold, (sort,))[sort]
                 return ids[sorted_order(ids, sc, desc)]
 
             ordered = cache.get((project_id, fp, tag), build)
