@@ -2,8 +2,10 @@
 `softlabels serve --worker` (auth on) on a database of this module's own.
 
 Needs `apt-get install chromium` (the browser at /usr/bin/chromium) and the `playwright` Python
-package; skipped when either is missing. Run: pytest -m browser tests/test_ui_browser.py.
-Set SOFTLABELS_SCREENSHOTS=docs/screenshots to write the main pages as PNGs.
+package; skipped when either is missing, except under CI=true, where that fails the run.
+Run: pytest -m browser tests/test_ui_browser.py.
+Set SOFTLABELS_SCREENSHOTS=<dir> to save the pages it visits as PNGs (the docs/ screenshots
+of the demo project come from scripts/ui_screenshots.py).
 """
 
 from __future__ import annotations
