@@ -25,8 +25,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from app.aggregation.methods import COUNT_METHODS
-from app.aggregation.worker_models import WORKER_METHODS
+from app.aggregation.registry import METHOD_NAMES, needs_votes, resolve_method
 
 HERE = Path(__file__).parent
 STATIC = "/ui/static"
@@ -64,16 +63,13 @@ PAGES = {
 
 
 def methods() -> dict[str, Any]:
-    return {
-        "count": [
-            {"name": m.name, "params": list(m.params), "summary": m.summary}
-            for m in COUNT_METHODS.values()
-        ],
-        "worker": [
-            {"name": m.name, "params": list(m.params), "summary": m.summary}
-            for m in WORKER_METHODS.values()
-        ],
-    }
+    """Every method by kind, from the registry: count methods, then worker models."""
+    out: dict[str, list[dict[str, Any]]] = {"count": [], "worker": []}
+    for name in METHOD_NAMES:
+        spec, _ = resolve_method(name, {})
+        kind = "worker" if needs_votes(spec) else "count"
+        out[kind].append({"name": name, "summary": getattr(spec, "summary", "")})
+    return out
 
 
 def _page(template: str, name: str) -> Any:
