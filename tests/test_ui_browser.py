@@ -373,3 +373,14 @@ def test_api_docs_work_offline(browser: Any, server: LiveServer, path: str) -> N
         s.shot("docs")
     s.check_offline()
     s.context.close()
+
+
+def test_no_auth_server_needs_no_key(browser: Any, live_server: LiveServer) -> None:
+    """`softlabels serve --no-auth` (loopback only): the dashboard works without a key."""
+    s = Session(browser, live_server)
+    page = s.goto("/ui/")
+    assert "auth off" in page.inner_text("#key-desc")
+    assert not page.is_visible("#key-form") and page.is_visible("#projects-table")
+    assert page.is_hidden("#flash")
+    s.check_offline()
+    s.context.close()

@@ -119,6 +119,12 @@ async function probeAccess() {
   // What the key can do decides what is shown: admin controls only for admin keys, training
   // only for keys with the train scope on this project.
   try { await api("/v1/keys"); Caller.admin = true; } catch (e) { Caller.admin = false; }
+  if (Caller.admin && !Key.get()) {  // the server runs with --no-auth (loopback only)
+    $("#key-form").classList.add("hidden");
+    $("#key-state").classList.remove("hidden");
+    $("#key-desc").textContent = "no key needed (auth off)";
+    $("#key-forget").classList.add("hidden");
+  }
   for (const e of $$(".admin-only")) e.classList.toggle("hidden", !Caller.admin);
   if (PROJECT) {
     try { await api(`/v1/projects/${encodeURIComponent(PROJECT)}/training-jobs?limit=1`); Caller.train = true; }

@@ -62,7 +62,7 @@ Pages.items = async () => {
     const cur = state.cursors[state.page];
     if (cur) q.cursor = cur;
     const data = await withFitRetry(() => api(`${P()}/items?${mq(q)}`));
-    $("#total").textContent = `${data.total} items · ${data.method}`;
+    $("#total").textContent = `${data.total} items · ${data.method}${data.stale ? " (from an earlier fit; a newer one is being computed)" : ""}`;
     $("#legend").replaceChildren(...data.classes.map((c, i) => { const s = h("span", {}, h("i", {}), c); s.firstChild.style.background = Charts.color(i); return s; }));
     $("#items-table tbody").replaceChildren(...data.items.map((r) => h("tr", {},
       h("td", {}, itemLink(r.item)), h("td", { class: "num" }, r.n_votes), h("td", {}, Charts.mini(r.distribution, data.classes)),
