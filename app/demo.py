@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
+
+from app.client import Client, Job, SoftlabelsError
 
 CLASSES = [str(d) for d in range(10)]
 
@@ -70,14 +71,8 @@ RECIPES: list[tuple[str, dict[str, Any]]] = [
 STUDENT = ("distilled student (T=4, a=0.5)", {"labels": {"method": "normalized"}})
 
 
-def wait(client: httpx.Client, job_id: int, timeout: float = 1800) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/training-jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.25)
-    raise TimeoutError(f"job {job_id} did not finish in {timeout} s")
+def wait(job: Job, timeout: float = 1800) -> dict[str, Any]:
+    return job.wait(timeout=timeout, poll=0.25, raise_on_failure=False).data
 
 
 def run_demo(
@@ -91,25 +86,22 @@ def run_demo(
     from sklearn.datasets import load_digits
 
     x, gold = load_digits(return_X_y=True)
-    client = httpx.Client(base_url=base_url, timeout=120, headers=headers or {})
-    if client.get(f"/v1/projects/{project}").status_code == 200:
-        project = f"{project}-{int(time.time())}"
-    r = client.post(
-        "/v1/projects",
-        json={
-            "name": project,
-            "classes": CLASSES,
-            "description": "softlabels demo: sklearn digits",
-        },
-    )
-    r.raise_for_status()
+    auth = (headers or {}).get("Authorization", "")
+    client = Client(base_url, key=auth.removeprefix("Bearer ") or None, timeout=120)
+    try:
+        client.project(project)
+        project = f"{project}-{int(time.time())}"  # taken: make a new one
+    except SoftlabelsError as exc:
+        if exc.status != 404:
+            raise
+    client.create_project(project, CLASSES, description="softlabels demo: sklearn digits")
     items = [
         {"id": f"digit-{i}", "features": x[i].tolist(), "gold": int(gold[i])}
         for i in range(len(gold))
     ]
-    client.post(f"/v1/projects/{project}/items", json={"items": items}).raise_for_status()
+    client.add_items(project, items)
     votes = simulate_votes(x, gold, crowd)
-    client.post(f"/v1/projects/{project}/votes", json={"votes": votes}).raise_for_status()
+    client.add_votes(project, votes)
     log(
         f"project {project!r}: {len(items)} images, {len(votes)} votes from "
         f"{crowd.n_workers} simulated annotators"
@@ -118,19 +110,14 @@ def run_demo(
     results = []
     jobs = {}
     for name, cfg in RECIPES:
-        r = client.post(f"/v1/projects/{project}/training-jobs", json=cfg)
-        r.raise_for_status()
-        jobs[name] = (r.json()["id"], time.monotonic())
-    finished = {name: wait(client, jid) for name, (jid, _) in jobs.items()}
+        jobs[name] = client.train(project, cfg)
+    finished = {name: wait(job) for name, job in jobs.items()}
     teacher = finished["soft-ce on normalized"]
     student_cfg = {
         **STUDENT[1],
         "distill": {"teacher_job": teacher["id"], "temperature": 4.0, "alpha": 0.5},
     }
-    r = client.post(f"/v1/projects/{project}/training-jobs", json=student_cfg)
-    r.raise_for_status()
-    jobs[STUDENT[0]] = (r.json()["id"], time.monotonic())
-    finished[STUDENT[0]] = wait(client, r.json()["id"])
+    finished[STUDENT[0]] = wait(client.train(project, student_cfg))
     for name, job in finished.items():
         if job["status"] != "succeeded":
             raise RuntimeError(f"{name}: job {job['id']} {job['status']}: {job['error']}")
@@ -158,7 +145,7 @@ def _seconds_between(start: str, end: str) -> float:
 
 
 def figure(
-    client: httpx.Client, results: list[dict[str, Any]], x: np.ndarray, project: str, path: Path
+    client: Client, results: list[dict[str, Any]], x: np.ndarray, project: str, path: Path
 ) -> None:
     import matplotlib
 
@@ -173,11 +160,7 @@ def figure(
     fig, (ax_rel, ax_curve) = plt.subplots(1, 2, figsize=(12, 5))
     bins = np.linspace(0, 1, 16)
     for r in results:
-        probs = np.asarray(
-            client.post(
-                f"/v1/training-jobs/{r['job']}/predict", json={"items": [ids[i] for i in held]}
-            ).json()["probs"]
-        )
+        probs = np.asarray(client.job(r["job"]).predict(items=[ids[i] for i in held])["probs"])
         conf, pred = probs.max(axis=1), probs.argmax(axis=1)
         which = np.clip(np.digitize(conf, bins) - 1, 0, 14)
         xs, ys = [], []

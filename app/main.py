@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import analytics, health, keys, projects, soft_labels, training, votes
+from app.api import analytics, health, items, keys, projects, soft_labels, training, votes
 from app.api.deps import ERROR_RESPONSES
 from app.api.error_handlers import install_error_handlers
 from app.auth.bootstrap import refuse_open_no_auth
@@ -15,8 +15,11 @@ from app.config import Settings, get_settings
 from app.limits import BodySizeLimit
 from app.logging import RequestContext
 from app.services import Services
+from app.ui import install_ui
 
-ROUTERS = (health, projects, votes, soft_labels, analytics, training, keys)
+# The items router comes last: its /items/{item} must not shadow /items/next or
+# /items/{item}/soft-label.
+ROUTERS = (health, projects, votes, soft_labels, analytics, training, keys, items)
 
 
 def app_from_env() -> FastAPI:
@@ -55,11 +58,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # `/v1/projects/` is a 404 that names the right path (app/api/error_handlers.py), not
         # an empty 307 that clients may not follow for a POST.
         redirect_slashes=False,
+        docs_url=None,  # /docs and /redoc are served from packaged assets (app/ui)
+        redoc_url=None,
     )
     install_error_handlers(app)
     for module in ROUTERS:
         # Access control: document the shared errors (401/403/404/422/429/503) on keyed routes.
         app.include_router(module.router, responses=None if module is health else ERROR_RESPONSES)
+    install_ui(app)  # the dashboard at /ui, offline /docs and /redoc
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)  # outermost: X-Request-ID, access log, the 500 catch-all
     return app

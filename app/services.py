@@ -18,6 +18,7 @@ from app.auth.keys import KeyStore
 from app.auth.ratelimit import RateLimiter
 from app.config import Settings
 from app.db.session import libpq_url, make_engine, make_sessionmaker
+from app.items import OrderCache
 from app.project_cache import ProjectCache
 from app.tasks import make_queue
 from app.training.serving import ModelCache
@@ -34,6 +35,7 @@ class Services:
     limiter: RateLimiter
     pool: AsyncConnectionPool
     projects: ProjectCache
+    item_orders: OrderCache  # GET /items: computed sort orders, pinned by cursors
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -60,6 +62,7 @@ class Services:
                 open=False,
             ),
             projects=ProjectCache(),
+            item_orders=OrderCache(),
         )
 
     async def start(self) -> None:

@@ -53,8 +53,6 @@ def isolated_database_url(server_url: str) -> Iterator[str]:
         yield url
 
 
-
-
 @pytest.fixture(scope="session")
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(DATABASE_URL=database_url, data_dir=tmp_path_factory.mktemp("data"), auth=False)

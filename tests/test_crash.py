@@ -74,7 +74,9 @@ def wait_for_backends_to_end(database_url: str, tag: str) -> None:
 
 def project_version(database_url: str, project: str) -> int:
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT softlabels_votes_version(id) FROM projects WHERE name = %s", (project,))
+        row = conn.execute(
+            "SELECT softlabels_votes_version(id) FROM projects WHERE name = %s", (project,)
+        )
         return int(row.fetchone()[0])  # type: ignore[index]
 
 

@@ -8,8 +8,8 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
-from starlette.convertors import Convertor, register_url_convertor
 
+import app.api.paths  # noqa: F401  (registers the {item:item_id} path convertor)
 from app.api.deps import EngineDep, ProjectDep, SessionDep, SettingsDep, require
 from app.api.method_query import (
     AlphaQuery,
@@ -25,25 +25,6 @@ from app.errors import NotFound
 from app.export import MEDIA_TYPES, Format, filename, read_chunks, serialize
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["soft labels"])
-
-
-class ItemIdConvertor(Convertor[str]):
-    """Any item id in a path: "/" and newlines included (sent percent-encoded).
-
-    Item ids are often file paths ("train/cat_01.jpg"); a plain `{item}` cannot match an id with
-    "/" (a %2F is decoded before routing), and Starlette's `path` (".*") stops at a newline.
-    """
-
-    regex = r"[\s\S]+"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("item_id", ItemIdConvertor())
 
 
 @router.get(

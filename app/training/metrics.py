@@ -167,3 +167,41 @@ def evaluate(
     if loss_targets is not None:
         out["loss"] = float(F.cross_entropy(logits, loss_targets))
     return out
+
+
+def reliability_bins(
+    probs: np.ndarray, gold: np.ndarray, n_bins: int = ECE_BINS
+) -> list[dict[str, float | int]]:
+    """The reliability diagram behind expected_calibration_error: per confidence bin
+    (b/B, (b+1)/B], its item count, mean confidence and accuracy (0 for empty bins).
+    Guo, Pleiss, Sun & Weinberger (2017), "On Calibration of Modern Neural Networks", ICML."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if len(probs) == 0:
+        return []
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == np.asarray(gold)).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    safe = np.maximum(count, 1)
+    mean_conf = np.bincount(bins, weights=conf, minlength=n_bins) / safe
+    acc = np.bincount(bins, weights=correct, minlength=n_bins) / safe
+    return [
+        {
+            "lower": float(edges[b]),
+            "upper": float(edges[b + 1]),
+            "count": int(count[b]),
+            "confidence": float(mean_conf[b]),
+            "accuracy": float(acc[b]),
+        }
+        for b in range(n_bins)
+    ]
+
+
+@torch.no_grad()
+def reliability(model: nn.Module, features: torch.Tensor, labels: EvalSet) -> list[dict[str, Any]]:
+    """reliability_bins of `model` on the eval split's items with a gold label."""
+    if len(features) == 0 or len(labels.gold_rows) == 0:
+        return []
+    probs = torch.softmax(predict_logits(model, features).double(), dim=1).cpu().numpy()
+    return reliability_bins(probs[labels.gold_rows], labels.gold)

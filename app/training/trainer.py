@@ -37,7 +37,7 @@ from app.training.losses import (
     with_distillation,
     with_lwr,
 )
-from app.training.metrics import EvalSet, evaluate, predict_logits
+from app.training.metrics import EvalSet, evaluate, predict_logits, reliability
 from app.training.models import build_model, standardizer
 
 CHECKPOINT_FORMAT = 1
@@ -217,6 +217,7 @@ def _train(
         "best_epoch": best_epoch or None,
         "best_eval_loss": best_loss if best_epoch else None,
         "device": str(device),
+        "reliability": reliability(model, x_ev, eval_labels),  # the dashboard's diagram
     }
     ckpt = _checkpoint(cfg, data, model, opt, result_metrics, stopped_early, cancelled)
     if checkpoint_path is not None:
