@@ -312,8 +312,18 @@ async def store_votes(
     """
     stale_retry = True
     for attempt in range(attempts):
-        ref = await projects.get(pool, name)
-        batch = prepare_votes(ref.classes, votes)
+        ref, cached = await projects.lookup(pool, name)
+        try:
+            batch = prepare_votes(ref.classes, votes)
+        except ValidationFailed:
+            if not (cached and stale_retry):
+                raise
+            # A label unknown to a cached class list may be known to the current one (PATCH in
+            # another process): check once more against a fresh lookup.
+            projects.forget(name)
+            stale_retry = False
+            ref = await projects.get(pool, name)
+            batch = prepare_votes(ref.classes, votes)
         try:
             async with pool.connection() as conn:
                 cur = await conn.execute(INGEST_SQL, ingest_args(ref.id, ref.classes, batch))

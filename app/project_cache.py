@@ -31,9 +31,13 @@ class ProjectCache:
         self._refs: dict[str, ProjectRef] = {}
 
     async def get(self, pool: AsyncConnectionPool, name: str) -> ProjectRef:
+        return (await self.lookup(pool, name))[0]
+
+    async def lookup(self, pool: AsyncConnectionPool, name: str) -> tuple[ProjectRef, bool]:
+        """(the project, whether it came from the cache)."""
         ref = self._refs.get(name)
         if ref is not None:
-            return ref
+            return ref, True
         async with pool.connection() as conn:
             cur = await conn.execute("SELECT id, classes FROM projects WHERE name = %s", (name,))
             row = await cur.fetchone()
@@ -43,7 +47,7 @@ class ProjectCache:
         if len(self._refs) >= self.MAX_ENTRIES:
             self._refs.clear()
         self._refs[name] = ref
-        return ref
+        return ref, False
 
     def forget(self, name: str) -> None:
         self._refs.pop(name, None)
