@@ -26,6 +26,8 @@ class Labeler:
     stale: bool  # True: a newer fit is being computed; these labels are from `as_of`
     probs: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (item db ids, counts) -> (n, K)
     fit: Fit | None = None
+    # issue 12: crowdlab only; (item db ids) -> ActiveLab-style score, low = label next
+    routing: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def labeler(
@@ -89,6 +91,7 @@ def _model_labeler(
     params: dict[str, Any],
 ) -> Labeler:
     """crowdlab: computed on each read (pure numpy over the vote list; no cache yet)."""
+    from app.aggregation.crowdlab import routing_scores
     from app.fits import locate
     from app.model_loop import crowdlab_view
 
@@ -98,9 +101,16 @@ def _model_labeler(
         ).scalar_one()
         view, result = crowdlab_view(conn, project_id, n_classes, params.get("job"))
         conn.rollback()
+    route = routing_scores(view.pv.votes, view.probs, result)
 
     def probs(ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
         pos, known = locate(view.pv.item_ids, ids)
         return np.where(known[:, None], result.probs[pos], 1.0 / n_classes)
 
-    return Labeler(spec.name, {**params, "job": view.job_id}, int(version), False, probs)
+    def routing(ids: np.ndarray) -> np.ndarray:
+        pos, known = locate(view.pv.item_ids, ids)
+        return np.where(known, route[pos], 0.0)  # items newer than the view: label them
+
+    return Labeler(
+        spec.name, {**params, "job": view.job_id}, int(version), False, probs, routing=routing
+    )

@@ -7,7 +7,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import analytics, health, keys, projects, soft_labels, training, votes
+from app.api import (  # issue 12
+    analytics,
+    health,
+    keys,
+    model_loop,
+    projects,
+    soft_labels,
+    sweeps,
+    training,
+    votes,
+)
 from app.api.deps import ERROR_RESPONSES
 from app.auth import KeyStore, RateLimiter, refuse_open_no_auth, secret_value
 from app.config import Settings, get_settings
@@ -54,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, projects, votes, soft_labels, analytics, training, keys):
         # Access control: document the shared errors (401/403/404/422/429/503) on keyed routes.
         app.include_router(module.router, responses=None if module is health else ERROR_RESPONSES)
+    for module in (sweeps, model_loop):  # issue 12: training sweeps, /items/suspect
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)  # outermost: X-Request-ID, access log (app/logging.py)
     return app

@@ -13,6 +13,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from app.aggregation.params import ParamError
 from app.aggregation.registry import METHOD_NAMES, resolve_method
 from app.api.deps import ProjectDep, SessionDep, SettingsDep, require
+from app.api.model_loop import export_model_predictions, no_model
 from app.api.schemas import SoftLabel
 from app.config import Settings
 from app.db.models import Item, Project
@@ -20,6 +21,7 @@ from app.errors import FitPendingError, NotFound, ValidationFailed
 from app.export import MEDIA_TYPES, Format, filename, read_chunks, serialize
 from app.fits import FitPending
 from app.labeling import Labeler, labeler
+from app.model_loop import NoModel
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["soft labels"])
 
@@ -42,7 +44,13 @@ class ItemIdConvertor(Convertor[str]):
 
 register_url_convertor("item_id", ItemIdConvertor())
 
-MethodQuery = Annotated[str, Query(description=f"One of: {', '.join(METHOD_NAMES)}.")]
+MethodQuery = Annotated[
+    str,
+    Query(
+        description=f"One of: {', '.join(METHOD_NAMES)}; on /soft-labels also model:<job id> "
+        "(that job's predictions for items with no votes)."
+    ),
+]
 AlphaQuery = Annotated[
     float | None, Query(description="`normalized`: pseudo-count per class, >= 0 (default 0).")
 ]
@@ -74,7 +82,7 @@ def labeler_from_query(
             f"Invalid soft-label parameter {exc.field!r}: {exc.reason}.",
             errors=[{"index": None, "field": exc.field, "reason": exc.reason}],
         ) from None
-    try:
+    try:  # issue 12: crowdlab raises NoModel when there is no usable training job
         return labeler(
             request.app.state.engine,
             project.id,
@@ -85,6 +93,8 @@ def labeler_from_query(
             sync_max_votes=settings.fit_sync_max_votes,
             queue=request.app.state.queue,
         )
+    except NoModel as exc:
+        raise no_model(exc) from None
     except FitPending:
         raise FitPendingError(
             f"The {spec.name} model for this project is being fitted for the first time; "
@@ -164,6 +174,10 @@ def export_soft_labels(
 
     Headers `X-Votes-Version` (the votes the labels reflect) and `X-Stale` ("true" while a newer
     worker-model fit is being computed) say how current the export is."""
+    if method.startswith("model:"):  # issue 12: a job's predictions for items with no votes
+        return export_model_predictions(
+            request, project, method, format, settings.export_chunk_rows
+        )
     labels = labeler_from_query(request, project, settings, method)
     chunks = read_chunks(
         request.app.state.engine,
