@@ -29,8 +29,10 @@ from app.auth import (
 )
 from app.config import Settings, get_settings
 from app.database import with_database
+from app.sweep_cli import sweep as sweep_cmd  # issue 12
 
 app = typer.Typer(help="softlabels: crowd votes in, soft labels out.", no_args_is_help=True)
+app.command("sweep")(sweep_cmd)  # issue 12: softlabels sweep (app/sweep_cli.py)
 console = Console(stderr=True)
 
 DataDirOpt = Annotated[
@@ -341,7 +343,8 @@ def demo(
         ),
     ] = None,
 ) -> None:
-    """Simulate a crowd labelling scikit-learn's digits, train five recipes, compare them."""
+    """Simulate a crowd labelling scikit-learn's digits, train five recipes, compare them, and
+    run a sweep (label methods x losses x seeds) ranked on the test split."""
     import socket
 
     import httpx
@@ -382,7 +385,7 @@ def demo(
         if server is not None:
             server.terminate()
             server.wait(30)
-    table = Table(title="softlabels demo: held-out digits (20%), same MLP, same seed")
+    table = Table(title="softlabels demo: test split of the digits (15%), same MLP, same seed")
     for col in ("recipe", "accuracy", "nll", "ece", "kl_human", "epochs", "train s", "POST→done s"):
         table.add_column(col, justify="left" if col == "recipe" else "right")
     for r in results:
