@@ -56,7 +56,18 @@ def recipe_key(labels: Mapping[str, Any], loss: str) -> str:
 
 
 def recipe_name(labels: Mapping[str, Any], loss: str) -> str:
-    params = ", ".join(f"{k}={v}" for k, v in labels.items() if k != "method")
+    """e.g. "soft-ce on normalized (alpha=1.0)": parameters at their defaults are left out."""
+    from app.aggregation.params import ParamError
+    from app.aggregation.registry import resolve_method
+
+    try:
+        spec, _ = resolve_method(str(labels["method"]), {})
+        defaults = {name: p.default for name, p in spec.params.items()}
+    except ParamError:
+        defaults = {}
+    params = ", ".join(
+        f"{k}={v}" for k, v in labels.items() if k != "method" and defaults.get(k) != v
+    )
     method = str(labels["method"]) + (f" ({params})" if params else "")
     return f"{loss} on {method}"
 
