@@ -10,36 +10,18 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
 from sqlalchemy import text
 
 from app.aggregation.crowdlab import crowdlab, suspect_scores
 from app.aggregation.methods import majority_labels
 from app.api.deps import ProjectDep, require
+from app.api.sweep_schemas import SuspectItem, SuspectItems
 from app.db.models import Project
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.export import MEDIA_TYPES, Chunk, Format, serialize
 from app.model_loop import NoModel, model_view
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["model in the loop"])
-
-
-class SuspectItem(BaseModel):
-    item: str
-    n_votes: int
-    score: float  # mean out-of-sample probability of the labels the votes gave
-    majority: str
-    model: str  # the model's top class
-    model_prob: float
-    consensus: str  # the crowdlab consensus (votes and model combined)
-    consensus_quality: float
-
-
-class SuspectItems(BaseModel):
-    job: int
-    score: str
-    model_weight: float
-    items: list[SuspectItem]
 
 
 def no_model(exc: NoModel) -> ValidationFailed:

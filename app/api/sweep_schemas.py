@@ -1,4 +1,5 @@
-"""Request and response models of /training-sweeps (issue 12; kept apart from schemas.py)."""
+"""Request and response models of /training-sweeps and /items/suspect (issue 12; kept apart
+from schemas.py)."""
 
 from __future__ import annotations
 
@@ -45,9 +46,7 @@ class SweepIn(BaseModel):
         max_length=20,
         description='Label methods with parameters, e.g. [{"method": "normalized", "alpha": 1}].',
     )
-    losses: list[Loss] = Field(
-        default_factory=_default_losses, min_length=1, max_length=2
-    )
+    losses: list[Loss] = Field(default_factory=_default_losses, min_length=1, max_length=2)
     seeds: list[Annotated[int, Field(ge=0, le=2**63 - 1)]] = Field(
         default_factory=lambda: [0, 1, 2],
         min_length=1,
@@ -87,3 +86,21 @@ class SweepOut(BaseModel):
     jobs: dict[str, int]
     cells: list[SweepCell]
     report: dict[str, Any]
+
+
+class SuspectItem(BaseModel):
+    item: str
+    n_votes: int
+    score: float  # mean out-of-sample probability of the labels the votes gave
+    majority: str
+    model: str  # the model's top class
+    model_prob: float
+    consensus: str  # the crowdlab consensus (votes and model combined)
+    consensus_quality: float
+
+
+class SuspectItems(BaseModel):
+    job: int
+    score: str
+    model_weight: float
+    items: list[SuspectItem]
