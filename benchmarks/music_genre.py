@@ -216,9 +216,11 @@ def main() -> None:
         worker.wait(30)
         drop_database(server, url)
     RESULTS.mkdir(exist_ok=True)
-    name = "music_genre" if args.only is None else f"music_genre_{args.only}"
-    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1, default=str))
-    write_markdown(out, RESULTS / f"{name}.md")
+    path = RESULTS / "music_genre.json"
+    if args.only is not None and path.exists():  # one part re-run: keep the other's results
+        out = json.loads(path.read_text()) | out
+    path.write_text(json.dumps(out, indent=1, default=str))
+    write_markdown(out, RESULTS / "music_genre.md")
 
 
 def write_markdown(out: dict[str, Any], path: Path) -> None:

@@ -11,7 +11,8 @@ The report (pure numpy over the jobs' metrics and stored per-item predictions):
   systems) of the difference to the hard-label baseline (hard-ce on majority by default): test
   items are resampled with replacement, the same resample for both recipes, the difference of
   the metric averaged over the seeds both ran, 2.5th and 97.5th percentiles of B resamples;
-- the recommended recipe: the best mean test metric, with the reason in words, saying whether
+- the recommended recipe: the best mean test metric (ties: the baseline, the simplest), with
+  the reason in words, saying whether
   the gain over the baseline is distinguishable from resampling noise. (Choosing the best of
   several recipes on the test split makes its own figure slightly optimistic; the interval is
   for the difference, and the validation split is still used for every choice inside a job.)
@@ -271,7 +272,7 @@ def report(
         )
     ranked = sorted(
         (r for r in rows if r["mean"] is not None),
-        key=lambda r: (-r["mean"] if up else r["mean"], r["name"]),
+        key=lambda r: (-r["mean"] if up else r["mean"], not r["baseline"], r["name"]),
     )
     ranked += [r for r in rows if r["mean"] is None]
     for i, r in enumerate(ranked):
