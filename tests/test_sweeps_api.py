@@ -164,6 +164,10 @@ def test_model_in_the_loop(env) -> None:
     project, planted = make_project(client, n=300, unlabeled=40, planted=25)
     r = client.get(f"/v1/projects/{project}/items/suspect")
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "job"
+    early = client.post(
+        f"/v1/projects/{project}/training-jobs", json={"labels": {"method": "crowdlab"}}
+    )
+    assert early.status_code == 422 and early.json()["errors"][0]["field"] == "labels.job"
     workers.start()
     cfg = {**SMALL, "oos_folds": 4, "predict_unlabeled": True}
     job_id = submit(client, project, cfg)

@@ -24,6 +24,32 @@ from app.model_loop import NoModel, model_view
 router = APIRouter(prefix="/v1/projects/{project}", tags=["model in the loop"])
 
 
+def check_crowdlab_job(conn: Any, project_id: int, job: int | None, field: str) -> None:
+    """A crowdlab training target needs a usable out-of-sample job now, not a failed job later."""
+    from app.model_loop import latest_oos_job
+
+    if job is None:
+        if latest_oos_job(conn, project_id) is None:
+            raise ValidationFailed(
+                "crowdlab needs a succeeded training job with oos_folds in this project.",
+                errors=[{"index": None, "field": field, "reason": "no out-of-sample job yet"}],
+            )
+        return
+    row = conn.execute(
+        text(
+            "SELECT j.project_id, j.status, (j.config->>'oos_folds') IS NOT NULL AS oos "
+            "FROM training_jobs j WHERE j.id = :j"
+        ),
+        {"j": job},
+    ).one_or_none()
+    if row is None or row.project_id != project_id or row.status != "succeeded" or not row.oos:
+        reason = f"job {job} is not a succeeded training job with oos_folds in this project"
+        raise ValidationFailed(
+            f"Invalid labels: {reason}.",
+            errors=[{"index": None, "field": field, "reason": reason}],
+        )
+
+
 def no_model(exc: NoModel) -> ValidationFailed:
     reason = str(exc)
     return ValidationFailed(

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Path, Request, status
 from sqlalchemy import select
 
 from app.api.deps import ProjectDep, SessionDep, require
+from app.api.model_loop import check_crowdlab_job
 from app.api.sweep_schemas import SweepCell, SweepIn, SweepOut
 from app.db.models import TrainingJob, TrainingSweep
 from app.errors import NotFound, ValidationFailed
@@ -56,6 +57,9 @@ def create_sweep(
             "the project has no item with both a feature vector and a vote; "
             "POST features to /items first",
         )
+    for i, lab in enumerate(body.labels):
+        if lab.get("method") == "crowdlab":
+            check_crowdlab_job(conn, project.id, lab.get("job"), f"labels[{i}].job")
     jobs = []
     for cfg in configs:
         job = TrainingJob(project_id=project.id, config=cfg.model_dump(mode="json"))
