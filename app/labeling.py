@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 import procrastinate
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
+from app.aggregation.crowdlab import ModelMethod
 from app.aggregation.methods import CountsMethod
 from app.aggregation.registry import Method
 from app.fits import Fit, current_fit, params_key
@@ -25,6 +26,8 @@ class Labeler:
     stale: bool  # True: a newer fit is being computed; these labels are from `as_of`
     probs: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (item db ids, counts) -> (n, K)
     fit: Fit | None = None
+    # issue 12: crowdlab only; (item db ids) -> ActiveLab-style score, low = label next
+    routing: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def labeler(
@@ -40,6 +43,8 @@ def labeler(
 ) -> Labeler:
     """`queue` given (the API): large projects refit in the worker and reads get the last fit.
     None (CLI, worker): always fit now."""
+    if isinstance(spec, ModelMethod):  # issue 12: crowdlab (a job's out-of-sample predictions)
+        return _model_labeler(engine, project_id, n_classes, votes_version, spec, params)
     if isinstance(spec, CountsMethod):
         return Labeler(
             spec.name,
@@ -74,4 +79,38 @@ def labeler(
     )
     return Labeler(
         spec.name, params, fit.votes_version, fit.stale, lambda ids, counts: fit.probs_for(ids), fit
+    )
+
+
+def _model_labeler(
+    engine: Engine,
+    project_id: int,
+    n_classes: int,
+    votes_version: int,
+    spec: ModelMethod,
+    params: dict[str, Any],
+) -> Labeler:
+    """crowdlab: computed on each read (pure numpy over the vote list; no cache yet)."""
+    from app.aggregation.crowdlab import routing_scores
+    from app.fits import locate
+    from app.model_loop import crowdlab_view
+
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+        version = conn.execute(
+            text("SELECT votes_version FROM projects WHERE id = :p"), {"p": project_id}
+        ).scalar_one()
+        view, result = crowdlab_view(conn, project_id, n_classes, params.get("job"))
+        conn.rollback()
+    route = routing_scores(view.pv.votes, view.probs, result)
+
+    def probs(ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        pos, known = locate(view.pv.item_ids, ids)
+        return np.where(known[:, None], result.probs[pos], 1.0 / n_classes)
+
+    def routing(ids: np.ndarray) -> np.ndarray:
+        pos, known = locate(view.pv.item_ids, ids)
+        return np.where(known, route[pos], 0.0)  # items newer than the view: label them
+
+    return Labeler(
+        spec.name, {**params, "job": view.job_id}, int(version), False, probs, routing=routing
     )

@@ -7,7 +7,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import analytics, health, items, keys, projects, soft_labels, training, votes
+from app.api import (
+    analytics,
+    health,
+    items,
+    keys,
+    model_loop,
+    projects,
+    soft_labels,
+    sweeps,
+    training,
+    votes,
+)
 from app.api.deps import ERROR_RESPONSES
 from app.api.error_handlers import install_error_handlers
 from app.auth.bootstrap import refuse_open_no_auth
@@ -19,7 +30,18 @@ from app.ui import install_ui
 
 # The items router comes last: its /items/{item} must not shadow /items/next or
 # /items/{item}/soft-label.
-ROUTERS = (health, projects, votes, soft_labels, analytics, training, keys, items)
+ROUTERS = (
+    health,
+    projects,
+    votes,
+    soft_labels,
+    analytics,
+    training,
+    sweeps,
+    model_loop,
+    keys,
+    items,
+)
 
 
 def app_from_env() -> FastAPI:

@@ -65,7 +65,7 @@ def main() -> None:
         if device == "cuda":
             torch.cuda.synchronize()
         secs = time.perf_counter() - t
-        ev = res.metrics["eval"]
+        ev = res.metrics["test"]
         runs[(name, device)] = res
         lines.append(
             f"| {name} | {res.metrics['device']} | {res.metrics['epochs_run']} | "
@@ -78,9 +78,9 @@ def main() -> None:
     p_cpu = predict_probs(cpu_model, data.features)
     p_gpu = predict_probs(gpu.model, data.features)
     d_ckpt = float(np.abs(p_cpu - p_gpu).max())
-    d_again = abs(gpu.metrics["eval"]["nll"] - again.metrics["eval"]["nll"])
+    d_again = abs(gpu.metrics["test"]["nll"] - again.metrics["test"]["nll"])
     d_devices = abs(
-        gpu.metrics["eval"]["accuracy"] - runs[("mlp", "cpu")].metrics["eval"]["accuracy"]
+        gpu.metrics["test"]["accuracy"] - runs[("mlp", "cpu")].metrics["test"]["accuracy"]
     )
     lines += [
         "",

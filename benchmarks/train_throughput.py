@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 from app.training.config import TrainingConfig
-from app.training.data import TrainingData, build_training_data, split_eval
+from app.training.data import TRAIN, TrainingData, build_training_data, split_items
 from app.training.models import build_model, standardizer
 from app.training.trainer import resolve_device, train
 
@@ -99,7 +99,7 @@ class _Clock:
 
 def bare_loop(cfg: TrainingConfig, data: TrainingData, device: torch.device) -> tuple[Timing, int]:
     """The hand-written baseline on the same training split; returns (its loop's time, n_train)."""
-    tr = ~split_eval(data.item_ids, cfg.seed, cfg.eval_fraction)
+    tr = split_items(data.item_ids, cfg.effective_split_seed, *cfg.fractions) == TRAIN
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.n_features, data.n_classes)
     standardizer(model).fit(data.features[tr])
@@ -124,7 +124,7 @@ def train_call(cfg: TrainingConfig, data: TrainingData, device: torch.device) ->
     """The whole train() call: setup, per-epoch evaluation, checkpoint included."""
     with _Clock(device) as clock:
         result = train(cfg, data)
-    return clock.timing, result.metrics["eval"]["n_train"]
+    return clock.timing, result.metrics["test"]["n_train"]
 
 
 def run_scenario(sc: Scenario, device_name: str, repeats: int) -> dict[str, Any]:

@@ -103,7 +103,7 @@ def test_lifecycle(client: TestClient, trainable: str, workers: Workers) -> None
     job = wait_for(client, job_id, TERMINAL)
     assert job["status"] == "succeeded", job
     m = job["metrics"]
-    ev = m["eval"]
+    ev = m["test"]
     for key in (
         "accuracy",
         "nll",
@@ -115,7 +115,8 @@ def test_lifecycle(client: TestClient, trainable: str, workers: Workers) -> None
         "n_train",
     ):
         assert key in ev
-    assert ev["n_eval"] + ev["n_train"] == 300
+    assert sum(m["splits"][s] for s in ("train", "validation", "test")) == 300
+    assert ev["n_eval"] == m["splits"]["test"] and m["validation"]["n_eval"] > 0
     assert ev["accuracy"] > 0.6  # three separable clusters; chance is 1/3
     assert 0 <= ev["ece"] <= 1 and ev["kl_human"] >= 0
     assert len(m["history"]) == 15 and m["history"][-1]["epoch"] == 15
@@ -163,7 +164,7 @@ def test_identical_configs_give_identical_metrics(client, trainable, workers) ->
     ja, jb = wait_for(client, a, TERMINAL), wait_for(client, b, TERMINAL)
     assert ja["status"] == jb["status"] == "succeeded"
     assert ja["data_hash"] == jb["data_hash"]
-    assert ja["metrics"]["eval"] == jb["metrics"]["eval"]
+    assert ja["metrics"]["test"] == jb["metrics"]["test"]
     assert [h["train_loss"] for h in ja["metrics"]["history"]] == [
         h["train_loss"] for h in jb["metrics"]["history"]
     ]
@@ -291,7 +292,7 @@ def test_distilled_and_lwr_jobs_succeed(client, trainable, workers) -> None:
     for j in (student, lwr):
         job = wait_for(client, j, TERMINAL)
         assert job["status"] == "succeeded", job
-        assert job["metrics"]["eval"]["accuracy"] > 0.5
+        assert job["metrics"]["test"]["accuracy"] > 0.5
 
 
 def test_unknown_job_is_404(client: TestClient) -> None:
@@ -305,4 +306,4 @@ def test_worker_model_labels_train(client, trainable, workers) -> None:
     job = wait_for(client, job_id, TERMINAL)
     assert job["status"] == "succeeded", job
     assert job["config"]["labels"]["method"] == "dawid-skene"
-    assert job["metrics"]["eval"]["accuracy"] > 0.6
+    assert job["metrics"]["test"]["accuracy"] > 0.6

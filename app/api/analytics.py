@@ -77,7 +77,7 @@ def next_items(
     project: ProjectDep,
     engine: EngineDep,
     labels: LabelerDep,
-    strategy: Literal["entropy", "margin", "fewest-votes"] = "entropy",
+    strategy: Literal["entropy", "margin", "fewest-votes", "activelab"] = "entropy",
     limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
     worker: Annotated[
         str | None, Query(max_length=256, description="Leave out items this worker labeled.")
@@ -90,7 +90,9 @@ def next_items(
     seed: SeedQuery = None,
 ) -> NextItems:
     """The items that most need another vote: most uncertain first (`entropy`: normalized
-    entropy of the soft label; `margin`: 1 - (p1 - p2)), or fewest votes first. Items with no
+    entropy of the soft label; `margin`: 1 - (p1 - p2); `activelab`: 1 - the quality of the
+    crowdlab estimate, unlabeled items scored by the model, Goh & Mueller 2023), or fewest
+    votes first. Items with no
     votes count as maximally uncertain. Ties go to fewer votes, then older items."""
     with engine.connect() as conn:
         found = reads.routing_candidates(conn, project.id, len(project.classes), max_votes, worker)
@@ -100,6 +102,14 @@ def next_items(
     if strategy == "fewest-votes":
         score = -n_arr.astype(np.float64)
         uncertainty = None
+    elif strategy == "activelab":  # issue 12: 1 - ActiveLab-style score of the crowdlab estimate
+        if labels.routing is None:
+            raise ValidationFailed(
+                "strategy=activelab needs method=crowdlab (optionally job=<training job id>).",
+                errors=[{"index": None, "field": "method", "reason": "must be crowdlab"}],
+            )
+        uncertainty = 1.0 - labels.routing(id_arr)
+        score = uncertainty
     else:
         probs = labels.probs(id_arr, count_arr)
         if strategy == "entropy":

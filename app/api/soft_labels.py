@@ -5,20 +5,23 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 import app.api.paths  # noqa: F401  (registers the {item:item_id} path convertor)
-from app.api.deps import EngineDep, ProjectDep, SessionDep, SettingsDep, require
+from app.api.deps import ProjectDep, ServicesDep, SessionDep, require
 from app.api.method_query import (
     AlphaQuery,
     LabelerDep,
     MaxIterQuery,
+    MethodQuery,
     SeedQuery,
     TemperatureQuery,
     TolQuery,
+    labeler_from_request,
 )
+from app.api.model_loop import export_model_predictions
 from app.api.schemas import SoftLabel
 from app.db.models import Item
 from app.errors import NotFound
@@ -79,10 +82,10 @@ def get_soft_label(
     },
 )
 def export_soft_labels(
+    request: Request,
     project: ProjectDep,
-    settings: SettingsDep,
-    engine: EngineDep,
-    labels: LabelerDep,
+    services: ServicesDep,
+    method: MethodQuery = "normalized",
     format: Annotated[Format, Query(description="jsonl, csv or parquet.")] = "jsonl",
     min_votes: Annotated[int, Query(ge=0, le=2**31 - 1)] = 1,
     alpha: AlphaQuery = None,
@@ -95,13 +98,18 @@ def export_soft_labels(
 
     Headers `X-Votes-Version` (the votes the labels reflect) and `X-Stale` ("true" while a newer
     worker-model fit is being computed) say how current the export is."""
+    if method.startswith("model:"):  # a training job's predictions for items with no votes
+        return export_model_predictions(
+            services, project, method, format, services.settings.export_chunk_rows
+        )
+    labels = labeler_from_request(request, project, services, method)
     chunks = read_chunks(
-        engine,
+        services.engine,
         project.id,
         project.classes,
         labels.probs,
         min_votes,
-        settings.export_chunk_rows,
+        services.settings.export_chunk_rows,
     )
     name = filename(project.name, labels.method, format)
     return StreamingResponse(

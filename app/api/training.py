@@ -12,6 +12,7 @@ from app.api.deps import ModelCacheDep, ProjectDep, QueueDep, SessionDep, requir
 from app.api.schemas import PredictIn, PredictOut, TrainingJobList, TrainingJobOut
 from app.db.models import Project, TrainingJob
 from app.errors import Conflict, NotFound, ValidationFailed, plural
+from app.model_loop import check_crowdlab_job
 from app.training.config import TrainingConfig
 from app.training.jobs import enqueue, request_cancel
 from app.training.serving import checkpoint_bytes, item_features
@@ -64,6 +65,8 @@ def create_training_job(
             "the project has no item with both a feature vector and a "
             "vote; POST features to /items first",
         )
+    if config.label_method == "crowdlab":  # issue 12: needs an out-of-sample job
+        check_crowdlab_job(conn, project.id, config.label_params.get("job"), "labels.job")
     if config.distill is not None:
         teacher = session.get(TrainingJob, config.distill.teacher_job)
         if teacher is None or teacher.project_id != project.id:

@@ -6,13 +6,14 @@ import sys
 
 import typer
 
-from app.cli import data, demo, keys, service
+from app.cli import data, demo, keys, service, sweep
 from app.cli.common import CliError, console
 
 app = typer.Typer(help="softlabels: crowd votes in, soft labels out.", no_args_is_help=True)
 service.register(app)
 data.register(app)
 demo.register(app)
+app.command("sweep")(sweep.sweep)
 app.add_typer(keys.app, name="keys")
 app.add_typer(service.db_app, name="db")
 

@@ -175,6 +175,21 @@ class TrainingArtifact(Base):
     )
     checkpoint: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = _now()
+    # issue 12: npz of per-item predictions (app/training/predictions.py); NULL for old jobs
+    predictions: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class TrainingSweep(Base):
+    """A grid of training jobs (app/training/sweeps.py); its report is computed on read."""
+
+    __tablename__ = "training_sweeps"
+    __table_args__ = (Index("ix_training_sweeps_project_id_id", "project_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    job_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    created_at: Mapped[dt.datetime] = _now()
 
 
 class LabelFit(Base):

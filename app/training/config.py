@@ -139,13 +139,75 @@ class TrainingConfig(_Strict):
             "data gives identical results on CPU. Default 0."
         ),
     )
-    eval_fraction: float = Field(
-        0.2,
+    validation_fraction: float = Field(
+        0.15,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Share of voted items in the validation split, used for early stopping, temperature "
+            "scaling and any other selection; never for the reported figures. 0 = no validation "
+            "(no early stopping). Default 0.15."
+        ),
+    )
+    test_fraction: float = Field(
+        0.15,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Share of voted items in the test split, on which the reported figures are computed "
+            "(nothing is selected on it). Items go to a split by a hash of (item id, split "
+            "seed): jobs with the same split seed share their test items. Default 0.15."
+        ),
+    )
+    split_seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**63 - 1,
+        description=(
+            "Seed of the train / validation / test split; null = `seed`. Sweeps fix it so that "
+            "every cell is tested on the same items. Default null."
+        ),
+    )
+    eval_fraction: float | None = Field(
+        None,
         gt=0.0,
         lt=1.0,
         description=(
-            "Share of items held out for evaluation, 0 < f < 1, chosen by a hash of (item id, "
-            "seed): jobs with the same seed share the split. Default 0.2."
+            "Deprecated (jobs before the three-way split): the held-out share, divided equally "
+            "between validation and test; overrides validation_fraction and test_fraction. "
+            "Default null."
+        ),
+    )
+    gold_test: bool = Field(
+        True,
+        description=(
+            "Also report figures on `test_gold`: items with features and a gold label but no "
+            "votes (a classic held-out test set; never trained on). Default true."
+        ),
+    )
+    temperature_scaling: bool = Field(
+        False,
+        description=(
+            "Fit one temperature T on the validation split (Guo et al., ICML 2017) and report "
+            "the model with logits / T beside the raw model (metrics.calibrated). Default false."
+        ),
+    )
+    oos_folds: int | None = Field(
+        None,
+        ge=2,
+        le=20,
+        description=(
+            "K-fold out-of-sample predictions: K extra models, each trained without one fold, "
+            "predict that fold, so every voted item gets a prediction from a model that never "
+            "saw its labels (used by the crowdlab method, routing and /items/suspect). null = "
+            "off. Default null."
+        ),
+    )
+    predict_unlabeled: bool = Field(
+        False,
+        description=(
+            "Score every item with features and no votes with the trained model; exported as "
+            "`/soft-labels?method=model:<job id>`, marked as predictions. Default false."
         ),
     )
     early_stopping: int | None = Field(
@@ -153,7 +215,8 @@ class TrainingConfig(_Strict):
         ge=1,
         le=10000,
         description=(
-            "Patience in epochs: stop when the eval loss has not improved for this many epochs "
+            "Patience in epochs: stop when the validation loss has not improved for this many "
+            "epochs "
             "and keep the best model; null = off (keep the last). Default 20."
         ),
     )
@@ -194,6 +257,14 @@ class TrainingConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_field(self) -> TrainingConfig:
+        val, test = self.fractions
+        if self.eval_fraction is None and val + test >= 1.0:
+            raise _field_error(
+                "TrainingConfig",
+                ("test_fraction",),
+                f"validation_fraction + test_fraction must be below 1 (got {val + test:g})",
+                self.test_fraction,
+            )
         if self.lwr is not None and self.lwr.k >= self.epochs:
             raise _field_error(
                 "TrainingConfig",
@@ -202,6 +273,17 @@ class TrainingConfig(_Strict):
                 self.lwr.k,
             )
         return self
+
+    @property
+    def fractions(self) -> tuple[float, float]:
+        """(validation, test) shares of the voted items."""
+        if self.eval_fraction is not None:
+            return self.eval_fraction / 2, self.eval_fraction / 2
+        return self.validation_fraction, self.test_fraction
+
+    @property
+    def effective_split_seed(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
 
     @property
     def label_method(self) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,10 @@ class TrainingData:
     features: (n, F) float32; counts: (n, K) int vote counts, every row with >= 1 vote;
     targets: (n, K) float64 soft labels of the chosen method (rows sum to 1);
     gold: (n,) int64 gold class, -1 = none.
+
+    extra_*: items with features and no votes (never trained on): those with gold form the
+    `test_gold` split (a classic held-out test set); all of them can be scored by the model.
+    db_ids / extra_db_ids: database ids of the rows, when read from the database.
     """
 
     item_ids: list[str]
@@ -30,6 +34,11 @@ class TrainingData:
     counts: np.ndarray
     targets: np.ndarray
     gold: np.ndarray
+    extra_ids: list[str] = field(default_factory=list)
+    extra_features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    extra_gold: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    db_ids: np.ndarray | None = None
+    extra_db_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -50,6 +59,23 @@ class TrainingData:
         k = self.counts.shape[1]
         if ((self.gold < -1) | (self.gold >= k)).any():
             raise ValueError(f"gold must be -1 (none) or a class index 0..{k - 1}")
+        m = len(self.extra_ids)
+        if m and self.extra_features.shape != (m, self.features.shape[1]):
+            raise ValueError(f"extra_features must be ({m}, F), got {self.extra_features.shape}")
+        if self.extra_gold.shape != (m,) or ((self.extra_gold < -1) | (self.extra_gold >= k)).any():
+            raise ValueError(f"extra_gold must be ({m},) in -1..{k - 1}")
+
+    def subset(self, rows: np.ndarray) -> TrainingData:
+        """The voted rows `rows` (indices or a mask), without the extra items."""
+        idx = np.arange(len(self.item_ids))[rows]
+        return TrainingData(
+            item_ids=[self.item_ids[i] for i in idx],
+            features=self.features[idx],
+            counts=self.counts[idx],
+            targets=self.targets[idx],
+            gold=self.gold[idx],
+            db_ids=None if self.db_ids is None else self.db_ids[idx],
+        )
 
     @property
     def n_classes(self) -> int:
@@ -67,13 +93,17 @@ def build_training_data(
     gold: np.ndarray | None,
     labels: Mapping[str, Any],
     targets: np.ndarray | None = None,
+    *,
+    db_ids: np.ndarray | None = None,
+    extra: tuple[list[str], np.ndarray, np.ndarray, np.ndarray | None] | None = None,
 ) -> TrainingData:
     """Snapshot for training: soft labels by `labels` ({"method": ..., params}, as validated in
     TrainingConfig.labels), and items with no votes dropped (they have no human distribution:
     the aggregation methods would give them a uniform row, which is not a label).
 
     `targets` (n, K), when given, are the labels already computed (worker-model methods need
-    the vote list, not the counts: see app/training/snapshot.py)."""
+    the vote list, not the counts: see app/training/snapshot.py). `extra` = (ids, features,
+    gold, db ids) of items with features and no votes."""
     counts = np.asarray(counts)
     n = len(item_ids)
     gold_arr = np.full(n, -1, np.int64) if gold is None else np.asarray(gold, dtype=np.int64)
@@ -89,7 +119,66 @@ def build_training_data(
         counts=counts[keep].astype(np.int64),
         targets=targets.astype(np.float64),
         gold=gold_arr[keep],
+        db_ids=None if db_ids is None else np.asarray(db_ids, np.int64)[keep],
+        **_extra(extra, np.asarray(features).shape[1] if np.ndim(features) == 2 else 0),
     )
+
+
+def _extra(
+    extra: tuple[list[str], np.ndarray, np.ndarray, np.ndarray | None] | None, n_features: int
+) -> dict[str, Any]:
+    if extra is None or not len(extra[0]):
+        return {"extra_features": np.zeros((0, n_features), np.float32)}
+    ids, feats, gold, dbi = extra
+    return {
+        "extra_ids": list(ids),
+        "extra_features": np.ascontiguousarray(np.asarray(feats, dtype=np.float32)),
+        "extra_gold": np.asarray(gold, dtype=np.int64),
+        "extra_db_ids": None if dbi is None else np.asarray(dbi, np.int64),
+    }
+
+
+TRAIN, VALIDATION, TEST = 0, 1, 2
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def _unit_hash(item_ids: Sequence[str], seed: int) -> np.ndarray:
+    """(n,) float64 in [0, 1): blake2b(item id, keyed by the seed) read as a 64-bit fraction."""
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    key = seed.to_bytes(8, "big")
+    out = np.empty(len(item_ids), dtype=np.float64)
+    for i, item_id in enumerate(item_ids):
+        digest = hashlib.blake2b(str(item_id).encode("utf-8"), digest_size=8, key=key).digest()
+        out[i] = int.from_bytes(digest, "big") / 2.0**64
+    return out
+
+
+def split_items(
+    item_ids: Sequence[str], seed: int, validation_fraction: float, test_fraction: float
+) -> np.ndarray:
+    """(n,) int8: TRAIN, VALIDATION or TEST for each item.
+
+    With u = blake2b(item id, keyed by the seed) as a fraction of 2**64: u < test_fraction is
+    test, u < test_fraction + validation_fraction validation, the rest train. Like split_eval,
+    it depends only on (item id, seed): an item keeps its side as the project grows, and jobs
+    with the same split seed share their test items (so their test figures can be paired).
+    """
+    if not (0.0 <= validation_fraction < 1 and 0.0 <= test_fraction < 1):
+        raise ValueError("validation_fraction and test_fraction must be in [0, 1)")
+    if validation_fraction + test_fraction >= 1.0:
+        raise ValueError("validation_fraction + test_fraction must be below 1")
+    u = _unit_hash(item_ids, seed)
+    out = np.full(len(item_ids), TRAIN, dtype=np.int8)
+    out[u < test_fraction + validation_fraction] = VALIDATION
+    out[u < test_fraction] = TEST
+    return out
+
+
+def fold_of(item_ids: Sequence[str], seed: int, k: int) -> np.ndarray:
+    """(n,) int64 fold 0..k-1 of each item, by the same keyed hash (seed + 1, so folds do not
+    line up with the test split of the same seed)."""
+    return np.minimum((_unit_hash(item_ids, (seed + 1) % 2**64) * k).astype(np.int64), k - 1)
 
 
 def split_eval(item_ids: Sequence[str], seed: int, eval_fraction: float) -> np.ndarray:

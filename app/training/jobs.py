@@ -95,6 +95,7 @@ def finish(
     metrics: dict[str, Any] | None = None,
     error: str | None = None,
     checkpoint: bytes | None = None,
+    predictions: bytes | None = None,
 ) -> bool:
     """running -> terminal, only if this attempt still owns the job. Returns whether it did."""
     with engine.begin() as conn:
@@ -114,8 +115,11 @@ def finish(
         ).one_or_none()
         if done is not None and checkpoint is not None:
             conn.execute(
-                text("INSERT INTO training_artifacts (job_id, checkpoint) VALUES (:id, :c)"),
-                {"id": job_id, "c": checkpoint},
+                text(
+                    "INSERT INTO training_artifacts (job_id, checkpoint, predictions) "
+                    "VALUES (:id, :c, :p)"
+                ),
+                {"id": job_id, "c": checkpoint, "p": predictions},
             )
     return done is not None
 

@@ -12,7 +12,19 @@ Keys (always all present; a metric that cannot be computed is None, never a made
   distribution h = counts / counts.sum() to the model's p, over eval items with votes (the
   measure of J. Peterson, R. Battleday, T. Griffiths, O. Russakovsky, "Human uncertainty makes
   classification more robust", ICCV 2019).
-- n_eval, n_train: item counts of the two splits.
+- brier: mean over gold items of sum_c (p(c) - [c = gold])^2, the multi-class Brier score
+  (G. Brier, "Verification of forecasts expressed in terms of probability", Monthly Weather
+  Review 1950); 0 is perfect, 2 the worst.
+- macro_f1: unweighted mean of per-class F1 of argmax p against gold, over the classes present in
+  gold or predictions (scikit-learn's f1_score(average="macro") convention; a class never
+  predicted has F1 0).
+- per_class_accuracy: list of K entries, the share of gold items of class c predicted as c
+  (per-class recall); None for a class with no gold item in the split.
+- manhattan_human: mean over voted items of sum_c |h(c) - p(c)|, the Manhattan (L1) distance
+  between the human and the model distributions, LeWiDi 2025's soft-label metric for
+  categorical tasks (Leonardelli et al., "LeWiDi-2025 at NLPerspectives: third edition of the
+  Learning with Disagreements shared task"); 0 is perfect, 2 the worst.
+- n_eval, n_train: size of the split these metrics are on, and of the training split.
 """
 
 from __future__ import annotations
@@ -37,6 +49,10 @@ METRIC_KEYS = (
     "kl_human",
     "n_eval",
     "n_train",
+    "brier",
+    "macro_f1",
+    "per_class_accuracy",
+    "manhattan_human",
 )
 # log(0) guard: probabilities are floored at the smallest normal float64 (log = -708.4), which
 # only matters where softmax underflowed; everywhere else the logs are exact.
@@ -61,6 +77,29 @@ def expected_calibration_error(
         bins, weights=conf, minlength=n_bins
     )
     return float(np.abs(gap).sum() / len(conf))
+
+
+def brier_score(probs: np.ndarray, gold: np.ndarray) -> float:
+    """Multi-class Brier score: mean_i sum_c (p_ic - [c = gold_i])^2 (all gold valid)."""
+    sq = (probs**2).sum(axis=1) - 2.0 * probs[np.arange(len(probs)), gold] + 1.0
+    return float(sq.mean())
+
+
+def macro_f1(pred: np.ndarray, gold: np.ndarray, k: int) -> float:
+    """Macro F1 over the classes present in `gold` or `pred` (scikit-learn's default labels)."""
+    tp = np.bincount(gold[pred == gold], minlength=k).astype(np.float64)
+    n_pred = np.bincount(pred, minlength=k).astype(np.float64)
+    n_gold = np.bincount(gold, minlength=k).astype(np.float64)
+    present = (n_pred + n_gold) > 0
+    denom = n_pred + n_gold  # F1 = 2 tp / (|pred = c| + |gold = c|); 0 where tp = 0
+    f1 = np.divide(2.0 * tp, denom, out=np.zeros(k), where=denom > 0)
+    return float(f1[present].mean())
+
+
+def per_class_accuracy(pred: np.ndarray, gold: np.ndarray, k: int) -> list[float | None]:
+    right = np.bincount(gold[pred == gold], minlength=k)
+    total = np.bincount(gold, minlength=k)
+    return [None if t == 0 else float(r / t) for r, t in zip(right, total, strict=True)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,6 +146,10 @@ class EvalSet:
             out["accuracy"] = float((p.argmax(axis=1) == self.gold).mean())
             out["nll"] = float(-_safe_log(p[np.arange(len(p)), self.gold]).mean())
             out["ece"] = expected_calibration_error(p, self.gold)
+            out["brier"] = brier_score(p, self.gold)
+            pred = p.argmax(axis=1)
+            out["macro_f1"] = macro_f1(pred, self.gold, p.shape[1])
+            out["per_class_accuracy"] = per_class_accuracy(pred, self.gold, p.shape[1])
         if len(self.voted_rows):
             p = probs[self.voted_rows]
             out["accuracy_majority"] = float((p.argmax(axis=1) == self.majority).mean())
@@ -116,6 +159,7 @@ class EvalSet:
             kl = self.human_xlogx + ce
             out["ce_human"] = float(ce.mean())
             out["kl_human"] = float(max(kl.mean(), 0.0))  # clamp rounding below 0 only
+            out["manhattan_human"] = float(np.abs(self.human - p).sum(axis=1).mean())
         return out
 
 

@@ -14,13 +14,17 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine, text
 
-from app.training import jobs
+from app.model_loop import crowdlab_targets
+from app.training import jobs, predictions
 from app.training.config import TrainingConfig
+from app.training.data import TrainingData
 from app.training.errors import JobError
+from app.training.oos import oos_predictions
 from app.training.snapshot import freeze
-from app.training.trainer import load_checkpoint, resolve_device, train
+from app.training.trainer import load_checkpoint, predict_probs, resolve_device, train
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ def run_training_job(engine: Engine, job_id: int, heartbeat_timeout_s: float) ->
     started = time.perf_counter()
     try:
         cfg = TrainingConfig.model_validate(claimed["config"])
-        snap = freeze(engine, claimed["project_id"], cfg.labels)
+        snap = freeze(engine, claimed["project_id"], cfg.labels, model_targets=crowdlab_targets)
         device = resolve_device(cfg.device)
         jobs.record_snapshot(
             engine, job_id, attempt, snap.data_hash, snap.votes_version, str(device)
@@ -83,12 +87,37 @@ def run_training_job(engine: Engine, job_id: int, heartbeat_timeout_s: float) ->
             result = train(
                 cfg, snap.data, teacher=teacher, on_epoch=on_epoch, should_stop=lambda: stop
             )
-        metrics = {**result.metrics, "seconds": round(time.perf_counter() - started, 3)}
+            preds = dict(result.predictions)
+            if cfg.oos_folds and not result.cancelled:
+                oos = oos_predictions(
+                    cfg, snap.data, cfg.oos_folds, teacher=teacher, should_stop=lambda: stop
+                )
+                if oos is None:
+                    result.cancelled = True
+                else:
+                    preds |= oos | _unlabeled(result.model, snap.data, preds)
+        metrics = {
+            **result.metrics,
+            # Same labels everywhere: what the job trained on, checkable against an export.
+            "targets": {
+                **cfg.labels,
+                "votes_version": snap.votes_version,
+                "n_items": len(snap.data.item_ids),
+                "hash": snap.targets_hash,
+            },
+            "seconds": round(time.perf_counter() - started, 3),
+        }
         if result.cancelled:
             jobs.finish(engine, job_id, attempt, "cancelled", metrics=metrics)
         else:
             jobs.finish(
-                engine, job_id, attempt, "succeeded", metrics=metrics, checkpoint=result.checkpoint
+                engine,
+                job_id,
+                attempt,
+                "succeeded",
+                metrics=metrics,
+                checkpoint=result.checkpoint,
+                predictions=predictions.pack(preds),
             )
         log.info(
             "training job %s: %s in %.1f s",
@@ -109,6 +138,19 @@ def run_training_job(engine: Engine, job_id: int, heartbeat_timeout_s: float) ->
         )
     finally:
         beat.stopped.set()
+
+
+def _unlabeled(model: Any, data: TrainingData, preds: dict[str, Any]) -> dict[str, Any]:
+    """Scores of the items with no votes (the model never saw them: out-of-sample as well)."""
+    if "unlabeled_probs" in preds or not len(data.extra_ids):
+        return {}
+    out = {
+        "unlabeled_ids": np.asarray(data.extra_ids, dtype=str),
+        "unlabeled_probs": predict_probs(model, data.extra_features),
+    }
+    if data.extra_db_ids is not None:
+        out["unlabeled_db_ids"] = data.extra_db_ids
+    return out
 
 
 def _sentence(message: str) -> str:

@@ -1,19 +1,30 @@
-"""Freeze a project's training data: items with features and votes, their counts, gold, and a
-content hash of the votes, read in one REPEATABLE READ transaction so all of it is consistent."""
+"""Freeze a project's training data: items with features and votes, their counts, gold, the
+items with features and no votes (scored and, with gold, tested on), and a content hash of the
+votes, read in one REPEATABLE READ transaction so all of it is consistent.
+
+Same labels everywhere: a worker-model method's targets are the project's cached fit
+(app/fits.py) for the snapshot's votes_version, the very arrays `/soft-labels` exports for that
+version; when the cache is older, the fit is computed the way the API computes it (warm start
+from the cached fit) and stored, so the API then serves what the job trained on. The job
+records `targets_hash` (see `targets_hash`) so anyone can check it against an export.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from app.aggregation.registry import needs_votes, resolve_method
-from app.fits import load_votes
+from app.fits import Fit, current_fit
 from app.training.data import TrainingData, build_training_data
 from app.training.errors import JobError
+
+FIT_ATTEMPTS = 3  # votes arriving between the fit and the snapshot: fit again, this many times
 
 
 @dataclass(frozen=True)
@@ -21,6 +32,19 @@ class Snapshot:
     data: TrainingData
     data_hash: str  # sha256 over the project's votes (item id, worker id, label), sorted
     votes_version: int
+    targets_hash: str  # targets_hash(data.item_ids, data.targets)
+
+
+def targets_hash(item_ids: Sequence[str], targets: np.ndarray) -> str:
+    """sha256 over the item ids (in row order) and the float64 targets, bit for bit.
+
+    JSON floats round-trip float64 exactly, so the hash of an export's (item, probs) rows in
+    the job's item order equals the job's when they are the same labels."""
+    h = hashlib.sha256()
+    h.update("\n".join(item_ids).encode("utf-8"))
+    h.update(b"\0")
+    h.update(np.ascontiguousarray(targets, dtype="<f8").tobytes())
+    return h.hexdigest()
 
 
 def usable_items(conn: Any, project_id: int) -> int:
@@ -35,14 +59,60 @@ def usable_items(conn: Any, project_id: int) -> int:
     )
 
 
-def freeze(engine: Engine, project_id: int, labels: Mapping[str, Any]) -> Snapshot:
+def _n_classes(engine: Engine, project_id: int) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT cardinality(classes) FROM projects WHERE id = :p"), {"p": project_id}
+            ).scalar_one()
+        )
+
+
+# Model-in-the-loop label methods (crowdlab) need a job's out-of-sample predictions: the hook
+# is set by app/training/oos.py (a function of (conn, project id, params, voted db ids) ->
+# targets), so this module does not import it at load time.
+ModelTargets = Any
+
+
+def freeze(
+    engine: Engine,
+    project_id: int,
+    labels: Mapping[str, Any],
+    *,
+    model_targets: ModelTargets = None,
+) -> Snapshot:
     spec, params = resolve_method(
         str(labels["method"]), {k: v for k, v in labels.items() if k != "method"}
     )
+    fit: Fit | None = None
+    k = _n_classes(engine, project_id)
+    for _ in range(FIT_ATTEMPTS):
+        if needs_votes(spec):
+            fit = current_fit(engine, project_id, k, spec, params, sync_max_votes=2**62)  # type: ignore[arg-type]
+        snap = _read(engine, project_id, labels, fit, model_targets, params)
+        if snap is not None:
+            return snap
+    raise JobError("the project's votes kept changing while the job read them; retry the job")
+
+
+def _read(
+    engine: Engine,
+    project_id: int,
+    labels: Mapping[str, Any],
+    fit: Fit | None,
+    model_targets: ModelTargets,
+    params: dict[str, Any],
+) -> Snapshot | None:
+    """The snapshot, or None when `fit` is for another votes_version than the snapshot's."""
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
-        version = conn.execute(
-            text("SELECT softlabels_votes_version(:p)"), {"p": project_id}
-        ).scalar_one()
+        version = int(
+            conn.execute(
+                text("SELECT softlabels_votes_version(:p)"), {"p": project_id}
+            ).scalar_one()
+        )
+        if fit is not None and fit.votes_version != version:
+            conn.rollback()
+            return None
         rows = conn.execute(
             text(
                 "SELECT id, external_id, features, counts, coalesce(gold, -1) FROM items "
@@ -50,28 +120,36 @@ def freeze(engine: Engine, project_id: int, labels: Mapping[str, Any]) -> Snapsh
             ),
             {"p": project_id},
         ).all()
-        # Hashing in the database keeps the vote list off the wire; sha256 of the sorted
-        # (item, worker, label) triples identifies exactly which votes the labels came from.
-        data_hash = conn.execute(
+        extra = conn.execute(
             text(
-                "SELECT encode(sha256(convert_to(coalesce(string_agg("
-                "item_id || ':' || worker_id || ':' || label, ',' ORDER BY item_id, worker_id"
-                "), ''), 'UTF8')), 'hex') FROM votes WHERE project_id = :p"
+                "SELECT id, external_id, features, coalesce(gold, -1) FROM items "
+                "WHERE project_id = :p AND features IS NOT NULL AND n_votes = 0 ORDER BY id"
             ),
             {"p": project_id},
-        ).scalar_one()
+        ).all()
+        data_hash = _votes_hash(conn, project_id)
         targets = None
-        if rows and needs_votes(spec):
-            # Worker models are fitted on the whole project's votes, in this same snapshot.
-            k = len(rows[0][3])
-            pv = load_votes(conn, project_id, k)
-            fit = spec.fit(pv.votes, params, None)  # type: ignore[union-attr]
-            pos = np.searchsorted(pv.item_ids, np.asarray([r[0] for r in rows], dtype=np.int64))
-            targets = fit.probs[pos]
+        if rows and fit is not None:
+            targets = fit.probs_for(np.asarray([r[0] for r in rows], dtype=np.int64))
+        elif rows and model_targets is not None and labels["method"] == "crowdlab":
+            targets = model_targets(
+                conn, project_id, params, np.asarray([r[0] for r in rows], np.int64)
+            )
         conn.rollback()
     if not rows:
         raise JobError("the project has no items with both features and votes")
-    _, ids, features, counts, gold = zip(*rows, strict=True)
+    db_ids, ids, features, counts, gold = zip(*rows, strict=True)
+    extra_arg = None
+    if extra:
+        e_db, e_ids, e_feats, e_gold = zip(*extra, strict=True)
+        n_feat = len(features[0])
+        keep = [i for i, f in enumerate(e_feats) if len(f) == n_feat]
+        extra_arg = (
+            [e_ids[i] for i in keep],
+            np.asarray([e_feats[i] for i in keep], dtype=np.float32).reshape(len(keep), n_feat),
+            np.asarray([e_gold[i] for i in keep], dtype=np.int64),
+            np.asarray([e_db[i] for i in keep], dtype=np.int64),
+        )
     data = build_training_data(
         list(ids),
         np.asarray(features, dtype=np.float32),
@@ -79,5 +157,27 @@ def freeze(engine: Engine, project_id: int, labels: Mapping[str, Any]) -> Snapsh
         np.asarray(gold, dtype=np.int64),
         labels,
         targets=targets,
+        db_ids=np.asarray(db_ids, dtype=np.int64),
+        extra=extra_arg,
     )
-    return Snapshot(data=data, data_hash=data_hash, votes_version=int(version))
+    return Snapshot(
+        data=data,
+        data_hash=data_hash,
+        votes_version=version,
+        targets_hash=targets_hash(data.item_ids, data.targets),
+    )
+
+
+def _votes_hash(conn: Connection, project_id: int) -> str:
+    # Hashing in the database keeps the vote list off the wire; sha256 of the sorted
+    # (item, worker, label) triples identifies exactly which votes the labels came from.
+    return str(
+        conn.execute(
+            text(
+                "SELECT encode(sha256(convert_to(coalesce(string_agg("
+                "item_id || ':' || worker_id || ':' || label, ',' ORDER BY item_id, worker_id"
+                "), ''), 'UTF8')), 'hex') FROM votes WHERE project_id = :p"
+            ),
+            {"p": project_id},
+        ).scalar_one()
+    )

@@ -17,7 +17,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from app.training.config import TrainingConfig
-from app.training.data import TrainingData, split_eval
+from app.training.data import TEST, TRAIN, VALIDATION, TrainingData, split_items
 from app.training.errors import JobError
 from app.training.losses import (
     distillation_term,
@@ -37,7 +37,7 @@ from app.training.losses import (
     with_distillation,
     with_lwr,
 )
-from app.training.metrics import EvalSet, evaluate, predict_logits, reliability
+from app.training.metrics import EvalSet, evaluate, predict_logits, reliability_bins
 from app.training.models import build_model, standardizer
 
 CHECKPOINT_FORMAT = 1
@@ -49,14 +49,16 @@ class DeviceUnavailableError(JobError):
 
 @dataclass
 class TrainResult:
-    metrics: dict[
-        str, Any
-    ]  # {"eval": {...}, "history": [...], "best_epoch", "best_eval_loss", ...}
+    # {"splits", "validation", "test", "test_gold", "calibrated", "history", "best_epoch", ...}
+    metrics: dict[str, Any]
     model: nn.Module  # in eval mode, on the training device; the best model if early stopping
     checkpoint: bytes  # torch.save of the checkpoint dict (see `_checkpoint`)
     checkpoint_path: Path | None  # where it was also written, if asked
     stopped_early: bool
     cancelled: bool
+    # per-item predictions by split: "<split>_ids", "<split>_probs", "<split>_counts",
+    # "<split>_gold" (and "_probs_calibrated"); "unlabeled_*" with cfg.predict_unlabeled
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -101,11 +103,12 @@ def train(
     """Train `cfg` on `data`; `teacher` is the model of cfg.distill.teacher_job (required then).
 
     on_epoch(row) is called after every epoch with {"epoch" (1-based), "epochs", "train_loss"
-    (the mean optimized objective, distillation/LWR terms included), "eval_loss" (the chosen
-    loss on the eval split; None if it is empty), <metrics.METRIC_KEYS>}. should_stop() is
-    polled once per epoch, after on_epoch; True ends the run (cancelled=True) with the model as
-    it is, and the checkpoint is still produced. Raises DeviceUnavailableError, or ValueError
-    when the training split is empty or the teacher is missing or does not fit the data.
+    (the mean optimized objective, distillation/LWR terms included), "val_loss" (the chosen
+    loss on the validation split; None if it is empty), <metrics.METRIC_KEYS> on validation}.
+    should_stop() is polled once per epoch, after on_epoch; True ends the run (cancelled=True)
+    with the model as it is, and the checkpoint is still produced. Raises
+    DeviceUnavailableError, or ValueError when the training split is empty or the teacher is
+    missing or does not fit the data.
     """
     if cfg.distill is not None and teacher is None:
         raise JobError("cfg.distill is set: pass the teacher job's model as `teacher`")
@@ -123,8 +126,9 @@ def _train(
     should_stop: Callable[[], bool] | None,
     checkpoint_path: Path | None,
 ) -> TrainResult:
-    held_out = split_eval(data.item_ids, cfg.seed, cfg.eval_fraction)
-    tr, ev = ~held_out, held_out
+    val_frac, test_frac = cfg.fractions
+    split = split_items(data.item_ids, cfg.effective_split_seed, val_frac, test_frac)
+    tr, va = split == TRAIN, split == VALIDATION
     n = int(tr.sum())
     if n == 0:
         raise JobError(f"no training items ({len(data.item_ids)} items, all held out)")
@@ -134,14 +138,14 @@ def _train(
 
     # Everything lives on the device for the whole run. hard-ce becomes soft-ce on one-hot rows,
     # so one loss call serves both (same values up to rounding, see losses.hard_targets).
-    x, x_ev = to_dev(data.features[tr]), to_dev(data.features[ev])
-    y, y_ev = to_dev(data.targets[tr]), to_dev(data.targets[ev])
+    x, x_va = to_dev(data.features[tr]), to_dev(data.features[va])
+    y, y_va = to_dev(data.targets[tr]), to_dev(data.targets[va])
     if cfg.loss == "hard-ce":
-        y, y_ev = hard_targets(y), hard_targets(y_ev)
-    eval_labels = EvalSet.build(data.counts[ev], data.gold[ev])  # once, not every epoch
+        y, y_va = hard_targets(y), hard_targets(y_va)
+    val_labels = EvalSet.build(data.counts[va], data.gold[va])  # once, not every epoch
 
     model = build_model(cfg.model, data.n_features, data.n_classes)
-    standardizer(model).fit(data.features[tr])  # training split only: no eval leakage
+    standardizer(model).fit(data.features[tr])  # training split only: no held-out leakage
     model.to(device)
     opt = _optimizer(cfg, model)
     shuffle = torch.Generator().manual_seed(cfg.seed)  # CPU: same shuffles on every device
@@ -179,26 +183,28 @@ def _train(
         if fresh is not None:
             stored = fresh  # used from the next epoch on, until the next record epoch
 
-        metrics = evaluate(model, x_ev, eval_labels, n_train=n, loss_targets=y_ev)
-        eval_loss = metrics.pop("loss")
+        # Per-epoch figures are on the validation split only: the test split is never looked
+        # at before the model is final.
+        metrics = evaluate(model, x_va, val_labels, n_train=n, loss_targets=y_va)
+        val_loss = metrics.pop("loss")
         row = {
             "epoch": epoch + 1,
             "epochs": cfg.epochs,
             "train_loss": float(total) / n,
-            "eval_loss": eval_loss,
+            "val_loss": val_loss,
             **metrics,
         }
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
 
-        # Early stopping monitors the eval loss (the chosen loss, no distillation/LWR terms);
-        # with an empty eval split there is nothing to monitor and it never triggers.
-        if eval_loss is not None and eval_loss < best_loss:
-            best_loss, best_epoch, since_best = eval_loss, epoch + 1, 0
+        # Early stopping monitors the validation loss (the chosen loss, no distillation/LWR
+        # terms); with an empty validation split there is nothing to monitor.
+        if val_loss is not None and val_loss < best_loss:
+            best_loss, best_epoch, since_best = val_loss, epoch + 1, 0
             if cfg.early_stopping is not None:
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif eval_loss is not None:
+        elif val_loss is not None:
             since_best += 1
             if cfg.early_stopping is not None and since_best >= cfg.early_stopping:
                 stopped_early = True
@@ -209,15 +215,14 @@ def _train(
     if best_state is not None:
         model.load_state_dict(best_state)  # early stopping keeps the best model, not the last
     model.eval()
-    final = evaluate(model, x_ev, eval_labels, n_train=n)
+    final, predictions = _final_metrics(cfg, data, model, device, split, n)
     result_metrics = {
-        "eval": final,
+        **final,
         "history": history,
         "epochs_run": len(history),
         "best_epoch": best_epoch or None,
-        "best_eval_loss": best_loss if best_epoch else None,
+        "best_val_loss": best_loss if best_epoch else None,
         "device": str(device),
-        "reliability": reliability(model, x_ev, eval_labels),  # the dashboard's diagram
     }
     ckpt = _checkpoint(cfg, data, model, opt, result_metrics, stopped_early, cancelled)
     if checkpoint_path is not None:
@@ -229,7 +234,132 @@ def _train(
         checkpoint_path=Path(checkpoint_path) if checkpoint_path is not None else None,
         stopped_early=stopped_early,
         cancelled=cancelled,
+        predictions=predictions,
     )
+
+
+SPLIT_NOTE = (
+    "train: fitted on; validation: early stopping and temperature scaling; test: held-out voted "
+    "items, reported only; test_gold: items with gold and no votes, reported only."
+)
+
+
+def _final_metrics(
+    cfg: TrainingConfig,
+    data: TrainingData,
+    model: nn.Module,
+    device: torch.device,
+    split: np.ndarray,
+    n_train: int,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Figures per split for the final model (and its temperature-scaled copy), and the
+    per-item predictions the sweep report and the model-in-the-loop methods use."""
+    sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]] = {}
+    for name, code in (("validation", VALIDATION), ("test", TEST)):
+        rows = np.flatnonzero(split == code)
+        sets[name] = (
+            data.features[rows],
+            data.counts[rows],
+            data.gold[rows],
+            [data.item_ids[i] for i in rows],
+        )
+    if cfg.gold_test and len(data.extra_ids):
+        rows = np.flatnonzero(data.extra_gold >= 0)
+        sets["test_gold"] = (
+            data.extra_features[rows],
+            np.zeros((len(rows), data.n_classes), np.int64),
+            data.extra_gold[rows],
+            [data.extra_ids[i] for i in rows],
+        )
+    logits = {
+        name: _logits(model, feats, device, data.n_classes) for name, (feats, *_) in sets.items()
+    }
+    out: dict[str, Any] = {
+        "splits": {
+            "train": n_train,
+            **{name: len(s[3]) for name, s in sets.items()},
+        },
+        "split_note": SPLIT_NOTE,
+        "test_gold": None,
+    }
+    preds: dict[str, np.ndarray] = {}
+    for name, (_, counts, gold, ids) in sets.items():
+        probs = _softmax(logits[name])
+        out[name] = EvalSet.build(counts, gold).metrics(probs, n_train=n_train)
+        if name == "test":  # the dashboard's reliability diagram, on the reported split
+            has_gold = gold >= 0
+            out["reliability"] = reliability_bins(probs[has_gold], gold[has_gold])
+        preds |= {
+            f"{name}_ids": np.asarray(ids, dtype=str),
+            f"{name}_probs": probs,
+            f"{name}_counts": counts,
+            f"{name}_gold": gold,
+        }
+    out["calibrated"] = None
+    if cfg.temperature_scaling and len(logits["validation"]):
+        va = split == VALIDATION
+        targets = data.targets[va]
+        if cfg.loss == "hard-ce":
+            targets = np.eye(data.n_classes)[targets.argmax(axis=1)]
+        t = fit_temperature(logits["validation"], targets)
+        cal: dict[str, Any] = {"temperature": t, "fitted_on": "validation"}
+        for name, (_, counts, gold, _) in sets.items():
+            probs = _softmax(logits[name] / t)
+            cal[name] = EvalSet.build(counts, gold).metrics(probs, n_train=n_train)
+            preds[f"{name}_probs_calibrated"] = probs
+        out["calibrated"] = cal
+    if cfg.predict_unlabeled and len(data.extra_ids):
+        preds["unlabeled_ids"] = np.asarray(data.extra_ids, dtype=str)
+        preds["unlabeled_probs"] = _softmax(
+            _logits(model, data.extra_features, device, data.n_classes)
+        )
+        if data.extra_db_ids is not None:
+            preds["unlabeled_db_ids"] = data.extra_db_ids
+    return out, preds
+
+
+def _logits(model: nn.Module, feats: np.ndarray, device: torch.device, k: int) -> np.ndarray:
+    if len(feats) == 0:
+        return np.zeros((0, k))
+    x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)).to(device)
+    return predict_logits(model, x).double().cpu().numpy()  # type: ignore[no-any-return]
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    # torch's softmax, as in metrics.evaluate: the final figures equal the best epoch's exactly
+    return torch.softmax(torch.from_numpy(np.asarray(z, np.float64)), dim=1).numpy()  # type: ignore[no-any-return]
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Temperature scaling (Guo, Pleiss, Sun & Weinberger, ICML 2017): the T > 0 minimizing the
+    mean cross-entropy of softmax(z / T) against `targets` (rows of probabilities).
+
+    With b = 1/T the objective mean(logsumexp(b z) - b <t, z>) is convex in b, hence unimodal
+    in log b: a golden-section search over log b in [log 1e-3, log 1e3] finds it.
+    """
+    z = np.asarray(logits, np.float64)
+    tz = (np.asarray(targets, np.float64) * z).sum(axis=1)
+
+    def f(log_b: float) -> float:
+        bz = np.exp(log_b) * z
+        m = bz.max(axis=1)
+        lse = m + np.log(np.exp(bz - m[:, None]).sum(axis=1))
+        return float((lse - np.exp(log_b) * tz).mean())
+
+    lo, hi = math.log(1e-3), math.log(1e3)
+    g = (math.sqrt(5) - 1) / 2
+    c, d = hi - g * (hi - lo), lo + g * (hi - lo)
+    fc, fd = f(c), f(d)
+    for _ in range(80):
+        if fc < fd:
+            hi, d, fd = d, c, fc
+            c = hi - g * (hi - lo)
+            fc = f(c)
+        else:
+            lo, c, fc = c, d, fd
+            d = lo + g * (hi - lo)
+            fd = f(d)
+    return float(1.0 / math.exp((lo + hi) / 2))
 
 
 def _optimizer(cfg: TrainingConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -278,8 +408,8 @@ def _checkpoint(
         "n_classes": data.n_classes,
         "epoch": metrics["epochs_run"],
         "best_epoch": metrics["best_epoch"],
-        "best_eval_loss": metrics["best_eval_loss"],
-        "eval": metrics["eval"],
+        "best_val_loss": metrics["best_val_loss"],
+        "test": metrics["test"],
         "stopped_early": stopped_early,
         "cancelled": cancelled,
     }

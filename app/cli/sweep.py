@@ -1,0 +1,145 @@
+"""`softlabels sweep`: post a training sweep to a running service, wait, print its report.
+
+Registered in app/cli/__init__.py. The HTTP helpers (`run_sweep`, `report_table`) are shared
+with the demo (app/demo.py) and the music-genre benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+
+def run_sweep(
+    client: httpx.Client,
+    project: str,
+    body: dict[str, Any],
+    *,
+    timeout: float = 3600,
+    log: Any = print,
+) -> dict[str, Any]:
+    """POST the sweep, poll until every cell has ended, return the final sweep object."""
+    r = client.post(f"/v1/projects/{project}/training-sweeps", json=body)
+    if r.status_code != 202:
+        raise RuntimeError(f"sweep refused ({r.status_code}): {r.text}")
+    sweep = r.json()
+    log(f"sweep {sweep['id']}: {len(sweep['cells'])} training jobs queued")
+    deadline = time.monotonic() + timeout
+    last = None
+    while sweep["status"] != "done":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"sweep {sweep['id']} did not finish in {timeout} s")
+        time.sleep(1.0)
+        sweep = client.get(f"/v1/projects/{project}/training-sweeps/{sweep['id']}").json()
+        if sweep["jobs"] != last:
+            last = sweep["jobs"]
+            log(f"  jobs: {json.dumps(last, sort_keys=True)}")
+    return sweep
+
+
+def report_rows(sweep: dict[str, Any], extra: tuple[str, ...] = ("nll", "ece")) -> list[list[str]]:
+    """Rows (rank, recipe, metric mean ± sd, vs baseline [interval], extra metric means)."""
+    rep = sweep["report"]
+
+    def f(v: Any) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    rows = []
+    for r in rep["ranking"]:
+        d = r.get("vs_baseline")
+        diff = (
+            "baseline"
+            if r["baseline"]
+            else ("-" if d is None else f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
+        )
+        rows.append(
+            [
+                str(r["rank"] or "-"),
+                r["name"],
+                f"{f(r['mean'])} ± {f(r['std'])}",
+                diff,
+                *[f(r["other_metrics"].get(m)) for m in extra],
+                str(r["n_seeds"]),
+            ]
+        )
+    return rows
+
+
+def markdown(sweep: dict[str, Any], extra: tuple[str, ...] = ("nll", "ece")) -> str:
+    rep = sweep["report"]
+    head = ["rank", "recipe", f"{rep['metric']} (mean ± sd)", "vs baseline [95% CI]", *extra]
+    lines = [
+        "| " + " | ".join([*head, "seeds"]) + " |",
+        "|" + "---|" * (len(head) + 1),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in report_rows(sweep, extra)]
+    rec = rep["recommended"]
+    lines += ["", f"Split: `{rep['split']}`. Recommended: **{rec['name']}**. {rec['reason']}"]
+    return "\n".join(lines)
+
+
+def sweep(
+    project: Annotated[str, typer.Option("--project", "-p", help="Project name.")],
+    url: Annotated[str, typer.Option(help="The service.")] = "http://127.0.0.1:8000",
+    method: Annotated[
+        list[str] | None,
+        typer.Option(
+            help='Label method, repeatable; JSON for parameters: \'{"method": "normalized", '
+            '"alpha": 1}\'. Default: majority, normalized, dawid-skene.'
+        ),
+    ] = None,
+    loss: Annotated[
+        list[str] | None, typer.Option(help="hard-ce and/or soft-ce (repeatable). Default both.")
+    ] = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated model seeds.")] = "0,1,2",
+    base: Annotated[
+        str, typer.Option(help="Other training fields as JSON, e.g. '{\"epochs\": 50}'.")
+    ] = "{}",
+    metric: Annotated[str, typer.Option(help="Ranking metric.")] = "accuracy",
+    split: Annotated[str, typer.Option(help="auto, test or test_gold.")] = "auto",
+    key: Annotated[
+        str | None, typer.Option(envvar="SOFTLABELS_KEY", help="API key to send.")
+    ] = None,
+) -> None:
+    """Run a training sweep (label methods x losses x seeds) and print its report."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=140)
+    labels = [
+        json.loads(m) if m.strip().startswith("{") else {"method": m}
+        for m in (method or ["majority", "normalized", "dawid-skene"])
+    ]
+    body = {
+        "labels": labels,
+        "losses": loss or ["hard-ce", "soft-ce"],
+        "seeds": [int(s) for s in seeds.split(",") if s.strip()],
+        "base": json.loads(base),
+        "metric": metric,
+        "split": split,
+    }
+    if key is None:
+        from app.cli.common import cli_key, settings_for
+
+        key = cli_key(settings_for())
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with httpx.Client(base_url=url, timeout=120, headers=headers) as client:
+        try:
+            result = run_sweep(client, project, body, log=console.print)
+        except RuntimeError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    rep = result["report"]
+    table = Table(title=f"sweep {result['id']}: {rep['metric']} on the {rep['split']} split")
+    for col in ("rank", "recipe", "mean ± sd", "vs baseline [95% CI]", "nll", "ece", "seeds"):
+        table.add_column(col)
+    for row in report_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    if rep["recommended"]:
+        console.print(f"[bold]recommended:[/bold] {rep['recommended']['name']}")
+        console.print(rep["recommended"]["reason"])
