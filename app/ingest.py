@@ -129,6 +129,8 @@ def _lock_items(session: Session, project_id: int, k: int, external_ids: np.ndar
 
 
 def _ensure_workers(session: Session, project_id: int, external_ids: np.ndarray) -> np.ndarray:
+    # FOR SHARE: excluding a worker (app/lifecycle.py) waits for this batch, and this batch for
+    # it, so the counts never include an excluded worker's vote or miss an included one's.
     ids = external_ids.tolist()
     session.execute(
         text(
@@ -141,7 +143,7 @@ def _ensure_workers(session: Session, project_id: int, external_ids: np.ndarray)
     rows = session.execute(
         text(
             "SELECT id, external_id FROM workers WHERE project_id = :p "
-            "AND external_id = ANY(CAST(:ids AS text[]))"
+            "AND external_id = ANY(CAST(:ids AS text[])) ORDER BY id FOR SHARE"
         ),
         {"p": project_id, "ids": ids},
     ).all()
@@ -155,21 +157,30 @@ _UPSERT_VOTES = text(
     """
 WITH s AS (
     SELECT * FROM unnest(CAST(:item_ids AS bigint[]), CAST(:worker_ids AS bigint[]),
-                         CAST(:labels AS smallint[])) AS s(item_id, worker_id, label)
+                         CAST(:labels AS smallint[]), CAST(:refs AS text[]),
+                         CAST(:tasks AS text[])) AS s(item_id, worker_id, label, ref, task)
 ), old AS (
-    SELECT s.item_id, s.worker_id, s.label AS new_label, v.label AS old_label
+    SELECT s.item_id, s.worker_id, s.label AS new_label, v.label AS old_label, s.ref, s.task,
+           -- a tool's vote whose annotation id or task changed is rewritten even if its label is not
+           (s.ref IS NOT NULL AND (v.tool_ref, v.tool_task) IS DISTINCT FROM (s.ref, s.task))
+               AS new_ref,
+           w.excluded
     FROM s LEFT JOIN votes v ON v.item_id = s.item_id AND v.worker_id = s.worker_id
+    JOIN workers w ON w.id = s.worker_id
 ), up AS (
-    INSERT INTO votes (item_id, worker_id, project_id, label)
-    SELECT item_id, worker_id, :p, new_label FROM old
-    WHERE old_label IS DISTINCT FROM new_label
+    INSERT INTO votes (item_id, worker_id, project_id, label, source, tool_ref, tool_task)
+    SELECT item_id, worker_id, :p, new_label, :source, ref, task FROM old
+    WHERE old_label IS DISTINCT FROM new_label OR new_ref
     ON CONFLICT (item_id, worker_id)
-    DO UPDATE SET label = EXCLUDED.label, updated_at = now()
+    DO UPDATE SET label = EXCLUDED.label, updated_at = now(), source = EXCLUDED.source,
+                  tool_ref = EXCLUDED.tool_ref, tool_task = EXCLUDED.tool_task
     RETURNING 1
 ), delta AS (
-    SELECT item_id, new_label AS k, 1 AS d FROM old WHERE old_label IS DISTINCT FROM new_label
+    -- Excluded workers' votes are stored but never counted (app/lifecycle.py).
+    SELECT item_id, new_label AS k, 1 AS d FROM old
+    WHERE old_label IS DISTINCT FROM new_label AND NOT excluded
     UNION ALL
-    SELECT item_id, old_label, -1 FROM old WHERE old_label <> new_label
+    SELECT item_id, old_label, -1 FROM old WHERE old_label <> new_label AND NOT excluded
 ), per_item AS (
     SELECT item_id, array_agg(k) AS ks, array_agg(d) AS ds, sum(d) AS dn
     FROM (SELECT item_id, k, sum(d)::int AS d FROM delta GROUP BY item_id, k) t
@@ -200,8 +211,20 @@ def _pg_int_array(values: np.ndarray) -> str:
     return "{" + ",".join(map(str, values.tolist())) + "}"
 
 
-def ingest_votes(session: Session, project: Project, votes: Sequence[VoteIn]) -> VoteCounts:
-    """Validate and store one batch of votes. Raises ValidationFailed before writing anything."""
+def ingest_votes(
+    session: Session,
+    project: Project,
+    votes: Sequence[VoteIn],
+    *,
+    source: str = "api",
+    refs: Sequence[str] | None = None,
+    tasks: Sequence[str | None] | None = None,
+) -> VoteCounts:
+    """Validate and store one batch of votes. Raises ValidationFailed before writing anything.
+
+    `source` records where the votes came from; `refs` and `tasks` (aligned with `votes`) are a
+    labeling tool's annotation and task ids (app/connectors), kept so its deletes find them.
+    """
     item_ext = [v.item for v in votes]
     worker_ext = [v.worker for v in votes]
     labels, errors = class_indices(project.classes, [v.label for v in votes], "label")
@@ -243,6 +266,9 @@ def ingest_votes(session: Session, project: Project, votes: Sequence[VoteIn]) ->
             "item_ids": _pg_int_array(item_ids),
             "worker_ids": _pg_int_array(worker_ids),
             "labels": _pg_int_array(labels),
+            "refs": None if refs is None else list(refs),
+            "tasks": None if tasks is None else list(tasks),
+            "source": source,
         },
     ).one()
     version = project.votes_version
