@@ -141,7 +141,7 @@ def downgrade() -> None:
     op.drop_column("workers", "excluded")
     op.drop_index("ix_votes_tool_task", table_name="votes")
     op.drop_index("ix_votes_tool_ref", table_name="votes")
-    op.drop_constraint("ck_votes_source", "votes", type_="check")
+    op.drop_constraint(op.f("ck_votes_source"), "votes", type_="check")
     op.drop_column("votes", "tool_task")
     op.drop_column("votes", "tool_ref")
     op.drop_column("votes", "source")
