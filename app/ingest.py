@@ -161,7 +161,7 @@ WITH s AS (
                          CAST(:tasks AS text[])) AS s(item_id, worker_id, label, ref, task)
 ), old AS (
     SELECT s.item_id, s.worker_id, s.label AS new_label, v.label AS old_label, s.ref, s.task,
-           -- a tool's vote whose annotation id or task changed is rewritten even if its label is not
+           -- a tool's vote with a new annotation id or task is rewritten, same label or not
            (s.ref IS NOT NULL AND (v.tool_ref, v.tool_task) IS DISTINCT FROM (s.ref, s.task))
                AS new_ref,
            w.excluded
@@ -217,7 +217,7 @@ def ingest_votes(
     votes: Sequence[VoteIn],
     *,
     source: str = "api",
-    refs: Sequence[str] | None = None,
+    refs: Sequence[str | None] | None = None,
     tasks: Sequence[str | None] | None = None,
 ) -> VoteCounts:
     """Validate and store one batch of votes. Raises ValidationFailed before writing anything.

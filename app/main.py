@@ -7,8 +7,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import analytics, health, keys, projects, soft_labels, training, votes
-from app.api import connectors, lifecycle
+from app.api import (
+    analytics,
+    connectors,
+    health,
+    keys,
+    lifecycle,
+    projects,
+    soft_labels,
+    training,
+    votes,
+)
 from app.api.deps import ERROR_RESPONSES
 from app.auth import KeyStore, RateLimiter, refuse_open_no_auth, secret_value
 from app.config import Settings, get_settings

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -93,9 +94,9 @@ def _parquet(chunks: Iterator[list[tuple]]) -> Iterator[bytes]:  # type: ignore[
     sink = _Drain()
     with pq.ParquetWriter(sink, SCHEMA, compression="zstd") as writer:
         for rows in chunks:
-            cols = list(zip(*rows, strict=True)) if rows else [[]] * len(COLUMNS)
+            cols: list[Any] = [[r[j] for r in rows] for j in range(len(COLUMNS))]
             table = pa.Table.from_arrays(
-                [pa.array(list(c), f.type) for c, f in zip(cols, SCHEMA, strict=True)],
+                [pa.array(c, f.type) for c, f in zip(cols, SCHEMA, strict=True)],
                 schema=SCHEMA,
             )
             writer.write_table(table)

@@ -124,7 +124,7 @@ def apply(
     if errors:
         raise PayloadError(errors)
     deleted = 0
-    refs = [v.ref for v in votes if v.ref is not None]
+    refs: list[str] = [v.ref for v in votes if v.ref is not None]
     if refs:
         # A known annotation that now names another item or worker (task data edited): its old
         # vote goes before the new one is stored.

@@ -212,16 +212,21 @@ class SyncFailed(Exception):
     """Label Studio could not be reached or refused; the message never includes the token."""
 
 
-def _request(url: str, headers: dict[str, str], body: bytes | None = None, timeout: float = 30) -> Any:
+def _request(
+    url: str, headers: dict[str, str], body: bytes | None = None, timeout: float = 30
+) -> Any:
     req = urllib.request.Request(url, data=body, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (http(s) only)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        raise SyncFailed(f"Label Studio answered {exc.code} for {urllib.parse.urlsplit(url).path}") from None
+        where = urllib.parse.urlsplit(url).path
+        raise SyncFailed(f"Label Studio answered {exc.code} for {where}") from None
     except (urllib.error.URLError, TimeoutError, ValueError) as exc:
-        raise SyncFailed(f"Label Studio at {urllib.parse.urlsplit(url).netloc} could not be read: "
-                         f"{type(exc).__name__}") from None
+        where = urllib.parse.urlsplit(url).netloc
+        raise SyncFailed(
+            f"Label Studio at {where} could not be read: {type(exc).__name__}"
+        ) from None
 
 
 def auth_header(base: str, token: str) -> dict[str, str]:

@@ -74,7 +74,9 @@ def handle_event(session: Session, project: Project, connector: Connector,
     return action, apply(session, project, source, parsed, "last")
 
 
-def sync_label_studio(session: Session, project: Project, connector: Connector) -> tuple[int, Applied]:
+def sync_label_studio(
+    session: Session, project: Project, connector: Connector
+) -> tuple[int, Applied]:
     """Pull Label Studio's export and reconcile (the caller commits): add what is missing,
     update what changed, remove what Label Studio no longer has. Returns (annotations, what
     changed). Raises label_studio.SyncFailed when Label Studio cannot be read."""
