@@ -75,6 +75,8 @@ def check_labels(project: Project, votes: list[ToolVote]) -> list[dict[str, Any]
     known = set(project.classes)
     errors = []
     for v in votes:
+        if isinstance(v.label, str) and v.label not in known and v.label.isdigit():
+            v.label = int(v.label)  # e.g. crowd-kit CSV labels written as class indices
         if isinstance(v.label, str) and v.label not in known:
             errors.append(problem(
                 v.path,
