@@ -27,6 +27,7 @@ from app.auth import (
     refuse_open_no_auth,
     secret_value,
 )
+from app.cli_import import import_app
 from app.config import Settings, get_settings
 from app.database import with_database
 
@@ -498,6 +499,9 @@ def keys_revoke(key_id: Annotated[int, typer.Argument(min=1)], data_dir: DataDir
         console.print(f"[red]no active key {key_id}[/red]")
         raise typer.Exit(1)
     console.print(f"key {key_id} revoked")
+
+
+app.add_typer(import_app, name="import")  # app/cli_import.py: tool export files
 
 
 if __name__ == "__main__":
