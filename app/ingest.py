@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from app.api.schemas import ItemIn, VoteIn
 from app.db.models import Project
 from app.errors import ValidationFailed
+from app.webhooks import emit_settled
 
 T = TypeVar("T")
 
@@ -272,6 +273,8 @@ def ingest_votes(
         },
     ).one()
     version = project.votes_version
+    if row.written:
+        emit_settled(session, project.id)  # outbound `item.settled` webhooks (app/webhooks.py)
     if row.written:
         # Last statement before commit: the project row lock it takes is held only briefly.
         version = session.execute(

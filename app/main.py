@@ -18,6 +18,7 @@ from app.api import (
     soft_labels,
     training,
     votes,
+    webhooks,
 )
 from app.api.deps import ERROR_RESPONSES
 from app.auth import KeyStore, RateLimiter, refuse_open_no_auth, secret_value
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     install_error_handlers(app)
     for module in (health, projects, votes, soft_labels, analytics, training, keys, lifecycle,
-                   connectors, imports):
+                   connectors, imports, webhooks):
         # Access control: document the shared errors (401/403/404/422/429/503) on keyed routes.
         app.include_router(module.router, responses=None if module is health else ERROR_RESPONSES)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

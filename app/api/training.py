@@ -17,6 +17,7 @@ from app.errors import Conflict, NotFound, ValidationFailed
 from app.training.config import TrainingConfig
 from app.training.jobs import enqueue
 from app.training.snapshot import usable_items
+from app.webhooks import emit_job_finished
 
 router = APIRouter(tags=["training"])
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -132,6 +133,7 @@ def cancel_training_job(job: JobDep, session: SessionDep) -> TrainingJobOut:
     ).one_or_none()
     if updated is None:
         raise Conflict(f"Training job {row.id} has already ended ({row.status}).")
+    emit_job_finished(session, row.id)  # a queued job ended here (cancelled); else no-op
     session.refresh(row)
     return job_out(row, project.name)
 

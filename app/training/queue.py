@@ -18,15 +18,19 @@ from typing import Any
 import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
 
+from app.webhooks import RETRY as WEBHOOK_RETRY
+from app.webhooks import WEBHOOK_QUEUE, WEBHOOK_TASK
+
 TRAIN_TASK = "softlabels.train"
 REFIT_TASK = "softlabels.refit"
-QUEUES = ["training", "fits"]
+QUEUES = ["training", "fits", WEBHOOK_QUEUE]
 
 
 @dataclass(frozen=True)
 class Handlers:
     train: Callable[[int], None]
     refit: Callable[[int, str, dict[str, Any]], None]
+    webhook: Callable[[int], None] | None = None  # app/webhooks.py: deliver one event
 
 
 def make_queue(conninfo: str, handlers: Handlers | None = None) -> procrastinate.App:
@@ -49,6 +53,12 @@ def make_queue(conninfo: str, handlers: Handlers | None = None) -> procrastinate
     @queue.task(name=REFIT_TASK, queue="fits")
     def refit(project_id: int, method: str, params: dict[str, Any]) -> None:
         _handlers().refit(project_id, method, params)
+
+    @queue.task(name=WEBHOOK_TASK, queue=WEBHOOK_QUEUE, retry=WEBHOOK_RETRY)
+    def webhook(delivery_id: int) -> None:
+        deliver = _handlers().webhook
+        if deliver is not None:
+            deliver(delivery_id)
 
     return queue
 
