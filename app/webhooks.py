@@ -7,7 +7,9 @@ Events:
   (app/training/jobs.py, and the cancel route for a queued job).
 - `item.settled`: after ingest, an item reached the subscription's `settle_votes`, or the
   normalized entropy of its counts fell below `settle_entropy` (with at least 2 votes): the
-  signal a labeling tool needs to stop routing it. Sent once per item and subscription.
+  signal a labeling tool needs to stop routing it. Sent by each ingest that leaves an item
+  settled, so again when a later vote changes a settled item (each carries the current counts;
+  per item they arrive in order, so the last one received is current).
 
 Each event is a `webhook_deliveries` row plus one queue job, inserted on the caller's connection,
 so a rolled-back request sends nothing. Jobs carry the procrastinate lock
@@ -78,7 +80,7 @@ WITH subs AS (
 )
 INSERT INTO webhook_deliveries (subscription_id, msg_id, event, order_key, dedupe_key, payload)
 SELECT s.id, 'msg_' || md5(random()::text || clock_timestamp()::text), 'item.settled',
-       'item:' || t.external_id, 'item.settled:' || t.id,
+       'item:' || t.external_id, NULL,
        jsonb_build_object(
            'type', 'item.settled', 'timestamp', to_char(now() AT TIME ZONE 'UTC',
                                                         'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
@@ -92,7 +94,6 @@ FROM subs s JOIN touched t ON
     (s.settle_votes IS NOT NULL AND t.n_votes >= s.settle_votes)
     OR (s.settle_entropy IS NOT NULL AND t.entropy IS NOT NULL AND t.entropy < s.settle_entropy)
 ORDER BY t.id
-ON CONFLICT (subscription_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
 RETURNING id, subscription_id, order_key
 """
 )

@@ -54,7 +54,9 @@ def create_subscription(
     if "item.settled" in body.events and body.settle_votes is None and body.settle_entropy is None:
         raise ValidationFailed(
             "item.settled needs settle_votes or settle_entropy.",
-            errors=[{"index": None, "field": "settle_votes", "reason": "required for item.settled"}],
+            errors=[
+                {"index": None, "field": "settle_votes", "reason": "required for item.settled"}
+            ],
         )
     secret = new_secret()
     s = WebhookSubscription(
