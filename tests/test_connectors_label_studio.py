@@ -296,3 +296,33 @@ def test_sync_unreachable_is_502(client: TestClient, ls_project: str) -> None:
                           "ls_project": 1, "token": "legacy-token"})
     r = client.post(f"{url}/sync")
     assert r.status_code == 502 and "legacy-token" not in r.text, r.text
+
+
+def test_periodic_sync_runs_when_due(
+    client: TestClient, ls_project: str, database_url: str, fake_ls: FakeLabelStudio
+) -> None:
+    """The worker's periodic task (softlabels.connector_sync, every minute) syncs connectors
+    whose sync_interval_s has passed; a failure is recorded, not raised."""
+    from app.connectors.store import sync_due
+    from app.db.session import make_engine
+
+    url = f"/v1/projects/{ls_project}/connectors/label-studio"
+    r = client.put(url, json={"from_name": "sentiment", "item_field": "ref", "url": fake_ls.url,
+                              "ls_project": 1, "token": "a.b.c", "sync_interval_s": 3600})
+    assert r.status_code == 200, r.text
+    pid = db_rows(database_url, "SELECT id FROM projects WHERE name = %s", ls_project)[0][0]
+    engine = make_engine(database_url)
+    try:
+        assert pid in sync_due(engine)
+        assert stored(database_url, ls_project) == FINAL
+        assert_counts_recount(database_url, ls_project)
+        assert pid not in sync_due(engine)  # synced a moment ago: not due
+        db_rows(database_url, "UPDATE connectors SET last_sync_at = now() - interval '2 hours', "
+                "config = config || '{\"url\": \"http://127.0.0.1:9\"}' WHERE project_id = %s "
+                "RETURNING 1", pid)
+        assert pid in sync_due(engine)  # unreachable: recorded
+    finally:
+        engine.dispose()
+    last = client.get(url).json()["last_sync"]
+    assert "could not be read" in last["error"] and "a.b.c" not in json.dumps(last)
+    assert stored(database_url, ls_project) == FINAL  # a failed sync changes nothing

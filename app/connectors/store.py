@@ -3,10 +3,12 @@ worker share: handle one event, run a sync."""
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from app.connectors import argilla, label_studio
@@ -14,6 +16,7 @@ from app.connectors.common import Applied, Parsed, apply
 from app.db.models import Connector, Project
 from app.errors import NotFound
 
+log = logging.getLogger(__name__)
 SECRET_KEYS = {"label-studio": "token", "argilla": "secret"}
 
 
@@ -100,3 +103,42 @@ def sync_label_studio(
         {"s": json.dumps(summary), "p": project.id},
     )
     return parsed.rows, applied
+
+
+def sync_due(engine: Engine) -> list[int]:
+    """The worker's periodic task: sync every Label Studio connector whose `sync_interval_s`
+    has passed since its last sync. A failure is recorded in `last_sync` (and logged without
+    the token), and retried at the next interval."""
+    from app.errors import ValidationFailed
+    from app.ingest import committed_with_retries
+
+    with Session(engine) as session:
+        due = list(session.execute(text(
+            "SELECT project_id FROM connectors WHERE tool = 'label-studio' "
+            "AND config->>'sync_interval_s' IS NOT NULL AND (last_sync_at IS NULL OR "
+            "last_sync_at < now() - make_interval(secs => (config->>'sync_interval_s')::float))"
+        )).scalars())
+    for project_id in due:
+        with Session(engine) as session:
+            project = session.get(Project, project_id)
+            if project is None:
+                continue
+            connector = get(session, project, "label-studio")
+            try:
+                committed_with_retries(
+                    session,
+                    functools.partial(sync_label_studio, session, project, connector),
+                )
+            except (label_studio.SyncFailed, ValidationFailed) as exc:
+                session.rollback()
+                reason = exc.detail if isinstance(exc, ValidationFailed) else str(exc)
+                log.warning("periodic sync of project %s failed: %s", project.name, reason)
+                session.execute(
+                    text(
+                        "UPDATE connectors SET last_sync_at = now(), last_sync = CAST(:s AS "
+                        "jsonb) WHERE project_id = :p AND tool = 'label-studio'"
+                    ),
+                    {"s": json.dumps({"error": reason}), "p": project_id},
+                )
+                session.commit()
+    return due

@@ -23,7 +23,8 @@ from app.webhooks import WEBHOOK_QUEUE, WEBHOOK_TASK
 
 TRAIN_TASK = "softlabels.train"
 REFIT_TASK = "softlabels.refit"
-QUEUES = ["training", "fits", WEBHOOK_QUEUE]
+SYNC_TASK = "softlabels.connector_sync"
+QUEUES = ["training", "fits", WEBHOOK_QUEUE, "connectors"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Handlers:
     train: Callable[[int], None]
     refit: Callable[[int, str, dict[str, Any]], None]
     webhook: Callable[[int], None] | None = None  # app/webhooks.py: deliver one event
+    sync: Callable[[], object] | None = None  # app/connectors/store.py: periodic tool syncs
 
 
 def make_queue(conninfo: str, handlers: Handlers | None = None) -> procrastinate.App:
@@ -59,6 +61,13 @@ def make_queue(conninfo: str, handlers: Handlers | None = None) -> procrastinate
         deliver = _handlers().webhook
         if deliver is not None:
             deliver(delivery_id)
+
+    @queue.periodic(cron="* * * * *")
+    @queue.task(name=SYNC_TASK, queue="connectors", queueing_lock=SYNC_TASK)
+    def connector_sync(timestamp: int) -> None:
+        sync = _handlers().sync
+        if sync is not None:
+            sync()
 
     return queue
 
