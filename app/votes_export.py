@@ -1,5 +1,7 @@
 """Stream a project's raw votes (item, worker, label, created_at, updated_at, source) as JSONL,
-CSV or Parquet: the long format crowd-kit (`task, worker, label`) and pandas read directly.
+CSV or Parquet: the long format pandas reads directly; or in a tool's own input format:
+`crowdkit` (CSV `task,worker,label`, crowd-kit's `fit(df)` input) and `peerannot`
+(`answers.json`, `{task: {worker: class index}}`).
 
 Read with a server-side cursor in chunks, in one REPEATABLE READ snapshot, so memory stays flat
 and the export is one consistent state. Excluded workers' votes are left out unless asked for,
@@ -12,13 +14,23 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine, text
 
-from app.export import _LINE_BREAKS, Format, _Drain
+from app.export import _LINE_BREAKS, _Drain
+
+VoteFormat = Literal["jsonl", "csv", "parquet", "crowdkit", "peerannot"]
+VOTE_MEDIA_TYPES = {
+    "jsonl": "application/x-ndjson",
+    "csv": "text/csv; charset=utf-8",
+    "parquet": "application/vnd.apache.parquet",
+    "crowdkit": "text/csv; charset=utf-8",
+    "peerannot": "application/json",
+}
+EXTENSIONS = {"crowdkit": "csv", "peerannot": "json"}
 
 COLUMNS = ["item", "worker", "label", "created_at", "updated_at", "source"]
 SCHEMA = pa.schema(
@@ -104,9 +116,48 @@ def _parquet(chunks: Iterator[list[tuple]]) -> Iterator[bytes]:  # type: ignore[
     yield sink.take()
 
 
-def serialize_votes(chunks: Iterator[list[tuple]], fmt: Format) -> Iterator[bytes]:  # type: ignore[type-arg]
+def _crowdkit(chunks: Iterator[list[tuple]]) -> Iterator[bytes]:  # type: ignore[type-arg]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(["task", "worker", "label"])
+    for rows in chunks:
+        writer.writerows((r[0], r[1], r[2]) for r in rows)
+        yield buf.getvalue().encode()
+        buf.seek(0)
+        buf.truncate()
+
+
+def _peerannot(chunks: Iterator[list[tuple]], classes: list[str]) -> Iterator[bytes]:  # type: ignore[type-arg]
+    """Rows come in item order, so each task's answers are contiguous: streamed as they come."""
+    index = {c: i for i, c in enumerate(classes)}
+    yield b"{"
+    current: str | None = None
+    first_task = True
+    for rows in chunks:
+        parts: list[str] = []
+        for r in rows:
+            if r[0] != current:
+                if current is not None:
+                    parts.append("}")
+                parts.append(("" if first_task else ",") + json.dumps(r[0]) + ":{")
+                first_task, current, sep = False, r[0], ""
+            else:
+                sep = ","
+            parts.append(f"{sep}{json.dumps(r[1])}:{index[r[2]]}")
+        if parts:
+            yield "".join(parts).encode()
+    yield b"}}" if current is not None else b"}"
+
+
+def serialize_votes(
+    chunks: Iterator[list[tuple]], fmt: VoteFormat, classes: list[str]  # type: ignore[type-arg]
+) -> Iterator[bytes]:
     if fmt == "jsonl":
         return _jsonl(chunks)
     if fmt == "csv":
         return _csv(chunks)
+    if fmt == "crowdkit":
+        return _crowdkit(chunks)
+    if fmt == "peerannot":
+        return _peerannot(chunks, classes)
     return _parquet(chunks)

@@ -117,3 +117,22 @@ def test_http_label_studio_needs_from_name(client: TestClient, sentiment: str) -
     assert r.status_code == 200 and r.json()["inserted"] == 11 and r.json()["skipped"] == 1
     r = client.post(f"/v1/projects/{sentiment}/imports/label-studio", content=b"{not json")
     assert r.status_code == 422
+
+
+@pytest.mark.parametrize("fmt", ["crowdkit", "peerannot"])
+def test_export_then_import_round_trip(client: TestClient, database_url: str, fmt: str) -> None:
+    src = new_project(client, ["a", "b", "c"])
+    votes = [{"item": f"t{i % 4}", "worker": f"w{i % 3}", "label": i % 3} for i in range(12)]
+    r = client.post(f"/v1/projects/{src}/votes", json={"votes": votes})
+    assert r.status_code == 200, r.text
+    out = client.get(f"/v1/projects/{src}/votes/export", params={"format": fmt})
+    assert out.status_code == 200
+    if fmt == "peerannot":
+        doc = json.loads(out.content)
+        assert doc["t0"]["w0"] == 0 and len(doc) == 4
+    else:
+        assert out.text.splitlines()[0] == "task,worker,label"
+    dst = new_project(client, ["a", "b", "c"])
+    r = client.post(f"/v1/projects/{dst}/imports/{fmt}", content=out.content)
+    assert r.status_code == 200 and r.json()["inserted"] == 12, r.text
+    assert stored(database_url, dst) == stored(database_url, src)

@@ -14,9 +14,14 @@ from app.api import soft_labels  # noqa: F401  (registers the item_id path conve
 from app.api.connector_schemas import DeletedOut, ExcludedOut, ProjectDeletedOut
 from app.api.deps import ProjectDep, SessionDep, SettingsDep, require
 from app.errors import ValidationFailed
-from app.export import MEDIA_TYPES, Format
 from app.ingest import committed_with_retries
-from app.votes_export import read_vote_chunks, serialize_votes
+from app.votes_export import (
+    EXTENSIONS,
+    VOTE_MEDIA_TYPES,
+    VoteFormat,
+    read_vote_chunks,
+    serialize_votes,
+)
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["lifecycle"])
 
@@ -129,7 +134,7 @@ def delete_project(
         200: {
             "description": "The raw votes, streamed: item, worker, label, created_at, "
             "updated_at, source.",
-            "content": {media: {} for media in MEDIA_TYPES.values()},
+            "content": {media: {} for media in set(VOTE_MEDIA_TYPES.values())},
         }
     },
 )
@@ -137,7 +142,11 @@ def export_votes(
     request: Request,
     project: ProjectDep,
     settings: SettingsDep,
-    format: Annotated[Format, Query(description="jsonl, csv or parquet.")] = "jsonl",
+    format: Annotated[
+        VoteFormat,
+        Query(description="jsonl, csv, parquet; or crowdkit (task,worker,label CSV) or "
+              "peerannot (answers.json with class indices)."),
+    ] = "jsonl",
     include_excluded: Annotated[
         bool, Query(description="Also the votes of excluded workers.")
     ] = False,
@@ -148,10 +157,11 @@ def export_votes(
         request.app.state.engine, project.id, settings.export_chunk_rows, include_excluded
     )
     return StreamingResponse(
-        serialize_votes(chunks, format),
-        media_type=MEDIA_TYPES[format],
+        serialize_votes(chunks, format, project.classes),
+        media_type=VOTE_MEDIA_TYPES[format],
         headers={
-            "Content-Disposition": f'attachment; filename="{project.name}-votes.{format}"',
+            "Content-Disposition": 'attachment; filename="'
+            f'{project.name}-votes.{EXTENSIONS.get(format, format)}"',
             "X-Votes-Version": str(project.votes_version),
         },
     )
