@@ -55,14 +55,16 @@ def delete_votes_where(
     """Delete the project's votes matching `where` (SQL over `votes v`) and take them out of the
     counts. `where` is code, never user input; values travel in `params`."""
     args = {"p": project.id, **params}
-    session.execute(
+    locked = session.execute(
         text(
             "SELECT id FROM items WHERE id IN "
             f"(SELECT v.item_id FROM votes v WHERE v.project_id = :p AND ({where})) "
             "ORDER BY id FOR UPDATE"
         ),
         args,
-    )
+    ).all()
+    if not locked:  # nothing matched (the common case for a tool's redelivered event)
+        return Deleted(0, project.votes_version)
     n = session.execute(
         text(
             f"""

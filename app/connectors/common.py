@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.api.schemas import VoteIn
@@ -166,9 +165,8 @@ def apply(
         deleted += delete_tool_votes(
             session, project, source, refs=parsed.remove_refs, tasks=parsed.remove_tasks
         ).votes
-    version = session.execute(
-        text("SELECT votes_version FROM projects WHERE id = :p"), {"p": project.id}
-    ).scalar_one()
+    session.expire(project, ["votes_version"])  # reloaded: ingest and deletes may have moved it
+    version = project.votes_version
     return Applied(inserted, updated, unchanged, deleted, parsed.skipped, dups, int(version))
 
 
