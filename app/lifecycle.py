@@ -93,12 +93,9 @@ SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM upd)
     return Deleted(int(n), version)
 
 
-def _worker_id(session: Session, project: Project, worker: str, *, lock: bool = False) -> int:
+def _worker_id(session: Session, project: Project, worker: str) -> int:
     row = session.execute(
-        text(
-            "SELECT id FROM workers WHERE project_id = :p AND external_id = :w"
-            + (" FOR UPDATE" if lock else "")
-        ),
+        text("SELECT id FROM workers WHERE project_id = :p AND external_id = :w"),
         {"p": project.id, "w": worker},
     ).scalar_one_or_none()
     if row is None:
@@ -163,26 +160,27 @@ class Excluded:
 def set_excluded(session: Session, project: Project, worker: str, excluded: bool) -> Excluded:
     """Exclude a worker (its votes stay stored but stop counting everywhere) or include it back.
 
-    The worker row is locked first: a vote batch for this worker (which takes the row FOR SHARE,
-    app/ingest.py) either committed before, and its votes are seen here, or waits and then sees
-    the new flag.
+    Locks in ingest's order, items then worker, so the two never wait on each other in a cycle:
+    the worker's items, then the worker row (a vote batch holding it FOR SHARE, app/ingest.py,
+    holds all its items already and only finishes), then the worker's items again, which now
+    include any a batch committed meanwhile; later batches for the worker wait for this one and
+    then see the new flag.
     """
-    worker_id = _worker_id(session, project, worker, lock=True)
+    worker_id = _worker_id(session, project, worker)
+    lock_items = text(
+        "SELECT id FROM items WHERE id IN (SELECT item_id FROM votes WHERE worker_id = :w) "
+        "ORDER BY id FOR UPDATE"
+    )
+    session.execute(lock_items, {"w": worker_id})
     current = session.execute(
-        text("SELECT excluded FROM workers WHERE id = :w"), {"w": worker_id}
+        text("SELECT excluded FROM workers WHERE id = :w FOR UPDATE"), {"w": worker_id}
     ).scalar_one()
     if current == excluded:
         n = session.execute(
             text("SELECT count(*) FROM votes WHERE worker_id = :w"), {"w": worker_id}
         ).scalar_one()
         return Excluded(worker, excluded, False, int(n), _version(session, project.id))
-    session.execute(
-        text(
-            "SELECT id FROM items WHERE id IN (SELECT item_id FROM votes WHERE worker_id = :w) "
-            "ORDER BY id FOR UPDATE"
-        ),
-        {"w": worker_id},
-    )
+    session.execute(lock_items, {"w": worker_id})
     n = session.execute(
         text(
             """

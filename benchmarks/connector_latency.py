@@ -52,9 +52,18 @@ def main() -> None:
                 r = c.post("/v1/projects/bench/connectors/label-studio/events", json=ev)
                 times.append(time.perf_counter() - t0)
                 assert r.status_code == 200, r.text
-        times.sort()
-        print(f"{n} ANNOTATION_CREATED events: median {statistics.median(times) * 1000:.1f} ms, "
-              f"p95 {times[int(0.95 * n)] * 1000:.1f} ms, max {times[-1] * 1000:.1f} ms")
+            # Baseline: the same vote through POST /votes.
+            base = []
+            for i in range(n):
+                vote = {"item": f"b-{i // 3}", "worker": str(i % 7), "label": "pos"}
+                t0 = time.perf_counter()
+                r = c.post("/v1/projects/bench/votes", json={"votes": [vote]})
+                base.append(time.perf_counter() - t0)
+                assert r.status_code == 200, r.text
+        for name, t in (("ANNOTATION_CREATED events", times), ("POST /votes (1 vote)", base)):
+            t.sort()
+            print(f"{n} {name}: median {statistics.median(t) * 1000:.1f} ms, "
+                  f"p95 {t[int(0.95 * n)] * 1000:.1f} ms, max {t[-1] * 1000:.1f} ms")
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

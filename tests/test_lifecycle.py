@@ -174,3 +174,48 @@ def test_votes_export_formats(client: TestClient, project: str, database_url: st
     # After a delete, the export follows at once.
     client.delete(f"/v1/projects/{project}/workers/spam/votes")
     assert len(client.get(f"/v1/projects/{project}/votes/export").text.splitlines()) == 4
+
+
+def test_concurrent_ingest_exclude_and_deletes(
+    client: TestClient, project: str, database_url: str
+) -> None:
+    """Writers post and relabel votes of worker `w` and others while another thread excludes and
+    includes `w` and deletes votes: the counts still equal a recount of the counted votes."""
+    import random
+    import threading
+
+    rng = random.Random(3)
+    items = [f"i{k}" for k in range(25)]
+    seed_votes = [{"item": i, "worker": "w", "label": 0} for i in items]
+    r = client.post(f"/v1/projects/{project}/votes", json={"votes": seed_votes})
+    assert r.status_code == 200
+    failures: list[str] = []
+
+    def writer(worker_ids: list[str]) -> None:
+        for _ in range(12):
+            batch = [{"item": i, "worker": w, "label": rng.randrange(3)}
+                     for i in rng.sample(items, 10) for w in worker_ids]
+            r = client.post(f"/v1/projects/{project}/votes", json={"votes": batch})
+            if r.status_code != 200:
+                failures.append(r.text)
+
+    def toggler() -> None:
+        for k in range(12):
+            action = "exclude" if k % 2 == 0 else "include"
+            r = client.post(f"/v1/projects/{project}/workers/w/{action}")
+            if r.status_code != 200:
+                failures.append(r.text)
+            r = client.delete(f"/v1/projects/{project}/items/{rng.choice(items)}/votes/x")
+            if r.status_code not in (200, 404):
+                failures.append(r.text)
+
+    threads = [threading.Thread(target=writer, args=(ws,)) for ws in (["w", "x"], ["w", "y"])]
+    threads.append(threading.Thread(target=toggler))
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert failures == []
+    assert_counts_recount(database_url, project)
+    assert client.post(f"/v1/projects/{project}/workers/w/include").status_code == 200
+    assert_counts_recount(database_url, project)
