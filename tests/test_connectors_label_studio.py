@@ -326,3 +326,27 @@ def test_periodic_sync_runs_when_due(
     last = client.get(url).json()["last_sync"]
     assert "could not be read" in last["error"] and "a.b.c" not in json.dumps(last)
     assert stored(database_url, ls_project) == FINAL  # a failed sync changes nothing
+
+
+def test_tasks_imported_with_annotations_request_a_sync(
+    client: TestClient, ls_project: str, database_url: str, fake_ls: FakeLabelStudio
+) -> None:
+    """14-TASKS_CREATED (item-6, item-7 imported with annotations) sends no annotation event:
+    the connector asks the worker's next periodic tick to sync, which fetches them."""
+    from app.connectors.store import sync_due
+    from app.db.session import make_engine
+
+    url = f"/v1/projects/{ls_project}/connectors/label-studio"
+    client.put(url, json={"from_name": "sentiment", "item_field": "ref", "url": fake_ls.url,
+                          "ls_project": 1, "token": "a.b.c"})  # no periodic interval
+    pid = db_rows(database_url, "SELECT id FROM projects WHERE name = %s", ls_project)[0][0]
+    engine = make_engine(database_url)
+    try:
+        assert send(client, ls_project, body(1)).json()["ignored"]  # no inline annotations
+        assert pid not in sync_due(engine)
+        assert send(client, ls_project, body(14)).json()["ignored"]
+        assert pid in sync_due(engine)
+        assert pid not in sync_due(engine)  # done: the request is cleared
+    finally:
+        engine.dispose()
+    assert {("item-6", "2", "pos"), ("item-6", "3", "neg")} <= stored(database_url, ls_project)

@@ -27,6 +27,7 @@ from app.api.connector_schemas import (
     Tool,
 )
 from app.api.deps import Caller, ProjectDep, SessionDep, bearer, get_caller, require
+from app.api.schemas import ErrorBody
 from app.auth import Unauthorized
 from app.connectors import store
 from app.connectors.label_studio import SyncFailed
@@ -172,7 +173,10 @@ async def connector_events(
 
 
 @router.post(
-    "/label-studio/sync", response_model=SyncResult, dependencies=[Depends(require("admin"))]
+    "/label-studio/sync",
+    response_model=SyncResult,
+    dependencies=[Depends(require("admin"))],
+    responses={502: {"model": ErrorBody, "description": "Label Studio could not be read."}},
 )
 def sync_label_studio(project: ProjectDep, session: SessionDep) -> SyncResult:
     """Pull the project's annotations from Label Studio and reconcile: add what is missing,

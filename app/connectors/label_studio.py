@@ -154,6 +154,16 @@ def parse_event(body: dict[str, Any], from_name: str, item_field: str | None) ->
     return out
 
 
+def has_inline_annotations(body: dict[str, Any]) -> bool:
+    """TASKS_CREATED for tasks imported with annotations (which send no annotation event)."""
+    tasks = body.get("tasks")
+    return body.get("action") == "TASKS_CREATED" and isinstance(tasks, list) and any(
+        isinstance(t, dict) and isinstance(t.get("total_annotations"), int)
+        and t["total_annotations"] > 0
+        for t in tasks
+    )
+
+
 def parse_export(data: Any, from_name: str, item_field: str | None) -> Parsed:
     """Label Studio's JSON export (a list of tasks with `annotations`; cancelled ones included)
     or its JSON_MIN export (one row per annotation, task data flattened to the top level,

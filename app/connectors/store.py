@@ -72,9 +72,23 @@ def handle_event(session: Session, project: Project, connector: Connector,
     action = str(body.get("action") or body.get("type") or "")
     parsed = parse_event(connector, body)
     if parsed is None:
+        if connector.tool == "label-studio" and label_studio.has_inline_annotations(body):
+            request_sync(session, project)
         return action, None
     source = label_studio.SOURCE if connector.tool == "label-studio" else argilla.SOURCE
     return action, apply(session, project, source, parsed, "last")
+
+
+def request_sync(session: Session, project: Project) -> None:
+    """Tasks imported with annotations send no annotation events: ask the worker's next
+    periodic tick (within a minute) to sync, when the connector can (url, project, token)."""
+    session.execute(
+        text(
+            "UPDATE connectors SET last_sync = coalesce(last_sync, '{}'::jsonb) || "
+            "'{\"requested\": true}'::jsonb WHERE project_id = :p AND tool = 'label-studio'"
+        ),
+        {"p": project.id},
+    )
 
 
 def sync_label_studio(
@@ -114,9 +128,11 @@ def sync_due(engine: Engine) -> list[int]:
 
     with Session(engine) as session:
         due = list(session.execute(text(
-            "SELECT project_id FROM connectors WHERE tool = 'label-studio' "
-            "AND config->>'sync_interval_s' IS NOT NULL AND (last_sync_at IS NULL OR "
-            "last_sync_at < now() - make_interval(secs => (config->>'sync_interval_s')::float))"
+            "SELECT project_id FROM connectors WHERE tool = 'label-studio' AND (("
+            "config->>'sync_interval_s' IS NOT NULL AND (last_sync_at IS NULL OR "
+            "last_sync_at < now() - make_interval(secs => (config->>'sync_interval_s')::float)))"
+            " OR (last_sync @> '{\"requested\": true}' AND config->>'url' IS NOT NULL "
+            "AND config->>'ls_project' IS NOT NULL AND secret IS NOT NULL))"
         )).scalars())
     for project_id in due:
         with Session(engine) as session:
