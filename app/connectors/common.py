@@ -13,10 +13,12 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
-from app.api.schemas import VoteIn
 from app.db.models import MAX_EXTERNAL_ID, Project
 from app.errors import ValidationFailed
-from app.ingest import ingest_votes
+from app.ingest import (
+    VoteIn,  # its domain home after the schemas split (issue 8)
+    ingest_votes,
+)
 from app.lifecycle import delete_tool_votes, delete_votes_where
 
 OnDuplicate = Literal["last", "first", "error"]
