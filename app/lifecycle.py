@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Project
 from app.errors import NotFound
+from app.webhooks import emit_settled
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,10 @@ SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM upd)
         ),
         args,
     ).one()[0]
-    version = bump_version(session, project.id) if n else _version(session, project.id)
-    return Deleted(int(n), version)
+    if not n:
+        return Deleted(0, _version(session, project.id))
+    emit_settled(session, project.id)  # fewer votes can settle an item (lower entropy)
+    return Deleted(int(n), bump_version(session, project.id))
 
 
 def _worker_id(session: Session, project: Project, worker: str) -> int:
@@ -204,6 +207,7 @@ SELECT coalesce(sum(c), 0) FROM per_item
         ),
         {"w": worker_id, "d": -1 if excluded else 1, "x": excluded},
     ).scalar_one()
+    emit_settled(session, project.id)
     return Excluded(worker, excluded, True, int(n), bump_version(session, project.id))
 
 

@@ -202,3 +202,30 @@ def test_subscription_validation(app_client: TestClient) -> None:
     assert c.delete(f"/v1/projects/{project}/webhooks/{sub['id']}").status_code == 204
     assert c.delete(f"/v1/projects/{project}/webhooks/{sub['id']}").status_code == 404
     assert c.get(f"/v1/projects/{project}/webhooks/{sub['id']}/deliveries").status_code == 404
+
+
+def test_settled_by_entropy_after_excluding_a_dissenter(
+    client: TestClient, database_url: str
+) -> None:
+    """No worker here: the recorded deliveries are checked. Excluding the only dissenting worker
+    drops an item's entropy to 0: it settles."""
+    project = f"wh-{uuid.uuid4().hex[:8]}"
+    client.post("/v1/projects", json={"name": project, "classes": ["x", "y"]})
+    sub = subscribe(client, project, "http://127.0.0.1:1/h", events=["item.settled"],
+                    settle_entropy=0.5)
+    votes = [{"item": "z", "worker": w, "label": k} for w, k in (("a", "x"), ("b", "x"),
+                                                                  ("c", "y"))]
+    assert client.post(f"/v1/projects/{project}/votes", json={"votes": votes}).status_code == 200
+
+    def recorded() -> list[tuple]:
+        return db_rows(database_url, "SELECT event, order_key, payload->'data'->'counts' "
+                       "FROM webhook_deliveries WHERE subscription_id = %s ORDER BY id",
+                       sub["id"])
+
+    assert recorded() == []  # counts [2, 1]: normalized entropy 0.92, not settled
+    assert client.post(f"/v1/projects/{project}/workers/c/exclude").status_code == 200
+    assert recorded() == [("item.settled", "item:z", {"x": 2, "y": 0})]
+    queued = db_rows(database_url, "SELECT count(*) FROM procrastinate_jobs WHERE "
+                     "task_name = 'softlabels.webhook' AND lock = %s",
+                     f"webhook:{sub['id']}:item:z")
+    assert queued == [(1,)]
