@@ -105,6 +105,13 @@ def test_created_updated_discarded_deleted(
     assert r.status_code == 200 and r.json()["deleted"] == 1
     assert stored(database_url, ar_project) == set()
     assert_counts_recount(database_url, ar_project)
+    # A deleted record takes its responses' votes with it.
+    deliver(client, ar_project, secret, event())
+    record = EVENT["data"]["record"]
+    r = deliver(client, ar_project, secret, {"type": "record.deleted", "version": 1,
+                                             "timestamp": "2026-11-30T06:02:00",
+                                             "data": {k: v for k, v in record.items()}})
+    assert r.json()["deleted"] == 1 and stored(database_url, ar_project) == set()
     # Other events are acknowledged and ignored.
     r = deliver(client, ar_project, secret, {"type": "dataset.updated", "data": {}})
     assert r.json()["ignored"] is True

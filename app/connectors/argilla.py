@@ -5,7 +5,8 @@ the webhook's secret (checked in app/api/connectors.py with app/signing.py). For
 `response.created` / `response.updated` / `response.deleted`, `data` is the response: `id`,
 `status` (only "submitted" counts; "discarded" or "draft" removes a stored vote), `values`
 (`{<question>: {"value": ...}}`), `record` (`id`, `external_id`) and `user` (`id`, `username`).
-The response id is the key (tool_ref): a redelivered event changes nothing.
+The response id is the key (tool_ref): a redelivered event changes nothing. `record.deleted`
+(`data` the record) removes the votes of the record's responses (tool_task = record id).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from app.connectors.common import Parsed, ToolVote, external_id, problem
 
 SOURCE = "argilla"
-EVENTS = {"response.created", "response.updated", "response.deleted"}
+EVENTS = {"response.created", "response.updated", "response.deleted", "record.deleted"}
 
 
 def _item(record: Any, item_field: str, path: str, errors: list[dict[str, Any]]) -> str:
@@ -37,6 +38,9 @@ def parse_event(
     data = body.get("data")
     if not isinstance(data, dict):
         out.errors.append(problem("data", "must be an object"))
+        return out
+    if kind == "record.deleted":  # the record's responses go with it, without response events
+        out.remove_tasks.append(external_id(data.get("id"), "data.id", out.errors))
         return out
     ref = external_id(data.get("id"), "data.id", out.errors)
     if kind == "response.deleted" or data.get("status") != "submitted":
