@@ -275,7 +275,6 @@ def ingest_votes(
     version = project.votes_version
     if row.written:
         emit_settled(session, project.id)  # outbound `item.settled` webhooks (app/webhooks.py)
-    if row.written:
         # Last statement before commit: the project row lock it takes is held only briefly.
         version = session.execute(
             text(
