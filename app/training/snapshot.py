@@ -55,7 +55,8 @@ def freeze(engine: Engine, project_id: int, labels: Mapping[str, Any]) -> Snapsh
             text(
                 "SELECT encode(sha256(convert_to(coalesce(string_agg("
                 "item_id || ':' || worker_id || ':' || label, ',' ORDER BY item_id, worker_id"
-                "), ''), 'UTF8')), 'hex') FROM votes WHERE project_id = :p"
+                "), ''), 'UTF8')), 'hex') FROM votes WHERE project_id = :p AND worker_id "
+                "NOT IN (SELECT id FROM workers WHERE project_id = :p AND excluded)"
             ),
             {"p": project_id},
         ).scalar_one()
