@@ -37,8 +37,9 @@ DataDirOpt = Annotated[
 ]
 
 
-def _run(fmt: str, file: Path, project: str, on_duplicate: str, opts: Options,
-         data_dir: Path | None) -> None:
+def _run(
+    fmt: str, file: Path, project: str, on_duplicate: str, opts: Options, data_dir: Path | None
+) -> None:
     from sqlalchemy import select
 
     from app.config import get_settings

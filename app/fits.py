@@ -92,9 +92,12 @@ def load_votes(conn: Connection, project_id: int, n_classes: int) -> ProjectVote
     worker_ids = _ids(conn, "workers", project_id)
     # Excluded workers' votes stay stored but no method sees them (app/lifecycle.py); with
     # none excluded, the scan is the plain one.
-    excluded = [int(w) for w in conn.execute(
-        text("SELECT id FROM workers WHERE project_id = :p AND excluded"), {"p": project_id}
-    ).scalars()]
+    excluded = [
+        int(w)
+        for w in conn.execute(
+            text("SELECT id FROM workers WHERE project_id = :p AND excluded"), {"p": project_id}
+        ).scalars()
+    ]
     skip = " AND worker_id <> ALL(%s)" if excluded else ""
     buf = io.BytesIO()
     raw = conn.connection.driver_connection
@@ -102,7 +105,8 @@ def load_votes(conn: Connection, project_id: int, n_classes: int) -> ProjectVote
         raw.cursor() as cur,
         cur.copy(
             "COPY (SELECT item_id, worker_id, label FROM votes WHERE project_id = %s"
-            + skip + ") TO STDOUT (FORMAT BINARY)",
+            + skip
+            + ") TO STDOUT (FORMAT BINARY)",
             (project_id, excluded) if excluded else (project_id,),
         ) as copy,
     ):

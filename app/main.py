@@ -63,8 +63,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = KeyStore(settings.key_cache_ttl_s, secret_value(settings.admin_key))
     app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     install_error_handlers(app)
-    for module in (health, projects, votes, soft_labels, analytics, training, keys, lifecycle,
-                   connectors, imports, webhooks):
+    for module in (
+        health,
+        projects,
+        votes,
+        soft_labels,
+        analytics,
+        training,
+        keys,
+        lifecycle,
+        connectors,
+        imports,
+        webhooks,
+    ):
         # Access control: document the shared errors (401/403/404/422/429/503) on keyed routes.
         app.include_router(module.router, responses=None if module is health else ERROR_RESPONSES)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -23,7 +23,7 @@ def new_secret() -> str:
 
 
 def _key(secret: str) -> bytes:
-    raw = secret[len(PREFIX):] if secret.startswith(PREFIX) else secret
+    raw = secret[len(PREFIX) :] if secret.startswith(PREFIX) else secret
     try:
         return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):

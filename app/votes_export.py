@@ -92,9 +92,7 @@ def _csv(chunks: Iterator[list[tuple]]) -> Iterator[bytes]:  # type: ignore[type
     writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180, as app/export.py
     writer.writerow(COLUMNS)
     for rows in chunks:
-        writer.writerows(
-            (r[0], r[1], r[2], r[3].isoformat(), r[4].isoformat(), r[5]) for r in rows
-        )
+        writer.writerows((r[0], r[1], r[2], r[3].isoformat(), r[4].isoformat(), r[5]) for r in rows)
         yield buf.getvalue().encode()
         buf.seek(0)
         buf.truncate()
@@ -150,7 +148,9 @@ def _peerannot(chunks: Iterator[list[tuple]], classes: list[str]) -> Iterator[by
 
 
 def serialize_votes(
-    chunks: Iterator[list[tuple]], fmt: VoteFormat, classes: list[str]  # type: ignore[type-arg]
+    chunks: Iterator[list[tuple]],
+    fmt: VoteFormat,
+    classes: list[str],  # type: ignore[type-arg]
 ) -> Iterator[bytes]:
     if fmt == "jsonl":
         return _jsonl(chunks)

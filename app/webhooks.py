@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
-import uuid
 from typing import Any
 
 import procrastinate
@@ -172,8 +172,6 @@ def deliver(engine: Engine, delivery_id: int) -> None:
     if row is None or row.status != "pending":
         return  # subscription deleted, or already done
     body = json.dumps(row.payload, separators=(",", ":")).encode()
-    import time
-
     ts = int(time.time())
     headers = {
         "Content-Type": "application/json",
@@ -198,7 +196,3 @@ def deliver(engine: Engine, delivery_id: int) -> None:
     if final == "pending":
         log.warning("webhook delivery %s failed (%s); will retry", delivery_id, error)
         raise DeliveryFailed(error)
-
-
-def new_msg_id() -> str:
-    return f"msg_{uuid.uuid4().hex}"

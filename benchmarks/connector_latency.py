@@ -40,8 +40,10 @@ def main() -> None:
         body = json.loads(next(LS.glob("02-*.json")).read_text())["body"]
         with TestClient(create_app(Settings(DATABASE_URL=url, auth=False))) as c:
             c.post("/v1/projects", json={"name": "bench", "classes": ["pos", "neg", "neu"]})
-            c.put("/v1/projects/bench/connectors/label-studio",
-                  json={"from_name": "sentiment", "item_field": "ref"})
+            c.put(
+                "/v1/projects/bench/connectors/label-studio",
+                json={"from_name": "sentiment", "item_field": "ref"},
+            )
             times = []
             for i in range(n):
                 ev = copy.deepcopy(body)
@@ -62,8 +64,10 @@ def main() -> None:
                 assert r.status_code == 200, r.text
         for name, t in (("ANNOTATION_CREATED events", times), ("POST /votes (1 vote)", base)):
             t.sort()
-            print(f"{n} {name}: median {statistics.median(t) * 1000:.1f} ms, "
-                  f"p95 {t[int(0.95 * n)] * 1000:.1f} ms, max {t[-1] * 1000:.1f} ms")
+            print(
+                f"{n} {name}: median {statistics.median(t) * 1000:.1f} ms, "
+                f"p95 {t[int(0.95 * n)] * 1000:.1f} ms, max {t[-1] * 1000:.1f} ms"
+            )
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

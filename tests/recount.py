@@ -27,5 +27,6 @@ def assert_counts_recount(database_url: str, project: str) -> None:
 
 
 def version(database_url: str, project: str) -> int:
-    return int(db_rows(database_url, "SELECT votes_version FROM projects WHERE name = %s",
-                       project)[0][0])
+    return int(
+        db_rows(database_url, "SELECT votes_version FROM projects WHERE name = %s", project)[0][0]
+    )

@@ -33,16 +33,23 @@ def ar_project(client: TestClient, secret: str) -> str:
     name = f"ar-{uuid.uuid4().hex[:10]}"
     r = client.post("/v1/projects", json={"name": name, "classes": ["pos", "neg", "neu"]})
     assert r.status_code == 201
-    r = client.put(f"/v1/projects/{name}/connectors/argilla",
-                   json={"question": "sentiment", "secret": secret})
+    r = client.put(
+        f"/v1/projects/{name}/connectors/argilla", json={"question": "sentiment", "secret": secret}
+    )
     assert r.status_code == 200, r.text
     assert secret not in r.text
     return name
 
 
 def deliver(
-    client: TestClient, project: str, secret: str, event: dict[str, Any], *,
-    msg_id: str | None = None, ts: int | None = None, key: bool = False,
+    client: TestClient,
+    project: str,
+    secret: str,
+    event: dict[str, Any],
+    *,
+    msg_id: str | None = None,
+    ts: int | None = None,
+    key: bool = False,
 ) -> Any:
     """POST as Argilla does: no Authorization header, a Standard Webhooks signature."""
     raw = json.dumps(event).encode()
@@ -90,8 +97,12 @@ def test_created_updated_discarded_deleted(
     v = version(database_url, ar_project)
     r = deliver(client, ar_project, secret, event())
     assert r.json()["unchanged"] == 1 and version(database_url, ar_project) == v
-    r = deliver(client, ar_project, secret,
-                event("response.updated", values={"sentiment": {"value": "neg"}}))
+    r = deliver(
+        client,
+        ar_project,
+        secret,
+        event("response.updated", values={"sentiment": {"value": "neg"}}),
+    )
     assert r.json()["updated"] == 1
     assert_counts_recount(database_url, ar_project)
     # A draft or discarded response is not a vote: the stored one goes.
@@ -99,18 +110,34 @@ def test_created_updated_discarded_deleted(
     assert r.json()["deleted"] == 1 and r.json()["skipped"] == 1
     assert stored(database_url, ar_project) == set()
     deliver(client, ar_project, secret, event())
-    r = deliver(client, ar_project, secret, {"type": "response.deleted", "version": 1,
-                                             "timestamp": "2026-11-30T06:01:00",
-                                             "data": {"id": rid}})
+    r = deliver(
+        client,
+        ar_project,
+        secret,
+        {
+            "type": "response.deleted",
+            "version": 1,
+            "timestamp": "2026-11-30T06:01:00",
+            "data": {"id": rid},
+        },
+    )
     assert r.status_code == 200 and r.json()["deleted"] == 1
     assert stored(database_url, ar_project) == set()
     assert_counts_recount(database_url, ar_project)
     # A deleted record takes its responses' votes with it.
     deliver(client, ar_project, secret, event())
     record = EVENT["data"]["record"]
-    r = deliver(client, ar_project, secret, {"type": "record.deleted", "version": 1,
-                                             "timestamp": "2026-11-30T06:02:00",
-                                             "data": {k: v for k, v in record.items()}})
+    r = deliver(
+        client,
+        ar_project,
+        secret,
+        {
+            "type": "record.deleted",
+            "version": 1,
+            "timestamp": "2026-11-30T06:02:00",
+            "data": {k: v for k, v in record.items()},
+        },
+    )
     assert r.json()["deleted"] == 1 and stored(database_url, ar_project) == set()
     # Other events are acknowledged and ignored.
     r = deliver(client, ar_project, secret, {"type": "dataset.updated", "data": {}})
@@ -139,13 +166,20 @@ def test_bad_and_stale_signatures(
     r = client.post(
         f"/v1/projects/{ar_project}/connectors/argilla/events",
         content=raw.replace(b'"pos"', b'"neg"'),
-        headers={"webhook-id": "m1", "webhook-timestamp": str(ts),
-                 "webhook-signature": sign(secret, "m1", ts, raw), "Authorization": ""},
+        headers={
+            "webhook-id": "m1",
+            "webhook-timestamp": str(ts),
+            "webhook-signature": sign(secret, "m1", ts, raw),
+            "Authorization": "",
+        },
     )
     assert r.status_code == 401
     # No key and no signature: 401 as everywhere.
-    r = client.post(f"/v1/projects/{ar_project}/connectors/argilla/events", json=event(),
-                    headers={"Authorization": ""})
+    r = client.post(
+        f"/v1/projects/{ar_project}/connectors/argilla/events",
+        json=event(),
+        headers={"Authorization": ""},
+    )
     assert r.status_code == 401
     # A key does not replace the signature for Argilla.
     r = client.post(f"/v1/projects/{ar_project}/connectors/argilla/events", json=event())

@@ -32,11 +32,18 @@ def sentiment(client: TestClient) -> str:
 
 
 @pytest.mark.parametrize("export", ["project.json", "project.min.json"])
-def test_cli_label_studio_exports(
-    export: str, sentiment: str, database_url: str
-) -> None:
-    args = ["import", "label-studio", str(EXPORTS / export), "-p", sentiment,
-            "--from-name", "sentiment", "--item-field", "ref"]
+def test_cli_label_studio_exports(export: str, sentiment: str, database_url: str) -> None:
+    args = [
+        "import",
+        "label-studio",
+        str(EXPORTS / export),
+        "-p",
+        sentiment,
+        "--from-name",
+        "sentiment",
+        "--item-field",
+        "ref",
+    ]
     r = cli(database_url, *args)
     assert r.returncode == 0, r.stderr
     assert "touched 11 votes" in r.stdout
@@ -46,17 +53,27 @@ def test_cli_label_studio_exports(
     again = cli(database_url, *args)  # idempotent
     assert again.returncode == 0 and "unchanged 11" in again.stdout, again.stdout
     assert version(database_url, sentiment) == v
-    sources = db_rows(database_url, "SELECT DISTINCT v.source FROM votes v JOIN projects p "
-                      "ON p.id = v.project_id WHERE p.name = %s", sentiment)
+    sources = db_rows(
+        database_url,
+        "SELECT DISTINCT v.source FROM votes v JOIN projects p "
+        "ON p.id = v.project_id WHERE p.name = %s",
+        sentiment,
+    )
     assert sources == [("import",)]
 
 
-def test_cli_multi_choice_is_refused_with_its_path(
-    client: TestClient, database_url: str
-) -> None:
+def test_cli_multi_choice_is_refused_with_its_path(client: TestClient, database_url: str) -> None:
     p = new_project(client, ["sports", "tech", "politics"])
-    r = cli(database_url, "import", "label-studio", str(EXPORTS / "multi.json"), "-p", p,
-            "--from-name", "topics")
+    r = cli(
+        database_url,
+        "import",
+        "label-studio",
+        str(EXPORTS / "multi.json"),
+        "-p",
+        p,
+        "--from-name",
+        "topics",
+    )
     assert r.returncode == 1
     assert "[0].annotations[0].result[0].value.choices" in r.stderr
     assert stored(database_url, p) == set()
@@ -75,8 +92,10 @@ def test_cli_prodigy_duplicate_policies(sentiment: str, database_url: str) -> No
     r = cli(database_url, *base)  # default: last
     assert ("item-1", "reviews-bob", "pos") in stored(database_url, sentiment)
     assert stored(database_url, sentiment) == {
-        ("item-1", "reviews-alice", "pos"), ("item-1", "reviews-bob", "pos"),
-        ("item-2", "reviews-alice", "neg"), ("item-5", "reviews-carol", "neu"),
+        ("item-1", "reviews-alice", "pos"),
+        ("item-1", "reviews-bob", "pos"),
+        ("item-2", "reviews-alice", "neg"),
+        ("item-5", "reviews-carol", "neu"),
     }
     assert_counts_recount(database_url, sentiment)
 
@@ -87,8 +106,11 @@ def test_http_crowdkit_csv(client: TestClient, database_url: str) -> None:
     r = client.post(f"/v1/projects/{p}/imports/crowdkit", content=body)
     assert r.status_code == 200, r.text
     assert r.json()["inserted"] == 3
-    assert stored(database_url, p) == {("t1", "w1", "cat"), ("t1", "w2", "dog"),
-                                       ("t2", "w1", "dog")}
+    assert stored(database_url, p) == {
+        ("t1", "w1", "cat"),
+        ("t1", "w2", "dog"),
+        ("t2", "w1", "dog"),
+    }
     bad = "task,worker,label\nt3,w1,cat\nt3,w2,cow\n"
     r = client.post(f"/v1/projects/{p}/imports/crowdkit", content=bad)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "line 3.label"
@@ -102,8 +124,9 @@ def test_http_peerannot_answers(client: TestClient, database_url: str) -> None:
     raw = (FIXTURES / "peerannot" / "answers.json").read_bytes()
     r = client.post(f"/v1/projects/{p}/imports/peerannot", content=raw)
     assert r.status_code == 200, r.text
-    want = {(t, w, ["a", "b", "c"][k]) for t, ans in json.loads(raw).items()
-            for w, k in ans.items()}
+    want = {
+        (t, w, ["a", "b", "c"][k]) for t, ans in json.loads(raw).items() for w, k in ans.items()
+    }
     assert stored(database_url, p) == want
     assert_counts_recount(database_url, p)
 
@@ -112,8 +135,11 @@ def test_http_label_studio_needs_from_name(client: TestClient, sentiment: str) -
     raw = (EXPORTS / "project.json").read_bytes()
     r = client.post(f"/v1/projects/{sentiment}/imports/label-studio", content=raw)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "from_name"
-    r = client.post(f"/v1/projects/{sentiment}/imports/label-studio", content=raw,
-                    params={"from_name": "sentiment", "item_field": "ref"})
+    r = client.post(
+        f"/v1/projects/{sentiment}/imports/label-studio",
+        content=raw,
+        params={"from_name": "sentiment", "item_field": "ref"},
+    )
     assert r.status_code == 200 and r.json()["inserted"] == 11 and r.json()["skipped"] == 1
     r = client.post(f"/v1/projects/{sentiment}/imports/label-studio", content=b"{not json")
     assert r.status_code == 422

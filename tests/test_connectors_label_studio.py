@@ -26,12 +26,16 @@ SHARE_TOKEN = "Q3WM0UC6rly1DoOyhuibxDUsjaGhx7mxIJP9LO9q"  # in every body's `pro
 
 # What Label Studio holds at the end (exports/project.json): (item, user, label).
 FINAL = {
-    ("item-1", "1", "pos"), ("item-1", "2", "pos"), ("item-1", "3", "neu"),
+    ("item-1", "1", "pos"),
+    ("item-1", "2", "pos"),
+    ("item-1", "3", "neu"),
     ("item-2", "1", "neg"),
-    ("item-3", "1", "neu"), ("item-3", "3", "neg"),
+    ("item-3", "1", "neu"),
+    ("item-3", "3", "neg"),
     ("item-4", "2", "pos"),
     ("item-5", "3", "neg"),
-    ("item-6", "2", "pos"), ("item-6", "3", "neg"),
+    ("item-6", "2", "pos"),
+    ("item-6", "3", "neg"),
     ("item-8", "1", "pos"),
 }
 # What the webhooks alone deliver: item-6's annotations were imported inline (TASKS_CREATED only).
@@ -97,7 +101,8 @@ def test_replay_every_captured_request(
     sources = db_rows(
         database_url,
         "SELECT DISTINCT source FROM votes v JOIN projects p ON p.id = v.project_id "
-        "WHERE p.name = %s", ls_project,
+        "WHERE p.name = %s",
+        ls_project,
     )
     assert sources == [("label-studio",)]
     # Nothing logged the body (it carries the project's share token).
@@ -162,14 +167,16 @@ def test_unmapped_fields_are_422(client: TestClient, database_url: str) -> None:
     wrong_control = make_project(client, ["pos", "neg", "neu"], from_name="topics")
     r = send(client, wrong_control, body(2))
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "annotation.result"
-    wrong_field = make_project(client, ["pos", "neg", "neu"], from_name="sentiment",
-                               item_field="filename")
+    wrong_field = make_project(
+        client, ["pos", "neg", "neu"], from_name="sentiment", item_field="filename"
+    )
     r = send(client, wrong_field, body(2))
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "task.data.filename"
     assert stored(database_url, wrong_field) == set()
     # Multi-choice: a vote is one class; the path says which result.
-    multi = make_project(client, ["sports", "tech", "politics"], from_name="topics",
-                         item_field="ref")
+    multi = make_project(
+        client, ["sports", "tech", "politics"], from_name="topics", item_field="ref"
+    )
     r = send(client, multi, body(22))
     assert r.status_code == 422
     assert r.json()["errors"][0]["field"] == "annotation.result[0].value.choices"
@@ -184,18 +191,25 @@ def test_item_field_null_means_task_id(client: TestClient, database_url: str) ->
 def test_access_and_config(client: TestClient, ls_project: str) -> None:
     anon = TestClient(client.app)
     assert send(anon, ls_project, body(2), headers={"Authorization": ""}).status_code == 401
-    key = client.post("/v1/keys", json={"label": "ro", "scopes": ["read"],
-                                        "projects": [ls_project]}).json()["key"]
+    key = client.post(
+        "/v1/keys", json={"label": "ro", "scopes": ["read"], "projects": [ls_project]}
+    ).json()["key"]
     r = send(client, ls_project, body(2), headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 403
-    key = client.post("/v1/keys", json={"label": "ls", "scopes": ["annotate"],
-                                        "projects": [ls_project]}).json()["key"]
+    key = client.post(
+        "/v1/keys", json={"label": "ls", "scopes": ["annotate"], "projects": [ls_project]}
+    ).json()["key"]
     r = send(client, ls_project, body(2), headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 200, r.text
     # The token is stored but never shown; leaving it out of a PUT keeps it.
     url = f"/v1/projects/{ls_project}/connectors/label-studio"
-    cfg = {"from_name": "sentiment", "item_field": "ref", "url": "http://127.0.0.1:9/",
-           "ls_project": 1, "token": "secret-token-xyz"}
+    cfg = {
+        "from_name": "sentiment",
+        "item_field": "ref",
+        "url": "http://127.0.0.1:9/",
+        "ls_project": 1,
+        "token": "secret-token-xyz",
+    }
     r = client.put(url, json=cfg)
     assert r.status_code == 200 and "secret-token-xyz" not in r.text and r.json()["secret_set"]
     cfg.pop("token")
@@ -266,13 +280,23 @@ def test_sync_repairs_missed_events(
     for n in (2, 3, 5, 6, 7, 8, 9, 10, 13, 15, 18):
         assert send(client, ls_project, body(n)).status_code == 200
     # And a vote Label Studio never had under this connector stays untouched (source api).
-    client.post(f"/v1/projects/{ls_project}/votes",
-                json={"votes": [{"item": "item-1", "worker": "api-user", "label": "neg"}]})
+    client.post(
+        f"/v1/projects/{ls_project}/votes",
+        json={"votes": [{"item": "item-1", "worker": "api-user", "label": "neg"}]},
+    )
     have = stored(database_url, ls_project)
     assert ("item-9", "2", "neu") in have and ("item-3", "3", "pos") in have
     url = f"/v1/projects/{ls_project}/connectors/label-studio"
-    r = client.put(url, json={"from_name": "sentiment", "item_field": "ref", "url": fake_ls.url,
-                              "ls_project": 1, "token": "a.b.c"})
+    r = client.put(
+        url,
+        json={
+            "from_name": "sentiment",
+            "item_field": "ref",
+            "url": fake_ls.url,
+            "ls_project": 1,
+            "token": "a.b.c",
+        },
+    )
     assert r.status_code == 200, r.text
     r = client.post(f"{url}/sync")
     assert r.status_code == 200, r.text
@@ -292,8 +316,15 @@ def test_sync_repairs_missed_events(
 
 def test_sync_unreachable_is_502(client: TestClient, ls_project: str) -> None:
     url = f"/v1/projects/{ls_project}/connectors/label-studio"
-    client.put(url, json={"from_name": "sentiment", "url": "http://127.0.0.1:9",
-                          "ls_project": 1, "token": "legacy-token"})
+    client.put(
+        url,
+        json={
+            "from_name": "sentiment",
+            "url": "http://127.0.0.1:9",
+            "ls_project": 1,
+            "token": "legacy-token",
+        },
+    )
     r = client.post(f"{url}/sync")
     assert r.status_code == 502 and "legacy-token" not in r.text, r.text
 
@@ -307,8 +338,17 @@ def test_periodic_sync_runs_when_due(
     from app.db.session import make_engine
 
     url = f"/v1/projects/{ls_project}/connectors/label-studio"
-    r = client.put(url, json={"from_name": "sentiment", "item_field": "ref", "url": fake_ls.url,
-                              "ls_project": 1, "token": "a.b.c", "sync_interval_s": 3600})
+    r = client.put(
+        url,
+        json={
+            "from_name": "sentiment",
+            "item_field": "ref",
+            "url": fake_ls.url,
+            "ls_project": 1,
+            "token": "a.b.c",
+            "sync_interval_s": 3600,
+        },
+    )
     assert r.status_code == 200, r.text
     pid = db_rows(database_url, "SELECT id FROM projects WHERE name = %s", ls_project)[0][0]
     engine = make_engine(database_url)
@@ -317,9 +357,13 @@ def test_periodic_sync_runs_when_due(
         assert stored(database_url, ls_project) == FINAL
         assert_counts_recount(database_url, ls_project)
         assert pid not in sync_due(engine)  # synced a moment ago: not due
-        db_rows(database_url, "UPDATE connectors SET last_sync_at = now() - interval '2 hours', "
-                "config = config || '{\"url\": \"http://127.0.0.1:9\"}' WHERE project_id = %s "
-                "RETURNING 1", pid)
+        db_rows(
+            database_url,
+            "UPDATE connectors SET last_sync_at = now() - interval '2 hours', "
+            'config = config || \'{"url": "http://127.0.0.1:9"}\' WHERE project_id = %s '
+            "RETURNING 1",
+            pid,
+        )
         assert pid in sync_due(engine)  # unreachable: recorded
     finally:
         engine.dispose()
@@ -337,8 +381,16 @@ def test_tasks_imported_with_annotations_request_a_sync(
     from app.db.session import make_engine
 
     url = f"/v1/projects/{ls_project}/connectors/label-studio"
-    client.put(url, json={"from_name": "sentiment", "item_field": "ref", "url": fake_ls.url,
-                          "ls_project": 1, "token": "a.b.c"})  # no periodic interval
+    client.put(
+        url,
+        json={
+            "from_name": "sentiment",
+            "item_field": "ref",
+            "url": fake_ls.url,
+            "ls_project": 1,
+            "token": "a.b.c",
+        },
+    )  # no periodic interval
     pid = db_rows(database_url, "SELECT id FROM projects WHERE name = %s", ls_project)[0][0]
     engine = make_engine(database_url)
     try:

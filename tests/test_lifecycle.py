@@ -82,7 +82,10 @@ def test_exclude_and_include(client: TestClient, project: str, database_url: str
     r = client.post(f"/v1/projects/{project}/workers/spam/exclude")
     assert r.status_code == 200, r.text
     assert r.json() == {
-        "worker": "spam", "excluded": True, "changed": True, "votes": 3,
+        "worker": "spam",
+        "excluded": True,
+        "changed": True,
+        "votes": 3,
         "votes_version": v0 + 1,
     }
     assert_counts_recount(database_url, project)
@@ -94,19 +97,27 @@ def test_exclude_and_include(client: TestClient, project: str, database_url: str
     # Votes an excluded worker sends meanwhile are stored, not counted.
     r = client.post(
         f"/v1/projects/{project}/votes",
-        json={"votes": [{"item": "d", "worker": "spam", "label": "bird"},
-                        {"item": "a", "worker": "spam", "label": "dog"}]},
+        json={
+            "votes": [
+                {"item": "d", "worker": "spam", "label": "bird"},
+                {"item": "a", "worker": "spam", "label": "dog"},
+            ]
+        },
     )
     assert r.status_code == 200, r.text
     assert_counts_recount(database_url, project)
-    assert db_rows(database_url, "SELECT n_votes FROM items i JOIN projects p ON "
-                   "p.id = i.project_id WHERE p.name = %s AND i.external_id = 'd'",
-                   project) == [(0,)]
+    assert db_rows(
+        database_url,
+        "SELECT n_votes FROM items i JOIN projects p ON "
+        "p.id = i.project_id WHERE p.name = %s AND i.external_id = 'd'",
+        project,
+    ) == [(0,)]
     # Raw export leaves them out unless asked.
     rows = client.get(f"/v1/projects/{project}/votes/export").text.splitlines()
     assert all(json.loads(x)["worker"] != "spam" for x in rows) and len(rows) == 4
-    rows = client.get(f"/v1/projects/{project}/votes/export",
-                      params={"include_excluded": True}).text.splitlines()
+    rows = client.get(
+        f"/v1/projects/{project}/votes/export", params={"include_excluded": True}
+    ).text.splitlines()
     assert len(rows) == 8
     # Deleting one of an excluded worker's votes leaves the counts alone.
     assert client.delete(f"/v1/projects/{project}/items/b/votes/spam").status_code == 200
@@ -159,8 +170,9 @@ def test_votes_export_formats(client: TestClient, project: str, database_url: st
     first = json.loads(lines[0])
     assert set(first) == {"item", "worker", "label", "created_at", "updated_at", "source"}
     assert len(lines) == 7 and first["source"] == "api"
-    assert {(json.loads(x)["item"], json.loads(x)["worker"], json.loads(x)["label"])
-            for x in lines} == {(v["item"], v["worker"], v["label"]) for v in VOTES}
+    assert {
+        (json.loads(x)["item"], json.loads(x)["worker"], json.loads(x)["label"]) for x in lines
+    } == {(v["item"], v["worker"], v["label"]) for v in VOTES}
     r = client.get(f"/v1/projects/{project}/votes/export", params={"format": "csv"})
     assert r.headers["content-type"].startswith("text/csv")
     table = list(csv.DictReader(io.StringIO(r.text)))
@@ -193,8 +205,11 @@ def test_concurrent_ingest_exclude_and_deletes(
 
     def writer(worker_ids: list[str]) -> None:
         for _ in range(12):
-            batch = [{"item": i, "worker": w, "label": rng.randrange(3)}
-                     for i in rng.sample(items, 10) for w in worker_ids]
+            batch = [
+                {"item": i, "worker": w, "label": rng.randrange(3)}
+                for i in rng.sample(items, 10)
+                for w in worker_ids
+            ]
             r = client.post(f"/v1/projects/{project}/votes", json={"votes": batch})
             if r.status_code != 200:
                 failures.append(r.text)

@@ -92,8 +92,13 @@ def app_client(isolated_database_url: str, tmp_path: Path) -> Iterator[TestClien
 def worker(isolated_database_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, "DATABASE_URL": isolated_database_url, "PYTHONUNBUFFERED": "1"}
     log = (tmp_path / "worker.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env, cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     yield proc
     proc.send_signal(signal.SIGTERM)
     try:
@@ -122,8 +127,10 @@ def test_settled_signed_retried_in_order(
     receiver.fail_next.add("item:a")  # the first delivery for item a gets a 500
 
     def vote(item: str, worker_id: str, label: str) -> None:
-        r = c.post(f"/v1/projects/{project}/votes",
-                   json={"votes": [{"item": item, "worker": worker_id, "label": label}]})
+        r = c.post(
+            f"/v1/projects/{project}/votes",
+            json={"votes": [{"item": item, "worker": worker_id, "label": label}]},
+        )
         assert r.status_code == 200, r.text
 
     vote("a", "w1", "x")  # 1 vote: not settled
@@ -132,9 +139,15 @@ def test_settled_signed_retried_in_order(
     vote("b", "w1", "y")
     vote("b", "w2", "y")  # settled
     # A request that fails (unknown label) records nothing.
-    r = c.post(f"/v1/projects/{project}/votes",
-               json={"votes": [{"item": "c", "worker": "w1", "label": "x"},
-                               {"item": "c", "worker": "w2", "label": "nope"}]})
+    r = c.post(
+        f"/v1/projects/{project}/votes",
+        json={
+            "votes": [
+                {"item": "c", "worker": "w1", "label": "x"},
+                {"item": "c", "worker": "w2", "label": "nope"},
+            ]
+        },
+    )
     assert r.status_code == 422
     got = receiver.wait_for(3)
     time.sleep(1.0)  # nothing more should come
@@ -165,7 +178,8 @@ def test_training_job_finished(
     job_id = db_rows(
         isolated_database_url,
         "INSERT INTO training_jobs (project_id, config) SELECT id, '{}'::jsonb FROM projects "
-        "WHERE name = %s RETURNING id", project,
+        "WHERE name = %s RETURNING id",
+        project,
     )[0][0]
     r = c.post(f"/v1/training-jobs/{job_id}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
@@ -173,7 +187,8 @@ def test_training_job_finished(
     job2 = db_rows(
         isolated_database_url,
         "INSERT INTO training_jobs (project_id, config, status, attempts) SELECT id, "
-        "'{}'::jsonb, 'running', 1 FROM projects WHERE name = %s RETURNING id", project,
+        "'{}'::jsonb, 'running', 1 FROM projects WHERE name = %s RETURNING id",
+        project,
     )[0][0]
     from app.db.session import make_engine
     from app.training.jobs import finish
@@ -192,11 +207,14 @@ def test_subscription_validation(app_client: TestClient) -> None:
     c = app_client
     project = f"wh-{uuid.uuid4().hex[:8]}"
     c.post("/v1/projects", json={"name": project, "classes": ["x", "y"]})
-    r = c.post(f"/v1/projects/{project}/webhooks",
-               json={"url": "http://127.0.0.1:1/h", "events": ["item.settled"]})
+    r = c.post(
+        f"/v1/projects/{project}/webhooks",
+        json={"url": "http://127.0.0.1:1/h", "events": ["item.settled"]},
+    )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "settle_votes"
-    r = c.post(f"/v1/projects/{project}/webhooks",
-               json={"url": "http://127.0.0.1:1/h", "events": ["nope"]})
+    r = c.post(
+        f"/v1/projects/{project}/webhooks", json={"url": "http://127.0.0.1:1/h", "events": ["nope"]}
+    )
     assert r.status_code == 422
     sub = subscribe(c, project, "http://127.0.0.1:1/h", events=["training_job.finished"])
     assert c.delete(f"/v1/projects/{project}/webhooks/{sub['id']}").status_code == 204
@@ -211,21 +229,29 @@ def test_settled_by_entropy_after_excluding_a_dissenter(
     drops an item's entropy to 0: it settles."""
     project = f"wh-{uuid.uuid4().hex[:8]}"
     client.post("/v1/projects", json={"name": project, "classes": ["x", "y"]})
-    sub = subscribe(client, project, "http://127.0.0.1:1/h", events=["item.settled"],
-                    settle_entropy=0.5)
-    votes = [{"item": "z", "worker": w, "label": k} for w, k in (("a", "x"), ("b", "x"),
-                                                                  ("c", "y"))]
+    sub = subscribe(
+        client, project, "http://127.0.0.1:1/h", events=["item.settled"], settle_entropy=0.5
+    )
+    votes = [
+        {"item": "z", "worker": w, "label": k} for w, k in (("a", "x"), ("b", "x"), ("c", "y"))
+    ]
     assert client.post(f"/v1/projects/{project}/votes", json={"votes": votes}).status_code == 200
 
     def recorded() -> list[tuple]:
-        return db_rows(database_url, "SELECT event, order_key, payload->'data'->'counts' "
-                       "FROM webhook_deliveries WHERE subscription_id = %s ORDER BY id",
-                       sub["id"])
+        return db_rows(
+            database_url,
+            "SELECT event, order_key, payload->'data'->'counts' "
+            "FROM webhook_deliveries WHERE subscription_id = %s ORDER BY id",
+            sub["id"],
+        )
 
     assert recorded() == []  # counts [2, 1]: normalized entropy 0.92, not settled
     assert client.post(f"/v1/projects/{project}/workers/c/exclude").status_code == 200
     assert recorded() == [("item.settled", "item:z", {"x": 2, "y": 0})]
-    queued = db_rows(database_url, "SELECT count(*) FROM procrastinate_jobs WHERE "
-                     "task_name = 'softlabels.webhook' AND lock = %s",
-                     f"webhook:{sub['id']}:item:z")
+    queued = db_rows(
+        database_url,
+        "SELECT count(*) FROM procrastinate_jobs WHERE "
+        "task_name = 'softlabels.webhook' AND lock = %s",
+        f"webhook:{sub['id']}:item:z",
+    )
     assert queued == [(1,)]

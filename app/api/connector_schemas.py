@@ -40,18 +40,22 @@ class ProjectDeletedOut(BaseModel):
 
 class LabelStudioConfig(Strict):
     from_name: str = Field(
-        min_length=1, max_length=200,
+        min_length=1,
+        max_length=200,
         description="The `name` of the <Choices> control whose choices are the votes.",
     )
     item_field: str | None = Field(
-        default=None, max_length=200,
+        default=None,
+        max_length=200,
         description="The task data field holding the item id; null: Label Studio's task id.",
     )
     # For sync (pull): where Label Studio is and which of its projects this is.
     url: HttpUrl | None = Field(default=None, description="Label Studio's base URL, for sync.")
     ls_project: int | None = Field(default=None, ge=1, description="Label Studio project id.")
     token: str | None = Field(
-        default=None, min_length=1, max_length=4000,
+        default=None,
+        min_length=1,
+        max_length=4000,
         description="An API token for sync (personal access token or legacy token). Stored, "
         "never returned.",
     )
@@ -63,7 +67,8 @@ class LabelStudioConfig(Strict):
 class ArgillaConfig(Strict):
     question: str = Field(min_length=1, max_length=200, description="The label question's name.")
     secret: str = Field(
-        min_length=1, max_length=4000,
+        min_length=1,
+        max_length=4000,
         description="The webhook's signing secret as Argilla shows it (`whsec_...`). Stored, "
         "never returned.",
     )
@@ -127,7 +132,9 @@ class SubscriptionIn(Strict):
         default=None, ge=1, description="item.settled when an item reaches this many votes."
     )
     settle_entropy: float | None = Field(
-        default=None, gt=0, le=1,
+        default=None,
+        gt=0,
+        le=1,
         description="item.settled when the normalized entropy of its vote counts falls below "
         "this (with at least 2 votes).",
     )

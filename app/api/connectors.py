@@ -122,14 +122,20 @@ def _result(action: str, applied: Any) -> EventResult:
     if applied is None:
         return EventResult(action=action, ignored=True)
     return EventResult(
-        action=action, inserted=applied.inserted, updated=applied.updated,
-        unchanged=applied.unchanged, deleted=applied.deleted, skipped=applied.skipped,
+        action=action,
+        inserted=applied.inserted,
+        updated=applied.updated,
+        unchanged=applied.unchanged,
+        deleted=applied.deleted,
+        skipped=applied.skipped,
         votes_version=applied.votes_version,
     )
 
 
 @router.post(
-    "/{tool}/events", response_model=EventResult, name="connector_events",
+    "/{tool}/events",
+    response_model=EventResult,
+    name="connector_events",
     dependencies=[Depends(events_access)],
 )
 async def connector_events(
@@ -145,7 +151,9 @@ async def connector_events(
         if tool == "argilla":
             try:
                 verify(
-                    connector.secret or "", dict(request.headers), raw,
+                    connector.secret or "",
+                    dict(request.headers),
+                    raw,
                     float(connector.config.get("tolerance_s", 300)),
                 )
             except BadSignature as exc:
@@ -190,7 +198,11 @@ def sync_label_studio(project: ProjectDep, session: SessionDep) -> SyncResult:
     except SyncFailed as exc:
         raise BadGateway(str(exc)) from None
     return SyncResult(
-        annotations=n, inserted=applied.inserted, updated=applied.updated,
-        unchanged=applied.unchanged, deleted=applied.deleted, skipped=applied.skipped,
+        annotations=n,
+        inserted=applied.inserted,
+        updated=applied.updated,
+        unchanged=applied.unchanged,
+        deleted=applied.deleted,
+        skipped=applied.skipped,
         votes_version=applied.votes_version,
     )

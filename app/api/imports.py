@@ -53,8 +53,12 @@ async def import_file(
             session, lambda: apply(session, project, "import", parsed, on_duplicate)
         )
         return ImportResult(
-            rows=parsed.rows, duplicates=applied.duplicates, inserted=applied.inserted,
-            updated=applied.updated, unchanged=applied.unchanged, skipped=applied.skipped,
+            rows=parsed.rows,
+            duplicates=applied.duplicates,
+            inserted=applied.inserted,
+            updated=applied.updated,
+            unchanged=applied.unchanged,
+            skipped=applied.skipped,
             votes_version=applied.votes_version,
         )
 

@@ -68,7 +68,10 @@ def _exclude(session: SessionDep, project: ProjectDep, worker: str, flag: bool) 
         session, lambda: lifecycle.set_excluded(session, project, worker, flag)
     )
     return ExcludedOut(
-        worker=out.worker, excluded=out.excluded, changed=out.changed, votes=out.votes,
+        worker=out.worker,
+        excluded=out.excluded,
+        changed=out.changed,
+        votes=out.votes,
         votes_version=out.votes_version,
     )
 
@@ -104,9 +107,7 @@ def delete_item(project: ProjectDep, item: ItemPath, session: SessionDep) -> Del
     )
 
 
-@router.delete(
-    "", response_model=ProjectDeletedOut, dependencies=[Depends(require("admin"))]
-)
+@router.delete("", response_model=ProjectDeletedOut, dependencies=[Depends(require("admin"))])
 def delete_project(
     project: ProjectDep,
     session: SessionDep,
@@ -144,8 +145,10 @@ def export_votes(
     settings: SettingsDep,
     format: Annotated[
         VoteFormat,
-        Query(description="jsonl, csv, parquet; or crowdkit (task,worker,label CSV) or "
-              "peerannot (answers.json with class indices)."),
+        Query(
+            description="jsonl, csv, parquet; or crowdkit (task,worker,label CSV) or "
+            "peerannot (answers.json with class indices)."
+        ),
     ] = "jsonl",
     include_excluded: Annotated[
         bool, Query(description="Also the votes of excluded workers.")

@@ -26,8 +26,14 @@ SubId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The subscription's 
 
 def _out(s: WebhookSubscription, secret: str | None = None) -> SubscriptionOut:
     return SubscriptionOut(
-        id=s.id, url=s.url, events=s.events, settle_votes=s.settle_votes,
-        settle_entropy=s.settle_entropy, active=s.active, created_at=s.created_at, secret=secret,
+        id=s.id,
+        url=s.url,
+        events=s.events,
+        settle_votes=s.settle_votes,
+        settle_entropy=s.settle_entropy,
+        active=s.active,
+        created_at=s.created_at,
+        secret=secret,
     )
 
 
@@ -43,7 +49,9 @@ def _get(session: SessionDep, project: Project, sub_id: int) -> WebhookSubscript
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=SubscriptionOut,
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SubscriptionOut,
     dependencies=[Depends(require("admin"))],
 )
 def create_subscription(
@@ -60,8 +68,12 @@ def create_subscription(
         )
     secret = new_secret()
     s = WebhookSubscription(
-        project_id=project.id, url=str(body.url), secret=secret, events=list(body.events),
-        settle_votes=body.settle_votes, settle_entropy=body.settle_entropy,
+        project_id=project.id,
+        url=str(body.url),
+        secret=secret,
+        events=list(body.events),
+        settle_votes=body.settle_votes,
+        settle_entropy=body.settle_entropy,
     )
     session.add(s)
     session.flush()
@@ -79,9 +91,7 @@ def list_subscriptions(project: ProjectDep, session: SessionDep) -> Subscription
     return SubscriptionList(subscriptions=[_out(s) for s in rows])
 
 
-@router.delete(
-    "/{subscription_id}", status_code=204, dependencies=[Depends(require("admin"))]
-)
+@router.delete("/{subscription_id}", status_code=204, dependencies=[Depends(require("admin"))])
 def delete_subscription(project: ProjectDep, subscription_id: SubId, session: SessionDep) -> None:
     """Stop sending; its pending deliveries are dropped with it."""
     session.delete(_get(session, project, subscription_id))
@@ -110,9 +120,15 @@ def list_deliveries(
     return DeliveryList(
         deliveries=[
             DeliveryOut(
-                id=d.id, msg_id=d.msg_id, event=d.event, status=d.status, attempts=d.attempts,
-                last_status_code=d.last_status_code, last_error=d.last_error,
-                created_at=d.created_at, delivered_at=d.delivered_at,
+                id=d.id,
+                msg_id=d.msg_id,
+                event=d.event,
+                status=d.status,
+                attempts=d.attempts,
+                last_status_code=d.last_status_code,
+                last_error=d.last_error,
+                created_at=d.created_at,
+                delivered_at=d.delivered_at,
             )
             for d in rows
         ]

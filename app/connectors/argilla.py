@@ -50,15 +50,19 @@ def parse_event(
     values = data.get("values")
     answer = values.get(question) if isinstance(values, dict) else None
     if not isinstance(answer, dict) or "value" not in answer:
-        out.errors.append(problem(
-            f"data.values.{question}", f"missing: no answer to the mapped question {question!r}"
-        ))
+        out.errors.append(
+            problem(
+                f"data.values.{question}", f"missing: no answer to the mapped question {question!r}"
+            )
+        )
         return out
     label = answer["value"]
     if not isinstance(label, (str, int)) or isinstance(label, bool):
-        out.errors.append(problem(
-            f"data.values.{question}.value", "must be one label (a label question's answer)"
-        ))
+        out.errors.append(
+            problem(
+                f"data.values.{question}.value", "must be one label (a label question's answer)"
+            )
+        )
         return out
     item = _item(data.get("record"), item_field, "data.record", out.errors)
     user = data.get("user")
@@ -67,10 +71,16 @@ def parse_event(
     else:
         worker = external_id(data.get("user_id"), "data.user_id", out.errors)
     record = data.get("record")
-    out.votes.append(ToolVote(
-        item=item, worker=worker, label=label, path=f"data.values.{question}.value", ref=ref,
-        task=str(record.get("id")) if isinstance(record, dict) else None,
-    ))
+    out.votes.append(
+        ToolVote(
+            item=item,
+            worker=worker,
+            label=label,
+            path=f"data.values.{question}.value",
+            ref=ref,
+            task=str(record.get("id")) if isinstance(record, dict) else None,
+        )
+    )
     out.rows = 1
     return out
 
@@ -100,15 +110,20 @@ def parse_records(data: Any, question: str, item_field: str = "external_id") -> 
             out.rows += 1
             apath = f"{path}.responses.{question}[{j}]"
             if not isinstance(a, dict) or "value" not in a:
-                out.errors.append(problem(apath, "must be {\"value\", \"user_id\"}"))
+                out.errors.append(problem(apath, 'must be {"value", "user_id"}'))
                 continue
             if a.get("status", "submitted") != "submitted":
                 out.skipped += 1
                 continue
             worker = external_id(a.get("user_id"), f"{apath}.user_id", out.errors)
-            out.votes.append(ToolVote(
-                item=item, worker=worker, label=a["value"], path=f"{apath}.value",
-                ref=None if a.get("id") is None else str(a["id"]),
-                task=None if rec.get("id") is None else str(rec["id"]),
-            ))
+            out.votes.append(
+                ToolVote(
+                    item=item,
+                    worker=worker,
+                    label=a["value"],
+                    path=f"{apath}.value",
+                    ref=None if a.get("id") is None else str(a["id"]),
+                    task=None if rec.get("id") is None else str(rec["id"]),
+                )
+            )
     return out

@@ -29,8 +29,10 @@ class PayloadError(ValidationFailed):
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         paths = ", ".join(e["field"] for e in errors[:5])
-        super().__init__(f"{len(errors)} problem(s) in the payload at {paths}; nothing was stored.",
-                         errors=errors)
+        super().__init__(
+            f"{len(errors)} problem(s) in the payload at {paths}; nothing was stored.",
+            errors=errors,
+        )
 
 
 def problem(path: str, reason: str) -> dict[str, Any]:
@@ -79,10 +81,12 @@ def check_labels(project: Project, votes: list[ToolVote]) -> list[dict[str, Any]
         if isinstance(v.label, str) and v.label not in known and v.label.isdigit():
             v.label = int(v.label)  # e.g. crowd-kit CSV labels written as class indices
         if isinstance(v.label, str) and v.label not in known:
-            errors.append(problem(
-                v.path,
-                f"unknown label {v.label!r}; the project's classes are {project.classes[:20]}",
-            ))
+            errors.append(
+                problem(
+                    v.path,
+                    f"unknown label {v.label!r}; the project's classes are {project.classes[:20]}",
+                )
+            )
         elif isinstance(v.label, int) and not 0 <= v.label < len(project.classes):
             errors.append(problem(v.path, f"class index {v.label} is out of range"))
     return errors
@@ -102,9 +106,11 @@ def dedupe(votes: list[ToolVote], policy: OnDuplicate) -> tuple[list[ToolVote], 
         dups += 1
         if policy == "error":
             first = out[seen[key]].path
-            errors.append(problem(
-                v.path, f"worker {v.worker!r} already voted on item {v.item!r} (at {first})"
-            ))
+            errors.append(
+                problem(
+                    v.path, f"worker {v.worker!r} already voted on item {v.item!r} (at {first})"
+                )
+            )
         elif policy == "last":
             out[seen[key]] = v
     return out, dups, errors
@@ -132,7 +138,8 @@ def apply(
         # A known annotation that now names another item or worker (task data edited): its old
         # vote goes before the new one is stored.
         deleted += delete_votes_where(
-            session, project,
+            session,
+            project,
             """v.source = :s AND v.tool_ref = ANY(CAST(:refs AS text[])) AND NOT EXISTS (
                 SELECT 1 FROM unnest(CAST(:refs AS text[]), CAST(:items AS text[]),
                                      CAST(:workers AS text[])) AS n(ref, item, worker)
@@ -148,7 +155,8 @@ def apply(
         ).votes
     if keep_only_refs:
         deleted += delete_votes_where(
-            session, project,
+            session,
+            project,
             "v.source = :s AND (v.tool_ref IS NULL OR v.tool_ref <> ALL(CAST(:refs AS text[])))",
             {"s": source, "refs": refs},
         ).votes

@@ -132,11 +132,14 @@ def parse_peerannot(data: bytes) -> Parsed:
             if not isinstance(label, (str, int)) or isinstance(label, bool):
                 out.errors.append(problem(path, "must be a class index or name"))
                 continue
-            out.votes.append(ToolVote(
-                item=external_id(task, path, out.errors),
-                worker=external_id(worker, path, out.errors),
-                label=label, path=path,
-            ))
+            out.votes.append(
+                ToolVote(
+                    item=external_id(task, path, out.errors),
+                    worker=external_id(worker, path, out.errors),
+                    label=label,
+                    path=path,
+                )
+            )
     return out
 
 

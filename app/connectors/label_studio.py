@@ -17,6 +17,7 @@ the task id alone: Label Studio on SQLite reuses task ids after a delete.
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -36,10 +37,12 @@ def _item(task: Any, item_field: str | None, path: str, errors: list[dict[str, A
         return external_id(task.get("id"), f"{path}.id", errors)
     data = task.get("data")
     if not isinstance(data, dict) or item_field not in data:
-        errors.append(problem(
-            f"{path}.data.{item_field}",
-            f"missing: the connector maps the item id to task data field {item_field!r}",
-        ))
+        errors.append(
+            problem(
+                f"{path}.data.{item_field}",
+                f"missing: the connector maps the item id to task data field {item_field!r}",
+            )
+        )
         return ""
     return external_id(data[item_field], f"{path}.data.{item_field}", errors)
 
@@ -74,15 +77,18 @@ def read_annotation(
         out.errors.append(problem(f"{path}.result", "must be a list"))
         return
     found = [
-        (j, r) for j, r in enumerate(results)
+        (j, r)
+        for j, r in enumerate(results)
         if isinstance(r, dict) and r.get("from_name") == from_name
     ]
     if not found:
         names = sorted({str(r.get("from_name")) for r in results if isinstance(r, dict)})
-        out.errors.append(problem(
-            f"{path}.result",
-            f"no result from the mapped control {from_name!r} (found: {names})",
-        ))
+        out.errors.append(
+            problem(
+                f"{path}.result",
+                f"no result from the mapped control {from_name!r} (found: {names})",
+            )
+        )
         return
     j, result = found[0]
     rpath = f"{path}.result[{j}].value.choices"
@@ -92,10 +98,12 @@ def read_annotation(
         out.errors.append(problem(rpath, "must be a non-empty list of choices"))
         return
     if len(choices) != 1:
-        out.errors.append(problem(
-            rpath,
-            f"has {len(choices)} choices; a vote is one class (use a single-choice control)",
-        ))
+        out.errors.append(
+            problem(
+                rpath,
+                f"has {len(choices)} choices; a vote is one class (use a single-choice control)",
+            )
+        )
         return
     if not isinstance(choices[0], str):
         out.errors.append(problem(f"{rpath}[0]", "must be a string"))
@@ -103,16 +111,22 @@ def read_annotation(
     item = _item(task, item_field, task_path, out.errors)
     worker = _worker(annotation, path, out.errors)
     task_id = task.get("id") if isinstance(task, dict) else None
-    out.votes.append(ToolVote(
-        item=item, worker=worker, label=choices[0], path=f"{rpath}[0]", ref=ref,
-        task=None if task_id is None else str(task_id),
-    ))
+    out.votes.append(
+        ToolVote(
+            item=item,
+            worker=worker,
+            label=choices[0],
+            path=f"{rpath}[0]",
+            ref=ref,
+            task=None if task_id is None else str(task_id),
+        )
+    )
 
 
 def _ids(body: dict[str, Any], key: str, out: Parsed) -> list[str]:
     rows = body.get(key)
     if not isinstance(rows, list):
-        out.errors.append(problem(key, "must be a list of {\"id\": ...} objects"))
+        out.errors.append(problem(key, 'must be a list of {"id": ...} objects'))
         return []
     return [
         external_id(r.get("id") if isinstance(r, dict) else None, f"{key}[{i}].id", out.errors)
@@ -126,8 +140,13 @@ def parse_event(body: dict[str, Any], from_name: str, item_field: str | None) ->
     out = Parsed()
     if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
         read_annotation(
-            out, body.get("annotation"), body.get("task"), "annotation", "task",
-            from_name, item_field,
+            out,
+            body.get("annotation"),
+            body.get("task"),
+            "annotation",
+            "task",
+            from_name,
+            item_field,
         )
     elif action == "ANNOTATIONS_CREATED":
         annotations, tasks = body.get("annotation"), body.get("task")
@@ -157,10 +176,15 @@ def parse_event(body: dict[str, Any], from_name: str, item_field: str | None) ->
 def has_inline_annotations(body: dict[str, Any]) -> bool:
     """TASKS_CREATED for tasks imported with annotations (which send no annotation event)."""
     tasks = body.get("tasks")
-    return body.get("action") == "TASKS_CREATED" and isinstance(tasks, list) and any(
-        isinstance(t, dict) and isinstance(t.get("total_annotations"), int)
-        and t["total_annotations"] > 0
-        for t in tasks
+    return (
+        body.get("action") == "TASKS_CREATED"
+        and isinstance(tasks, list)
+        and any(
+            isinstance(t, dict)
+            and isinstance(t.get("total_annotations"), int)
+            and t["total_annotations"] > 0
+            for t in tasks
+        )
     )
 
 
@@ -208,11 +232,16 @@ def _read_min_row(
     item = external_id(row.get(key), f"{path}.{key}", out.errors)
     worker = external_id(row.get("annotator"), f"{path}.annotator", out.errors)
     ref = row.get("annotation_id")
-    out.votes.append(ToolVote(
-        item=item, worker=worker, label=label, path=f"{path}.{from_name}",
-        ref=None if ref is None else str(ref),
-        task=None if row.get("id") is None else str(row["id"]),
-    ))
+    out.votes.append(
+        ToolVote(
+            item=item,
+            worker=worker,
+            label=label,
+            path=f"{path}.{from_name}",
+            ref=None if ref is None else str(ref),
+            task=None if row.get("id") is None else str(row["id"]),
+        )
+    )
 
 
 # --- sync: pull the project's annotations from Label Studio's API ------------------------------

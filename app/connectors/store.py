@@ -65,8 +65,9 @@ def parse_event(connector: Connector, body: dict[str, Any]) -> Parsed | None:
     )
 
 
-def handle_event(session: Session, project: Project, connector: Connector,
-                 body: dict[str, Any]) -> tuple[str, Applied | None]:
+def handle_event(
+    session: Session, project: Project, connector: Connector, body: dict[str, Any]
+) -> tuple[str, Applied | None]:
     """Apply one event (the caller commits). Returns the action and what changed (None when the
     action carries no votes)."""
     action = str(body.get("action") or body.get("type") or "")
@@ -106,8 +107,12 @@ def sync_label_studio(
     parsed = label_studio.parse_export(data, c["from_name"], c.get("item_field"))
     applied = apply(session, project, label_studio.SOURCE, parsed, "last", keep_only_refs=True)
     summary = {
-        "annotations": parsed.rows, "inserted": applied.inserted, "updated": applied.updated,
-        "unchanged": applied.unchanged, "deleted": applied.deleted, "skipped": applied.skipped,
+        "annotations": parsed.rows,
+        "inserted": applied.inserted,
+        "updated": applied.updated,
+        "unchanged": applied.unchanged,
+        "deleted": applied.deleted,
+        "skipped": applied.skipped,
     }
     session.execute(
         text(
@@ -127,13 +132,18 @@ def sync_due(engine: Engine) -> list[int]:
     from app.ingest import committed_with_retries
 
     with Session(engine) as session:
-        due = list(session.execute(text(
-            "SELECT project_id FROM connectors WHERE tool = 'label-studio' AND (("
-            "config->>'sync_interval_s' IS NOT NULL AND (last_sync_at IS NULL OR "
-            "last_sync_at < now() - make_interval(secs => (config->>'sync_interval_s')::float)))"
-            " OR (last_sync @> '{\"requested\": true}' AND config->>'url' IS NOT NULL "
-            "AND config->>'ls_project' IS NOT NULL AND secret IS NOT NULL))"
-        )).scalars())
+        due = list(
+            session.execute(
+                text(
+                    "SELECT project_id FROM connectors WHERE tool = 'label-studio' AND (("
+                    "config->>'sync_interval_s' IS NOT NULL AND (last_sync_at IS NULL OR "
+                    "last_sync_at < now() - "
+                    "make_interval(secs => (config->>'sync_interval_s')::float)))"
+                    " OR (last_sync @> '{\"requested\": true}' AND config->>'url' IS NOT NULL "
+                    "AND config->>'ls_project' IS NOT NULL AND secret IS NOT NULL))"
+                )
+            ).scalars()
+        )
     for project_id in due:
         with Session(engine) as session:
             project = session.get(Project, project_id)

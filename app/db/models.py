@@ -105,11 +105,17 @@ class Vote(Base):
         Index("ix_votes_worker_id", "worker_id"),
         CheckConstraint(f"source IN {VOTE_SOURCES}", name="source"),
         Index(
-            "ix_votes_tool_ref", "project_id", "source", "tool_ref",
+            "ix_votes_tool_ref",
+            "project_id",
+            "source",
+            "tool_ref",
             postgresql_where="tool_ref IS NOT NULL",
         ),
         Index(
-            "ix_votes_tool_task", "project_id", "source", "tool_task",
+            "ix_votes_tool_task",
+            "project_id",
+            "source",
+            "tool_task",
             postgresql_where="tool_task IS NOT NULL",
         ),
     )
@@ -260,7 +266,10 @@ class WebhookDelivery(Base):
         CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status"),
         Index("ix_webhook_deliveries_subscription_id_id", "subscription_id", "id"),
         Index(
-            "uq_webhook_deliveries_dedupe", "subscription_id", "dedupe_key", unique=True,
+            "uq_webhook_deliveries_dedupe",
+            "subscription_id",
+            "dedupe_key",
+            unique=True,
             postgresql_where="dedupe_key IS NOT NULL",
         ),
     )

@@ -62,12 +62,16 @@ def upgrade() -> None:
         sa.Column("last_sync", postgresql.JSONB(), nullable=True),
         _now(),
         sa.Column(
-            "updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"),
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
             nullable=False,
         ),
         sa.CheckConstraint("tool IN ('label-studio', 'argilla')", name=op.f("ck_connectors_tool")),
         sa.ForeignKeyConstraint(
-            ["project_id"], ["projects.id"], name=op.f("fk_connectors_project_id_projects"),
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_connectors_project_id_projects"),
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("project_id", "tool", name=op.f("pk_connectors")),
@@ -85,14 +89,14 @@ def upgrade() -> None:
         sa.Column("active", sa.Boolean(), server_default="true", nullable=False),
         _now(),
         sa.ForeignKeyConstraint(
-            ["project_id"], ["projects.id"],
-            name=op.f("fk_webhook_subscriptions_project_id_projects"), ondelete="CASCADE",
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_webhook_subscriptions_project_id_projects"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_subscriptions")),
     )
-    op.create_index(
-        "ix_webhook_subscriptions_project_id", "webhook_subscriptions", ["project_id"]
-    )
+    op.create_index("ix_webhook_subscriptions_project_id", "webhook_subscriptions", ["project_id"])
 
     op.create_table(
         "webhook_deliveries",
@@ -113,10 +117,12 @@ def upgrade() -> None:
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         _now(),
         sa.CheckConstraint(
-            "status IN ('pending', 'delivered', 'failed')", name=op.f("ck_webhook_deliveries_status")
+            "status IN ('pending', 'delivered', 'failed')",
+            name=op.f("ck_webhook_deliveries_status"),
         ),
         sa.ForeignKeyConstraint(
-            ["subscription_id"], ["webhook_subscriptions.id"],
+            ["subscription_id"],
+            ["webhook_subscriptions.id"],
             name=op.f("fk_webhook_deliveries_subscription_id_webhook_subscriptions"),
             ondelete="CASCADE",
         ),
