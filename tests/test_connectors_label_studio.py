@@ -105,8 +105,15 @@ def test_replay_every_captured_request(
         ls_project,
     )
     assert sources == [("label-studio",)]
-    # Nothing logged the body (it carries the project's share token).
+    # Nothing logged or stored the body (it carries the project's share token).
     assert SHARE_TOKEN not in caplog.text
+    dump = db_rows(
+        database_url,
+        "SELECT coalesce(string_agg(t::text, ' '), '') FROM ("
+        "SELECT c::text AS t FROM connectors c UNION ALL SELECT v::text FROM votes v "
+        "UNION ALL SELECT i::text FROM items i) x",
+    )[0][0]
+    assert SHARE_TOKEN not in dump and "capture-single" not in dump
 
 
 def test_redelivered_event_changes_nothing(
