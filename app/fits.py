@@ -87,14 +87,24 @@ def _ids(conn: Connection, table: str, project_id: int) -> np.ndarray:
 def load_votes(conn: Connection, project_id: int, n_classes: int) -> ProjectVotes:
     item_ids = _ids(conn, "items", project_id)
     worker_ids = _ids(conn, "workers", project_id)
+    # Excluded workers' votes stay stored but no method sees them (app/lifecycle.py); with
+    # none excluded, the scan is the plain one.
+    excluded = [
+        int(w)
+        for w in conn.execute(
+            text("SELECT id FROM workers WHERE project_id = :p AND excluded"), {"p": project_id}
+        ).scalars()
+    ]
+    skip = " AND worker_id <> ALL(%s)" if excluded else ""
     buf = io.BytesIO()
     raw = conn.connection.driver_connection
     with (
         raw.cursor() as cur,
         cur.copy(
-            "COPY (SELECT item_id, worker_id, label FROM votes WHERE project_id = %s) "
-            "TO STDOUT (FORMAT BINARY)",
-            (project_id,),
+            "COPY (SELECT item_id, worker_id, label FROM votes WHERE project_id = %s"
+            + skip
+            + ") TO STDOUT (FORMAT BINARY)",
+            (project_id, excluded) if excluded else (project_id,),
         ) as copy,
     ):
         for block in copy:

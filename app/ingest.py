@@ -159,29 +159,58 @@ def _pg_int_array(values: np.ndarray) -> str:
     return "{" + ",".join(map(str, values.tolist())) + "}"
 
 
-# One call does the whole write (migration 0005): one statement, so in autocommit one round trip.
-INGEST_SQL = "SELECT * FROM softlabels_ingest_votes(%s, %s, %s, %s, %s::smallint[])"
+# One call does the whole write (migrations 0005, 0007): one statement, so in autocommit one
+# round trip. It also records `item.settled` webhook events in the same transaction.
+INGEST_SQL = "SELECT * FROM softlabels_ingest_votes(%s, %s, %s, %s, %s::smallint[], %s, %s, %s)"
 _INGEST_TEXT = text(
     "SELECT * FROM softlabels_ingest_votes(:p, CAST(:c AS text[]), CAST(:i AS text[]), "
-    "CAST(:w AS text[]), CAST(:l AS smallint[]))"
+    "CAST(:w AS text[]), CAST(:l AS smallint[]), :s, CAST(:r AS text[]), CAST(:t AS text[]))"
 )
 NO_PROJECT, CLASSES_CHANGED = "SLNOP", "SLCLS"  # the SQLSTATEs it raises
 
 
-def ingest_args(project_id: int, classes: Sequence[str], batch: PreparedVotes) -> tuple:
-    return (project_id, list(classes), batch.items, batch.workers, _pg_int_array(batch.labels))
+def ingest_args(
+    project_id: int,
+    classes: Sequence[str],
+    batch: PreparedVotes,
+    source: str = "api",
+    refs: Sequence[str | None] | None = None,
+    tasks: Sequence[str | None] | None = None,
+) -> tuple:
+    return (
+        project_id,
+        list(classes),
+        batch.items,
+        batch.workers,
+        _pg_int_array(batch.labels),
+        source,
+        None if refs is None else list(refs),
+        None if tasks is None else list(tasks),
+    )
 
 
 def vote_counts(row: Sequence[int]) -> VoteCounts:
     return VoteCounts(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
 
-def ingest_votes(session: Session, project: Project, votes: Sequence[VoteIn]) -> VoteCounts:
+def ingest_votes(
+    session: Session,
+    project: Project,
+    votes: Sequence[VoteIn],
+    *,
+    source: str = "api",
+    refs: Sequence[str | None] | None = None,
+    tasks: Sequence[str | None] | None = None,
+) -> VoteCounts:
     """Validate and store one batch of votes in the session's transaction (CLI, connectors).
-    Raises ValidationFailed before writing anything."""
+    Raises ValidationFailed before writing anything.
+
+    `source` records where the votes came from; `refs` and `tasks` (aligned with `votes`) are a
+    labeling tool's annotation and task ids (app/connectors), kept so its deletes find them.
+    """
     batch = prepare_votes(project.classes, votes)
-    p, c, i, w, labels = ingest_args(project.id, project.classes, batch)
-    row = session.execute(_INGEST_TEXT, {"p": p, "c": c, "i": i, "w": w, "l": labels}).one()
+    args = ingest_args(project.id, project.classes, batch, source, refs, tasks)
+    row = session.execute(_INGEST_TEXT, dict(zip("pciwlsrt", args, strict=True))).one()
     return vote_counts(tuple(row))
 
 

@@ -97,7 +97,7 @@ def _model_labeler(
 
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         version = conn.execute(
-            text("SELECT votes_version FROM projects WHERE id = :p"), {"p": project_id}
+            text("SELECT softlabels_votes_version(:p)"), {"p": project_id}
         ).scalar_one()
         view, result = crowdlab_view(conn, project_id, n_classes, params.get("job"))
         conn.rollback()

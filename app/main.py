@@ -9,15 +9,19 @@ from fastapi import FastAPI
 
 from app.api import (
     analytics,
+    connectors,
     health,
+    imports,
     items,
     keys,
+    lifecycle,
     model_loop,
     projects,
     soft_labels,
     sweeps,
     training,
     votes,
+    webhooks,
 )
 from app.api.deps import ERROR_RESPONSES
 from app.api.error_handlers import install_error_handlers
@@ -40,6 +44,10 @@ ROUTERS = (
     sweeps,
     model_loop,
     keys,
+    lifecycle,
+    connectors,
+    imports,
+    webhooks,
     items,
 )
 

@@ -18,15 +18,21 @@ from typing import Any
 import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
 
+from app.webhooks import RETRY as WEBHOOK_RETRY
+from app.webhooks import WEBHOOK_QUEUE, WEBHOOK_TASK
+
 TRAIN_TASK = "softlabels.train"
 REFIT_TASK = "softlabels.refit"
-QUEUES = ["training", "fits"]
+SYNC_TASK = "softlabels.connector_sync"
+QUEUES = ["training", "fits", WEBHOOK_QUEUE, "connectors"]
 
 
 @dataclass(frozen=True)
 class Handlers:
     train: Callable[[int], None]
     refit: Callable[[int, str, dict[str, Any]], None]
+    webhook: Callable[[int], None] | None = None  # app/webhooks.py: deliver one event
+    sync: Callable[[], object] | None = None  # app/connectors/store.py: periodic tool syncs
 
 
 def make_queue(conninfo: str, handlers: Handlers | None = None) -> procrastinate.App:
@@ -49,6 +55,19 @@ def make_queue(conninfo: str, handlers: Handlers | None = None) -> procrastinate
     @queue.task(name=REFIT_TASK, queue="fits")
     def refit(project_id: int, method: str, params: dict[str, Any]) -> None:
         _handlers().refit(project_id, method, params)
+
+    @queue.task(name=WEBHOOK_TASK, queue=WEBHOOK_QUEUE, retry=WEBHOOK_RETRY)
+    def webhook(delivery_id: int) -> None:
+        deliver = _handlers().webhook
+        if deliver is not None:
+            deliver(delivery_id)
+
+    @queue.periodic(cron="* * * * *")
+    @queue.task(name=SYNC_TASK, queue="connectors", queueing_lock=SYNC_TASK)
+    def connector_sync(timestamp: int) -> None:
+        sync = _handlers().sync
+        if sync is not None:
+            sync()
 
     return queue
 

@@ -10,11 +10,13 @@ import logging
 import threading
 
 from app.config import Settings
+from app.connectors.store import sync_due
 from app.db.session import libpq_url, make_engine
 from app.fits import refit_now
 from app.tasks import QUEUES, Handlers, make_queue
 from app.training.jobs import recover_stalled
 from app.training.runner import run_training_job, worker_name
+from app.webhooks import deliver
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,8 @@ def run_worker(settings: Settings) -> None:
     handlers = Handlers(
         train=lambda job_id: run_training_job(engine, job_id, timeout),
         refit=lambda project_id, method, params: refit_now(engine, project_id, method, params),
+        webhook=lambda delivery_id: deliver(engine, delivery_id),
+        sync=lambda: sync_due(engine),
     )
     queue = make_queue(libpq_url(url), handlers)
     deferrer = make_queue(libpq_url(url))  # sync connector: the sweeper defers on its own conn

@@ -157,8 +157,8 @@ def music(client: Any, seeds: list[int]) -> dict[str, Any]:
 def demo_crowd(client: Any) -> dict[str, Any]:
     from sklearn.datasets import load_digits
 
-    from app.demo import SWEEP, Crowd, simulate_votes
     from app.cli.sweep import markdown, run_sweep
+    from app.demo import SWEEP, Crowd, simulate_votes
 
     x, gold = load_digits(return_X_y=True)
     project = f"digits-{uuid.uuid4().hex[:6]}"
@@ -189,7 +189,7 @@ def main() -> None:
     from app.config import Settings
     from app.db.migrate import upgrade
     from app.main import create_app
-    from tests.conftest import create_database, drop_database
+    from tests.helpers import create_database, drop_database
 
     server = os.environ["DATABASE_URL"]
     url = create_database(server, prefix="softlabels_bench_music")

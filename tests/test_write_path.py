@@ -25,7 +25,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.helpers import LiveServer, assert_counts_match_votes, db_rows
+from tests.helpers import LiveServer, assert_counts_match_votes, version
 
 pytestmark = pytest.mark.slow
 
@@ -49,16 +49,6 @@ def two_process_server(database_url: str, tmp_path: Path):
 def admin(server: LiveServer) -> httpx.Client:
     return httpx.Client(
         base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60
-    )
-
-
-def version(database_url: str, project: str) -> int:
-    return int(
-        db_rows(
-            database_url,
-            "SELECT softlabels_votes_version(id) FROM projects WHERE name = %s",
-            project,
-        )[0][0]
     )
 
 

@@ -40,9 +40,7 @@ def suspect_items(
     (lowest score first). score = mean over the item's votes of the model's probability of the
     voted class, from a model that never trained on the item (K-fold)."""
     k = len(project.classes)
-    with engine.connect().execution_options(
-        isolation_level="REPEATABLE READ"
-    ) as conn:
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         view = model_view(conn, project.id, k, job)  # NoModel: a 422 naming `job`
         score = suspect_scores(view.pv.votes, view.probs)
         combined = crowdlab(view.pv.votes, view.probs, view.has_model)

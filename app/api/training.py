@@ -17,6 +17,7 @@ from app.training.config import TrainingConfig
 from app.training.jobs import enqueue, request_cancel
 from app.training.serving import checkpoint_bytes, item_features
 from app.training.snapshot import usable_items
+from app.webhooks import emit_job_finished
 
 router = APIRouter(tags=["training"])
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -125,6 +126,7 @@ def cancel_training_job(job: JobDep, session: SessionDep) -> TrainingJobOut:
     row, project = job
     if not request_cancel(session.connection(), row.id):
         raise Conflict(f"Training job {row.id} has already ended ({row.status}).")
+    emit_job_finished(session, row.id)  # a queued job ended here (cancelled); else no-op
     session.refresh(row)
     return job_out(row, project.name)
 

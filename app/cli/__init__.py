@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from app.cli import data, demo, keys, service, sweep
+from app.cli import data, demo, imports, keys, service, sweep
 from app.cli.common import CliError, console
 
 app = typer.Typer(help="softlabels: crowd votes in, soft labels out.", no_args_is_help=True)
@@ -15,6 +15,7 @@ data.register(app)
 demo.register(app)
 app.command("sweep")(sweep.sweep)
 app.add_typer(keys.app, name="keys")
+app.add_typer(imports.import_app, name="import")
 app.add_typer(service.db_app, name="db")
 
 

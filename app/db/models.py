@@ -40,6 +40,7 @@ from app.db.base import Base
 
 NAME_PATTERN = r"^[a-z0-9_-]{1,64}$"
 MAX_EXTERNAL_ID = 256
+VOTE_SOURCES = "('api', 'label-studio', 'argilla', 'import')"
 
 
 def _now() -> Mapped[dt.datetime]:
@@ -109,6 +110,8 @@ class Worker(Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     external_id: Mapped[str] = mapped_column(String(MAX_EXTERNAL_ID))
     created_at: Mapped[dt.datetime] = _now()
+    # Excluded workers keep their votes, but no method, count or export uses them (reversible).
+    excluded: Mapped[bool] = mapped_column(Boolean, server_default="false")
 
 
 class Vote(Base):
@@ -116,6 +119,21 @@ class Vote(Base):
     __table_args__ = (
         Index("ix_votes_project_id", "project_id"),
         Index("ix_votes_worker_id", "worker_id"),
+        CheckConstraint(f"source IN {VOTE_SOURCES}", name="source"),
+        Index(
+            "ix_votes_tool_ref",
+            "project_id",
+            "source",
+            "tool_ref",
+            postgresql_where="tool_ref IS NOT NULL",
+        ),
+        Index(
+            "ix_votes_tool_task",
+            "project_id",
+            "source",
+            "tool_task",
+            postgresql_where="tool_task IS NOT NULL",
+        ),
     )
 
     item_id: Mapped[int] = mapped_column(
@@ -131,6 +149,11 @@ class Vote(Base):
     label: Mapped[int] = mapped_column(SmallInteger)
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
+    # Provenance (app/connectors): api, label-studio, argilla or import; the tool's annotation
+    # (response) id and task (record) id, by which the tool's deletes find the vote.
+    source: Mapped[str] = mapped_column(Text, server_default="api")
+    tool_ref: Mapped[str | None] = mapped_column(Text)
+    tool_task: Mapped[str | None] = mapped_column(Text)
 
 
 class TrainingJob(Base):
@@ -230,3 +253,73 @@ class ApiKey(Base):
     rate_limit_per_s: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[dt.datetime] = _now()
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Connector(Base):
+    """A labeling tool's connection to a project (app/connectors): its field mapping in
+    `config`, and its token or signing secret apart, never returned or logged."""
+
+    __tablename__ = "connectors"
+    __table_args__ = (CheckConstraint("tool IN ('label-studio', 'argilla')", name="tool"),)
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    tool: Mapped[str] = mapped_column(Text, primary_key=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    secret: Mapped[str | None] = mapped_column(Text)
+    last_sync_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_sync: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class WebhookSubscription(Base):
+    """An outbound webhook (app/webhooks.py): where to send which events, and the signing key."""
+
+    __tablename__ = "webhook_subscriptions"
+    __table_args__ = (Index("ix_webhook_subscriptions_project_id", "project_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    settle_votes: Mapped[int | None] = mapped_column(Integer)
+    settle_entropy: Mapped[float | None] = mapped_column(Float)
+    active: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class WebhookDelivery(Base):
+    """One event for one subscription, and how its delivery went (the delivery log)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status"),
+        Index("ix_webhook_deliveries_subscription_id_id", "subscription_id", "id"),
+        Index(
+            "uq_webhook_deliveries_dedupe",
+            "subscription_id",
+            "dedupe_key",
+            unique=True,
+            postgresql_where="dedupe_key IS NOT NULL",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE")
+    )
+    msg_id: Mapped[str] = mapped_column(Text)
+    event: Mapped[str] = mapped_column(Text)
+    order_key: Mapped[str] = mapped_column(Text)
+    dedupe_key: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(Text, server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = _now()

@@ -14,6 +14,7 @@ import procrastinate
 from sqlalchemy import Connection, Engine, text
 
 from app.tasks import defer_training
+from app.webhooks import emit_job_finished
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ def finish(
                 ),
                 {"id": job_id, "c": checkpoint, "p": predictions},
             )
+        if done is not None:
+            emit_job_finished(conn, job_id)  # outbound webhook, in the same transaction
     return done is not None
 
 
@@ -165,6 +168,7 @@ def recover_stalled(engine: Engine, queue: procrastinate.App, timeout_s: float) 
                     },
                 )
                 log.warning("training job %s: failed after %s attempts", job.id, job.attempts)
+                emit_job_finished(conn, job.id)
             touched.append(job.id)
         lost = (
             conn.execute(

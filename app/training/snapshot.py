@@ -176,7 +176,8 @@ def _votes_hash(conn: Connection, project_id: int) -> str:
             text(
                 "SELECT encode(sha256(convert_to(coalesce(string_agg("
                 "item_id || ':' || worker_id || ':' || label, ',' ORDER BY item_id, worker_id"
-                "), ''), 'UTF8')), 'hex') FROM votes WHERE project_id = :p"
+                "), ''), 'UTF8')), 'hex') FROM votes WHERE project_id = :p AND worker_id "
+                "NOT IN (SELECT id FROM workers WHERE project_id = :p AND excluded)"
             ),
             {"p": project_id},
         ).scalar_one()

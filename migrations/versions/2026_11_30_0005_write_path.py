@@ -44,6 +44,10 @@ LANGUAGE sql VOLATILE AS $$
     DO UPDATE SET changes = project_vote_changes.changes + 1
 $$;
 
+"""
+
+# The vote upsert (migration 0007 replaces it with one that also records a tool's ids).
+INGEST = """
 -- Errors it raises: SLNOP (no such project), SLCLS (the caller's class list is out of date).
 CREATE FUNCTION softlabels_ingest_votes(
     p bigint, expected_classes text[], item_ext text[], worker_ext text[], labels smallint[]
@@ -148,14 +152,13 @@ def upgrade() -> None:
     )
     op.drop_column("projects", "votes_version")
     op.execute(FUNCTIONS)
+    op.execute(INGEST)
     op.execute("ALTER TABLE api_keys ADD COLUMN rate_limit_per_s double precision")
 
 
 def downgrade() -> None:
     op.execute("ALTER TABLE api_keys DROP COLUMN rate_limit_per_s")
-    op.execute(
-        "DROP FUNCTION softlabels_ingest_votes(bigint, text[], text[], text[], smallint[])"
-    )
+    op.execute("DROP FUNCTION softlabels_ingest_votes(bigint, text[], text[], text[], smallint[])")
     op.execute("DROP FUNCTION softlabels_bump_votes_version(bigint)")
     op.execute("DROP FUNCTION softlabels_votes_version(bigint)")
     op.execute("ALTER TABLE projects ADD COLUMN votes_version bigint NOT NULL DEFAULT 0")

@@ -1,0 +1,170 @@
+"""The vote lifecycle over HTTP: delete a vote, a worker's votes, an item, a project; exclude or
+include a worker; stream the raw votes. The work is in app/lifecycle.py and app/votes_export.py.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import StreamingResponse
+
+from app import lifecycle
+from app.api import soft_labels  # noqa: F401  (registers the item_id path convertor)
+from app.api.connector_schemas import DeletedOut, ExcludedOut, ProjectDeletedOut
+from app.api.deps import EngineDep, ProjectDep, ServicesDep, SessionDep, SettingsDep, require
+from app.errors import ValidationFailed
+from app.ingest import committed_with_retries
+from app.votes_export import (
+    EXTENSIONS,
+    VOTE_MEDIA_TYPES,
+    VoteFormat,
+    read_vote_chunks,
+    serialize_votes,
+)
+
+router = APIRouter(prefix="/v1/projects/{project}", tags=["lifecycle"])
+
+ItemPath = Annotated[str, Path(description="The item's id.", max_length=256)]
+WorkerPath = Annotated[str, Path(description="The worker's id.", max_length=256)]
+
+
+def _deleted(d: lifecycle.Deleted) -> DeletedOut:
+    return DeletedOut(deleted_votes=d.votes, votes_version=d.votes_version)
+
+
+@router.delete(
+    "/items/{item:item_id}/votes/{worker}",
+    response_model=DeletedOut,
+    dependencies=[Depends(require("annotate"))],
+)
+def delete_vote(
+    project: ProjectDep, item: ItemPath, worker: WorkerPath, session: SessionDep
+) -> DeletedOut:
+    """Delete one vote. Counts, soft labels, fits and exports follow at once."""
+    return _deleted(
+        committed_with_retries(
+            session, lambda: lifecycle.delete_vote(session, project, item, worker)
+        )
+    )
+
+
+@router.delete(
+    "/workers/{worker}/votes",
+    response_model=DeletedOut,
+    dependencies=[Depends(require("admin"))],
+)
+def delete_worker_votes(project: ProjectDep, worker: WorkerPath, session: SessionDep) -> DeletedOut:
+    """Delete every vote of one worker (e.g. a spammer found with `/workers`)."""
+    return _deleted(
+        committed_with_retries(
+            session, lambda: lifecycle.delete_worker_votes(session, project, worker)
+        )
+    )
+
+
+def _exclude(session: SessionDep, project: ProjectDep, worker: str, flag: bool) -> ExcludedOut:
+    out = committed_with_retries(
+        session, lambda: lifecycle.set_excluded(session, project, worker, flag)
+    )
+    return ExcludedOut(
+        worker=out.worker,
+        excluded=out.excluded,
+        changed=out.changed,
+        votes=out.votes,
+        votes_version=out.votes_version,
+    )
+
+
+@router.post(
+    "/workers/{worker}/exclude",
+    response_model=ExcludedOut,
+    dependencies=[Depends(require("admin"))],
+)
+def exclude_worker(project: ProjectDep, worker: WorkerPath, session: SessionDep) -> ExcludedOut:
+    """Stop counting a worker's votes everywhere (counts, every method, exports), keeping them
+    stored. Reversible with `/include`. Votes the worker sends meanwhile are stored, uncounted."""
+    return _exclude(session, project, worker, True)
+
+
+@router.post(
+    "/workers/{worker}/include",
+    response_model=ExcludedOut,
+    dependencies=[Depends(require("admin"))],
+)
+def include_worker(project: ProjectDep, worker: WorkerPath, session: SessionDep) -> ExcludedOut:
+    """Count an excluded worker's votes again."""
+    return _exclude(session, project, worker, False)
+
+
+@router.delete(
+    "/items/{item:item_id}", response_model=DeletedOut, dependencies=[Depends(require("admin"))]
+)
+def delete_item(project: ProjectDep, item: ItemPath, session: SessionDep) -> DeletedOut:
+    """Delete an item with its votes, features, gold label and metadata."""
+    return _deleted(
+        committed_with_retries(session, lambda: lifecycle.delete_item(session, project, item))
+    )
+
+
+@router.delete("", response_model=ProjectDeletedOut, dependencies=[Depends(require("admin"))])
+def delete_project(
+    project: ProjectDep,
+    session: SessionDep,
+    services: ServicesDep,
+    confirm: Annotated[
+        str, Query(description="The project's name, repeated: deleting cannot be undone.")
+    ],
+) -> ProjectDeletedOut:
+    """Delete the project and everything in it: items, votes, workers, fits, training jobs and
+    checkpoints, connectors, webhook subscriptions."""
+    if confirm != project.name:
+        raise ValidationFailed(
+            "To delete the project, pass its name as `confirm`.",
+            errors=[{"index": None, "field": "confirm", "reason": f"must be {project.name!r}"}],
+        )
+    name = project.name
+    n = committed_with_retries(session, lambda: lifecycle.delete_project(session, project))
+    services.projects.forget(name)  # other processes: the write path finds it gone (SLNOP)
+    return ProjectDeletedOut(deleted=name, deleted_votes=n)
+
+
+@router.get(
+    "/votes/export",
+    dependencies=[Depends(require("read"))],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The raw votes, streamed: item, worker, label, created_at, "
+            "updated_at, source.",
+            "content": {media: {} for media in set(VOTE_MEDIA_TYPES.values())},
+        }
+    },
+)
+def export_votes(
+    project: ProjectDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    format: Annotated[
+        VoteFormat,
+        Query(
+            description="jsonl, csv, parquet; or crowdkit (task,worker,label CSV) or "
+            "peerannot (answers.json with class indices)."
+        ),
+    ] = "jsonl",
+    include_excluded: Annotated[
+        bool, Query(description="Also the votes of excluded workers.")
+    ] = False,
+) -> StreamingResponse:
+    """Every vote, one row each, in item then worker order (crowd-kit reads the CSV as is:
+    `task` = item)."""
+    chunks = read_vote_chunks(engine, project.id, settings.export_chunk_rows, include_excluded)
+    return StreamingResponse(
+        serialize_votes(chunks, format, project.classes),
+        media_type=VOTE_MEDIA_TYPES[format],
+        headers={
+            "Content-Disposition": 'attachment; filename="'
+            f'{project.name}-votes.{EXTENSIONS.get(format, format)}"',
+            "X-Votes-Version": str(project.votes_version),
+        },
+    )

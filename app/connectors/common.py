@@ -1,0 +1,191 @@
+"""What every connector shares: a tool payload parsed into `Parsed` (votes with the JSON path each
+came from, plus the tool ids whose votes must go), then applied in one transaction.
+
+The tool-specific parsers (label_studio.py, argilla.py, files.py) only read payloads; this module
+checks labels against the project (a 422 names the payload path), applies the duplicate policy,
+and calls the ingest layer (app/ingest.py, app/lifecycle.py), which knows no tool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session
+
+from app.db.models import MAX_EXTERNAL_ID, Project
+from app.errors import ValidationFailed
+from app.ingest import (
+    VoteIn,  # its domain home after the schemas split (issue 8)
+    ingest_votes,
+)
+from app.lifecycle import delete_tool_votes, delete_votes_where
+
+OnDuplicate = Literal["last", "first", "error"]
+
+
+class PayloadError(ValidationFailed):
+    """A payload that cannot be read as votes: 422 with the JSON path of each problem."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        paths = ", ".join(e["field"] for e in errors[:5])
+        super().__init__(
+            f"{len(errors)} problem(s) in the payload at {paths}; nothing was stored.",
+            errors=errors,
+        )
+
+
+def problem(path: str, reason: str) -> dict[str, Any]:
+    return {"index": None, "field": path, "reason": reason}
+
+
+@dataclass
+class ToolVote:
+    item: str
+    worker: str
+    label: str | int
+    path: str  # JSON path of the label in the payload, for error messages
+    ref: str | None = None  # the tool's annotation / response id
+    task: str | None = None  # the tool's task / record id
+
+
+@dataclass
+class Parsed:
+    votes: list[ToolVote] = field(default_factory=list)
+    remove_refs: list[str] = field(default_factory=list)  # annotations deleted or cancelled
+    remove_tasks: list[str] = field(default_factory=list)  # tasks deleted with their votes
+    skipped: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    rows: int = 0
+
+    def fail_if_errors(self) -> None:
+        if self.errors:
+            raise PayloadError(self.errors)
+
+
+@dataclass(frozen=True)
+class Applied:
+    inserted: int
+    updated: int
+    unchanged: int
+    deleted: int
+    skipped: int
+    duplicates: int
+    votes_version: int
+
+
+def check_labels(project: Project, votes: list[ToolVote]) -> list[dict[str, Any]]:
+    known = set(project.classes)
+    errors = []
+    for v in votes:
+        if isinstance(v.label, str) and v.label not in known and v.label.isdigit():
+            v.label = int(v.label)  # e.g. crowd-kit CSV labels written as class indices
+        if isinstance(v.label, str) and v.label not in known:
+            errors.append(
+                problem(
+                    v.path,
+                    f"unknown label {v.label!r}; the project's classes are {project.classes[:20]}",
+                )
+            )
+        elif isinstance(v.label, int) and not 0 <= v.label < len(project.classes):
+            errors.append(problem(v.path, f"class index {v.label} is out of range"))
+    return errors
+
+
+def dedupe(votes: list[ToolVote], policy: OnDuplicate) -> tuple[list[ToolVote], int, list[dict]]:  # type: ignore[type-arg]
+    """One vote per (item, worker): keep the last or the first, or report each repeat."""
+    seen: dict[tuple[str, str], int] = {}
+    out: list[ToolVote] = []
+    errors, dups = [], 0
+    for v in votes:
+        key = (v.item, v.worker)
+        if key not in seen:
+            seen[key] = len(out)
+            out.append(v)
+            continue
+        dups += 1
+        if policy == "error":
+            first = out[seen[key]].path
+            errors.append(
+                problem(
+                    v.path, f"worker {v.worker!r} already voted on item {v.item!r} (at {first})"
+                )
+            )
+        elif policy == "last":
+            out[seen[key]] = v
+    return out, dups, errors
+
+
+def apply(
+    session: Session,
+    project: Project,
+    source: str,
+    parsed: Parsed,
+    on_duplicate: OnDuplicate = "last",
+    *,
+    keep_only_refs: bool = False,
+) -> Applied:
+    """Store `parsed` all or nothing (the caller commits). With `keep_only_refs` (sync), every
+    vote from `source` whose tool id is not among `parsed.votes` is deleted too."""
+    errors = list(parsed.errors) + check_labels(project, parsed.votes)
+    votes, dups, dup_errors = dedupe(parsed.votes, on_duplicate)
+    errors += dup_errors
+    if errors:
+        raise PayloadError(errors)
+    deleted = 0
+    refs: list[str] = [v.ref for v in votes if v.ref is not None]
+    if refs:
+        # A known annotation that now names another item or worker (task data edited): its old
+        # vote goes before the new one is stored.
+        deleted += delete_votes_where(
+            session,
+            project,
+            """v.source = :s AND v.tool_ref = ANY(CAST(:refs AS text[])) AND NOT EXISTS (
+                SELECT 1 FROM unnest(CAST(:refs AS text[]), CAST(:items AS text[]),
+                                     CAST(:workers AS text[])) AS n(ref, item, worker)
+                JOIN items i ON i.project_id = :p AND i.external_id = n.item
+                JOIN workers w ON w.project_id = :p AND w.external_id = n.worker
+                WHERE n.ref = v.tool_ref AND i.id = v.item_id AND w.id = v.worker_id)""",
+            {
+                "s": source,
+                "refs": refs,
+                "items": [v.item for v in votes if v.ref is not None],
+                "workers": [v.worker for v in votes if v.ref is not None],
+            },
+        ).votes
+    if keep_only_refs:
+        deleted += delete_votes_where(
+            session,
+            project,
+            "v.source = :s AND (v.tool_ref IS NULL OR v.tool_ref <> ALL(CAST(:refs AS text[])))",
+            {"s": source, "refs": refs},
+        ).votes
+    inserted = updated = unchanged = 0
+    if votes:
+        counts = ingest_votes(
+            session,
+            project,
+            [VoteIn.model_construct(item=v.item, worker=v.worker, label=v.label) for v in votes],
+            source=source,
+            refs=[v.ref for v in votes] if refs else None,
+            tasks=[v.task for v in votes] if refs else None,
+        )
+        inserted, updated, unchanged = counts.inserted, counts.updated, counts.unchanged
+    if parsed.remove_refs or parsed.remove_tasks:
+        deleted += delete_tool_votes(
+            session, project, source, refs=parsed.remove_refs, tasks=parsed.remove_tasks
+        ).votes
+    session.expire(project, ["votes_version"])  # reloaded: ingest and deletes may have moved it
+    version = project.votes_version
+    return Applied(inserted, updated, unchanged, deleted, parsed.skipped, dups, int(version))
+
+
+def external_id(value: Any, path: str, errors: list[dict[str, Any]]) -> str:
+    """A tool's id (int or str) as our item/worker id; a problem at `path` if it cannot be one."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        errors.append(problem(path, f"must be a string or an integer, not {type(value).__name__}"))
+        return ""
+    text_id = str(value)
+    if not 1 <= len(text_id) <= MAX_EXTERNAL_ID or "\x00" in text_id:
+        errors.append(problem(path, f"must be 1 to {MAX_EXTERNAL_ID} characters, without NUL"))
+    return text_id

@@ -1,0 +1,172 @@
+"""File imports: every tool's export format into votes, for `softlabels import` and
+`POST /v1/projects/{p}/imports/{format}`. Stored with source "import".
+
+- `label-studio`: Label Studio JSON or JSON_MIN export (label_studio.parse_export).
+- `argilla`: Argilla's exported records (argilla.parse_records).
+- `prodigy`: Prodigy JSONL (`prodigy db-out`): worker `_annotator_id` (else `_session_id`),
+  item `_input_hash` or a chosen field; choice tasks give `accept: [label]`, binary tasks
+  `label` with `answer == "accept"`; `ignore` (and a rejected binary label) is not a vote.
+- `crowdkit`: crowd-kit's long CSV `task, worker, label` (header required; `item` accepted for
+  `task`).
+- `peerannot`: peerannot's `answers.json`, `{task: {worker: label}}` (labels are class indices,
+  as peerannot writes them, or class names).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from app.connectors import argilla, label_studio
+from app.connectors.common import Parsed, ToolVote, external_id, problem
+
+FileFormat = Literal["label-studio", "argilla", "prodigy", "crowdkit", "peerannot"]
+FORMATS: tuple[str, ...] = ("label-studio", "argilla", "prodigy", "crowdkit", "peerannot")
+
+
+@dataclass(frozen=True)
+class Options:
+    from_name: str | None = None  # label-studio: the <Choices> control
+    item_field: str | None = None  # label-studio: task data field; prodigy: id field
+    question: str | None = None  # argilla: the label question
+
+
+def _json(data: bytes) -> tuple[Any, list[dict[str, Any]]]:
+    try:
+        return json.loads(data), []
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, [problem("$", f"not valid JSON: {exc}")]
+
+
+def parse_prodigy(data: bytes, id_field: str | None) -> Parsed:
+    out = Parsed()
+    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        path = f"line {n}"
+        try:
+            row = json.loads(line)
+        except ValueError:
+            out.errors.append(problem(path, "not valid JSON"))
+            continue
+        if not isinstance(row, dict):
+            out.errors.append(problem(path, "must be a JSON object"))
+            continue
+        out.rows += 1
+        answer = row.get("answer")
+        if answer == "ignore":
+            out.skipped += 1
+            continue
+        key = id_field or "_input_hash"
+        item = external_id(row.get(key), f"{path}.{key}", out.errors)
+        who = row.get("_annotator_id", row.get("_session_id"))
+        worker = external_id(who, f"{path}._annotator_id", out.errors)
+        if isinstance(row.get("accept"), list) and "options" in row:  # choice task
+            chosen = row["accept"]
+            if answer != "accept" or not chosen:
+                out.skipped += 1
+                continue
+            if len(chosen) != 1:
+                out.errors.append(problem(f"{path}.accept", "a vote is one class (single choice)"))
+                continue
+            label, lpath = chosen[0], f"{path}.accept[0]"
+        elif "label" in row:  # binary: the label was accepted or not
+            if answer != "accept":
+                out.skipped += 1
+                continue
+            label, lpath = row["label"], f"{path}.label"
+        else:
+            out.errors.append(problem(path, "neither `accept` (choice) nor `label` (binary)"))
+            continue
+        if not isinstance(label, (str, int)) or isinstance(label, bool):
+            out.errors.append(problem(lpath, "must be a label"))
+            continue
+        out.votes.append(ToolVote(item=item, worker=worker, label=label, path=lpath))
+    return out
+
+
+def parse_crowdkit(data: bytes) -> Parsed:
+    out = Parsed()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        out.errors.append(problem("$", "not UTF-8"))
+        return out
+    reader = csv.DictReader(io.StringIO(text))
+    fields = set(reader.fieldnames or ())
+    task_col = "task" if "task" in fields else "item"
+    missing = {task_col, "worker", "label"} - fields
+    if missing:
+        out.errors.append(problem("header", f"missing column(s) {sorted(missing)}"))
+        return out
+    for n, row in enumerate(reader, start=2):
+        out.rows += 1
+        path = f"line {n}"
+        item = external_id(row[task_col], f"{path}.{task_col}", out.errors)
+        worker = external_id(row["worker"], f"{path}.worker", out.errors)
+        label: str | int = row["label"] or ""
+        out.votes.append(ToolVote(item=item, worker=worker, label=label, path=f"{path}.label"))
+    return out
+
+
+def parse_peerannot(data: bytes) -> Parsed:
+    out = Parsed()
+    doc, out.errors = _json(data)
+    if doc is None:
+        return out
+    if not isinstance(doc, dict):
+        out.errors.append(problem("$", "must be {task: {worker: label}}"))
+        return out
+    for task, answers in doc.items():
+        if not isinstance(answers, dict):
+            out.errors.append(problem(f"{task}", "must be {worker: label}"))
+            continue
+        for worker, label in answers.items():
+            out.rows += 1
+            path = f"{task}.{worker}"
+            if isinstance(label, str) and label.lstrip("-").isdigit():
+                label = int(label)
+            if not isinstance(label, (str, int)) or isinstance(label, bool):
+                out.errors.append(problem(path, "must be a class index or name"))
+                continue
+            out.votes.append(
+                ToolVote(
+                    item=external_id(task, path, out.errors),
+                    worker=external_id(worker, path, out.errors),
+                    label=label,
+                    path=path,
+                )
+            )
+    return out
+
+
+def parse_file(fmt: str, data: bytes, opts: Options) -> Parsed:
+    if fmt == "prodigy":
+        return parse_prodigy(data, opts.item_field)
+    if fmt == "crowdkit":
+        return parse_crowdkit(data)
+    if fmt == "peerannot":
+        return parse_peerannot(data)
+    doc, errors = _json(data)
+    if errors:
+        out = Parsed()
+        out.errors = errors
+        return out
+    if fmt == "label-studio":
+        if not opts.from_name:
+            return _needs("from_name", "the name of the <Choices> control")
+        return label_studio.parse_export(doc, opts.from_name, opts.item_field)
+    if fmt == "argilla":
+        if not opts.question:
+            return _needs("question", "the name of the label question")
+        return argilla.parse_records(doc, opts.question, opts.item_field or "external_id")
+    return _needs("format", f"one of {FORMATS}")
+
+
+def _needs(option: str, what: str) -> Parsed:
+    out = Parsed()
+    out.errors.append(problem(option, f"required: {what}"))
+    return out

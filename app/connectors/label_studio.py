@@ -1,0 +1,291 @@
+"""Label Studio (observed on 1.23.2): webhook events, JSON / JSON_MIN exports, and sync.
+
+Webhook bodies (`action` plus objects; every body also carries the whole Label Studio project
+with its share token, so a body is never stored or logged whole):
+- ANNOTATION_CREATED / ANNOTATION_UPDATED: `annotation` and `task` objects. The worker is
+  `annotation.completed_by` (an int user id); the label is `value.choices` (always a list) of the
+  `result` whose `from_name` is the mapped control. A skip is `was_cancelled: true` with an empty
+  `result`: it is not a vote, and removes one stored under that annotation id.
+- ANNOTATIONS_CREATED (Data Manager bulk actions): `annotation` (singular) holds a list, `task`
+  a list too.
+- ANNOTATIONS_DELETED: only `annotations: [{"id"}]`; TASKS_DELETED: only `tasks: [{"id"}]`, and
+  the task's annotations go with it without an annotation event.
+Votes are keyed on the annotation id (tool_ref) and the mapped data field (the item), never on
+the task id alone: Label Studio on SQLite reuses task ids after a delete.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from app.connectors.common import Parsed, ToolVote, external_id, problem
+
+SOURCE = "label-studio"
+VOTE_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"}
+DELETE_ACTIONS = {"ANNOTATIONS_DELETED", "TASKS_DELETED"}
+
+
+def _item(task: Any, item_field: str | None, path: str, errors: list[dict[str, Any]]) -> str:
+    if not isinstance(task, dict):
+        errors.append(problem(path, "must be a task object"))
+        return ""
+    if item_field is None:
+        return external_id(task.get("id"), f"{path}.id", errors)
+    data = task.get("data")
+    if not isinstance(data, dict) or item_field not in data:
+        errors.append(
+            problem(
+                f"{path}.data.{item_field}",
+                f"missing: the connector maps the item id to task data field {item_field!r}",
+            )
+        )
+        return ""
+    return external_id(data[item_field], f"{path}.data.{item_field}", errors)
+
+
+def _worker(annotation: dict[str, Any], path: str, errors: list[dict[str, Any]]) -> str:
+    by = annotation.get("completed_by")
+    if isinstance(by, dict):  # some versions and exports expand the user
+        return external_id(by.get("id"), f"{path}.completed_by.id", errors)
+    return external_id(by, f"{path}.completed_by", errors)
+
+
+def read_annotation(
+    out: Parsed,
+    annotation: Any,
+    task: Any,
+    path: str,
+    task_path: str,
+    from_name: str,
+    item_field: str | None,
+) -> None:
+    """One annotation of one task into `out`: a vote, a skip, or a problem."""
+    if not isinstance(annotation, dict):
+        out.errors.append(problem(path, "must be an annotation object"))
+        return
+    ref = external_id(annotation.get("id"), f"{path}.id", out.errors)
+    if annotation.get("was_cancelled"):
+        out.skipped += 1
+        out.remove_refs.append(ref)
+        return
+    results = annotation.get("result")
+    if not isinstance(results, list):
+        out.errors.append(problem(f"{path}.result", "must be a list"))
+        return
+    found = [
+        (j, r)
+        for j, r in enumerate(results)
+        if isinstance(r, dict) and r.get("from_name") == from_name
+    ]
+    if not found:
+        names = sorted({str(r.get("from_name")) for r in results if isinstance(r, dict)})
+        out.errors.append(
+            problem(
+                f"{path}.result",
+                f"no result from the mapped control {from_name!r} (found: {names})",
+            )
+        )
+        return
+    j, result = found[0]
+    rpath = f"{path}.result[{j}].value.choices"
+    value = result.get("value")
+    choices = value.get("choices") if isinstance(value, dict) else None
+    if not isinstance(choices, list) or not choices:
+        out.errors.append(problem(rpath, "must be a non-empty list of choices"))
+        return
+    if len(choices) != 1:
+        out.errors.append(
+            problem(
+                rpath,
+                f"has {len(choices)} choices; a vote is one class (use a single-choice control)",
+            )
+        )
+        return
+    if not isinstance(choices[0], str):
+        out.errors.append(problem(f"{rpath}[0]", "must be a string"))
+        return
+    item = _item(task, item_field, task_path, out.errors)
+    worker = _worker(annotation, path, out.errors)
+    task_id = task.get("id") if isinstance(task, dict) else None
+    out.votes.append(
+        ToolVote(
+            item=item,
+            worker=worker,
+            label=choices[0],
+            path=f"{rpath}[0]",
+            ref=ref,
+            task=None if task_id is None else str(task_id),
+        )
+    )
+
+
+def _ids(body: dict[str, Any], key: str, out: Parsed) -> list[str]:
+    rows = body.get(key)
+    if not isinstance(rows, list):
+        out.errors.append(problem(key, 'must be a list of {"id": ...} objects'))
+        return []
+    return [
+        external_id(r.get("id") if isinstance(r, dict) else None, f"{key}[{i}].id", out.errors)
+        for i, r in enumerate(rows)
+    ]
+
+
+def parse_event(body: dict[str, Any], from_name: str, item_field: str | None) -> Parsed | None:
+    """A webhook body into votes and deletions; None for actions that carry no votes."""
+    action = body.get("action")
+    out = Parsed()
+    if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
+        read_annotation(
+            out,
+            body.get("annotation"),
+            body.get("task"),
+            "annotation",
+            "task",
+            from_name,
+            item_field,
+        )
+    elif action == "ANNOTATIONS_CREATED":
+        annotations, tasks = body.get("annotation"), body.get("task")
+        if not isinstance(annotations, list):
+            out.errors.append(problem("annotation", "must be a list for ANNOTATIONS_CREATED"))
+            return out
+        task_list = tasks if isinstance(tasks, list) else []
+        by_id = {t.get("id"): i for i, t in enumerate(task_list) if isinstance(t, dict)}
+        for i, a in enumerate(annotations):
+            t = by_id.get(a.get("task")) if isinstance(a, dict) else None
+            if t is None:
+                out.errors.append(problem(f"annotation[{i}].task", "names no task in `task`"))
+                continue
+            read_annotation(
+                out, a, task_list[t], f"annotation[{i}]", f"task[{t}]", from_name, item_field
+            )
+    elif action == "ANNOTATIONS_DELETED":
+        out.remove_refs = _ids(body, "annotations", out)
+    elif action == "TASKS_DELETED":
+        out.remove_tasks = _ids(body, "tasks", out)
+    else:
+        return None
+    out.rows = len(out.votes)
+    return out
+
+
+def has_inline_annotations(body: dict[str, Any]) -> bool:
+    """TASKS_CREATED for tasks imported with annotations (which send no annotation event)."""
+    tasks = body.get("tasks")
+    return (
+        body.get("action") == "TASKS_CREATED"
+        and isinstance(tasks, list)
+        and any(
+            isinstance(t, dict)
+            and isinstance(t.get("total_annotations"), int)
+            and t["total_annotations"] > 0
+            for t in tasks
+        )
+    )
+
+
+def parse_export(data: Any, from_name: str, item_field: str | None) -> Parsed:
+    """Label Studio's JSON export (a list of tasks with `annotations`; cancelled ones included)
+    or its JSON_MIN export (one row per annotation, task data flattened to the top level,
+    `annotator`, `annotation_id`, the control's name as a key; cancelled ones dropped)."""
+    out = Parsed()
+    if not isinstance(data, list):
+        out.errors.append(problem("$", "must be a JSON list (a Label Studio JSON export)"))
+        return out
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            out.errors.append(problem(f"[{i}]", "must be an object"))
+        elif "annotations" in row:  # JSON: a task
+            anns = row["annotations"]
+            for j, a in enumerate(anns if isinstance(anns, list) else []):
+                out.rows += 1
+                read_annotation(
+                    out, a, row, f"[{i}].annotations[{j}]", f"[{i}]", from_name, item_field
+                )
+        else:  # JSON_MIN: one annotation, task data at the top level
+            out.rows += 1
+            _read_min_row(out, row, i, from_name, item_field)
+    return out
+
+
+def _read_min_row(
+    out: Parsed, row: dict[str, Any], i: int, from_name: str, item_field: str | None
+) -> None:
+    path = f"[{i}]"
+    label = row.get(from_name)
+    if isinstance(label, dict) and "choices" in label:  # multi-choice rows
+        label = label["choices"]
+    if isinstance(label, list):
+        if len(label) != 1:
+            out.errors.append(problem(f"{path}.{from_name}", "a vote is one class"))
+            return
+        label = label[0]
+    if not isinstance(label, str):
+        out.errors.append(problem(f"{path}.{from_name}", "missing: no answer for the control"))
+        return
+    # A data field named `id` clashes with the task id in JSON_MIN; the task id wins there.
+    key = item_field or "id"
+    item = external_id(row.get(key), f"{path}.{key}", out.errors)
+    worker = external_id(row.get("annotator"), f"{path}.annotator", out.errors)
+    ref = row.get("annotation_id")
+    out.votes.append(
+        ToolVote(
+            item=item,
+            worker=worker,
+            label=label,
+            path=f"{path}.{from_name}",
+            ref=None if ref is None else str(ref),
+            task=None if row.get("id") is None else str(row["id"]),
+        )
+    )
+
+
+# --- sync: pull the project's annotations from Label Studio's API ------------------------------
+
+
+class SyncFailed(Exception):
+    """Label Studio could not be reached or refused; the message never includes the token."""
+
+
+def _request(
+    url: str, headers: dict[str, str], body: bytes | None = None, timeout: float = 30
+) -> Any:
+    req = urllib.request.Request(url, data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        where = urllib.parse.urlsplit(url).path
+        raise SyncFailed(f"Label Studio answered {exc.code} for {where}") from None
+    except (urllib.error.URLError, TimeoutError, ValueError) as exc:
+        where = urllib.parse.urlsplit(url).netloc
+        raise SyncFailed(
+            f"Label Studio at {where} could not be read: {type(exc).__name__}"
+        ) from None
+
+
+def auth_header(base: str, token: str) -> dict[str, str]:
+    """A personal access token (a JWT) is traded for a short-lived access token; a legacy API
+    token is sent as `Token <key>`."""
+    if token.count(".") == 2:
+        got = _request(
+            f"{base}/api/token/refresh/",
+            {"Content-Type": "application/json"},
+            json.dumps({"refresh": token}).encode(),
+        )
+        access = got.get("access") if isinstance(got, dict) else None
+        if not isinstance(access, str):
+            raise SyncFailed("Label Studio did not return an access token for the token")
+        return {"Authorization": f"Bearer {access}"}
+    return {"Authorization": f"Token {token}"}
+
+
+def fetch_export(base_url: str, ls_project: int, token: str) -> Any:
+    """The project's JSON export, every task with its annotations (cancelled ones included)."""
+    base = base_url.rstrip("/")
+    headers = auth_header(base, token)
+    return _request(f"{base}/api/projects/{ls_project}/export?exportType=JSON", headers)

@@ -1,0 +1,226 @@
+"""The vote lifecycle after ingest: delete votes (one, a worker's, a tool's by its ids), exclude
+or include a worker, delete an item or a project.
+
+Every operation keeps `items.counts` / `n_votes` equal to a recount of the counted votes (those of
+workers not excluded) and bumps the project's votes_version when anything changed, so cached fits
+(app/fits.py) and exports follow at once. Locking follows app/ingest.py: the affected items are
+locked (id order) in one statement, and the counts change in a later statement, whose snapshot
+sees every write committed before the locks were granted; the vote rows and the count delta come
+from one DELETE ... RETURNING, so what is subtracted is exactly what was removed. Callers run
+these inside `committed_with_retries` (a rare deadlock is redone whole).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from app.db.models import Project
+from app.errors import NotFound
+from app.webhooks import emit_settled
+
+
+@dataclass(frozen=True)
+class Deleted:
+    votes: int
+    votes_version: int
+
+
+def bump_version(session: Session, project_id: int) -> int:
+    """One more change to the project's votes (the striped counter of migration 0005)."""
+    session.execute(text("SELECT softlabels_bump_votes_version(:p)"), {"p": project_id})
+    return _version(session, project_id)
+
+
+def _version(session: Session, project_id: int) -> int:
+    return int(
+        session.execute(text("SELECT softlabels_votes_version(:p)"), {"p": project_id}).scalar_one()
+    )
+
+
+def delete_votes_where(
+    session: Session, project: Project, where: str, params: dict[str, Any]
+) -> Deleted:
+    """Delete the project's votes matching `where` (SQL over `votes v`) and take them out of the
+    counts. `where` is code, never user input; values travel in `params`."""
+    args = {"p": project.id, **params}
+    locked = session.execute(
+        text(
+            "SELECT id FROM items WHERE id IN "
+            f"(SELECT v.item_id FROM votes v WHERE v.project_id = :p AND ({where})) "
+            "ORDER BY id FOR UPDATE"
+        ),
+        args,
+    ).all()
+    if not locked:  # nothing matched (the common case for a tool's redelivered event)
+        return Deleted(0, project.votes_version)
+    n = session.execute(
+        text(
+            f"""
+WITH d AS (
+    DELETE FROM votes v USING workers w
+    WHERE v.project_id = :p AND ({where}) AND w.id = v.worker_id
+    RETURNING v.item_id, v.label, w.excluded
+), per_item AS (
+    SELECT item_id, array_agg(label::int) AS ks, array_agg(-c) AS ds, -sum(c) AS dn
+    FROM (SELECT item_id, label, count(*)::int AS c FROM d WHERE NOT excluded
+          GROUP BY item_id, label) t
+    GROUP BY item_id
+), upd AS (
+    UPDATE items i
+    SET counts = softlabels_add_counts(i.counts, p.ks, p.ds), n_votes = i.n_votes + p.dn,
+        updated_at = now()
+    FROM per_item p WHERE i.id = p.item_id
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM upd)
+"""
+        ),
+        args,
+    ).one()[0]
+    if not n:
+        return Deleted(0, _version(session, project.id))
+    emit_settled(session, project.id)  # fewer votes can settle an item (lower entropy)
+    return Deleted(int(n), bump_version(session, project.id))
+
+
+def _worker_id(session: Session, project: Project, worker: str) -> int:
+    row = session.execute(
+        text("SELECT id FROM workers WHERE project_id = :p AND external_id = :w"),
+        {"p": project.id, "w": worker},
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"No worker {worker!r} in project {project.name!r}.")
+    return int(row)
+
+
+def _item_id(session: Session, project: Project, item: str) -> int:
+    row = session.execute(
+        text("SELECT id FROM items WHERE project_id = :p AND external_id = :i"),
+        {"p": project.id, "i": item},
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"No item {item!r} in project {project.name!r}.")
+    return int(row)
+
+
+def delete_vote(session: Session, project: Project, item: str, worker: str) -> Deleted:
+    item_id = _item_id(session, project, item)
+    worker_id = _worker_id(session, project, worker)
+    out = delete_votes_where(
+        session, project, "v.item_id = :i AND v.worker_id = :w", {"i": item_id, "w": worker_id}
+    )
+    if not out.votes:
+        raise NotFound(f"Worker {worker!r} has no vote on item {item!r}.")
+    return out
+
+
+def delete_worker_votes(session: Session, project: Project, worker: str) -> Deleted:
+    """Every vote of one worker (spammer removal). The worker row stays."""
+    worker_id = _worker_id(session, project, worker)
+    return delete_votes_where(session, project, "v.worker_id = :w", {"w": worker_id})
+
+
+def delete_tool_votes(
+    session: Session,
+    project: Project,
+    source: str,
+    *,
+    refs: Sequence[str] = (),
+    tasks: Sequence[str] = (),
+) -> Deleted:
+    """Votes a labeling tool recorded, by its annotation ids and/or its task ids."""
+    return delete_votes_where(
+        session,
+        project,
+        "v.source = :s AND (v.tool_ref = ANY(CAST(:refs AS text[])) "
+        "OR v.tool_task = ANY(CAST(:tasks AS text[])))",
+        {"s": source, "refs": list(refs), "tasks": list(tasks)},
+    )
+
+
+@dataclass(frozen=True)
+class Excluded:
+    worker: str
+    excluded: bool
+    changed: bool
+    votes: int  # the worker's votes, now counted or not
+    votes_version: int
+
+
+def set_excluded(session: Session, project: Project, worker: str, excluded: bool) -> Excluded:
+    """Exclude a worker (its votes stay stored but stop counting everywhere) or include it back.
+
+    Locks in ingest's order, items then worker, so the two never wait on each other in a cycle:
+    the worker's items, then the worker row (a vote batch holding it FOR SHARE, app/ingest.py,
+    holds all its items already and only finishes), then the worker's items again, which now
+    include any a batch committed meanwhile; later batches for the worker wait for this one and
+    then see the new flag.
+    """
+    worker_id = _worker_id(session, project, worker)
+    lock_items = text(
+        "SELECT id FROM items WHERE id IN (SELECT item_id FROM votes WHERE worker_id = :w) "
+        "ORDER BY id FOR UPDATE"
+    )
+    session.execute(lock_items, {"w": worker_id})
+    current = session.execute(
+        text("SELECT excluded FROM workers WHERE id = :w FOR UPDATE"), {"w": worker_id}
+    ).scalar_one()
+    if current == excluded:
+        n = session.execute(
+            text("SELECT count(*) FROM votes WHERE worker_id = :w"), {"w": worker_id}
+        ).scalar_one()
+        return Excluded(worker, excluded, False, int(n), _version(session, project.id))
+    session.execute(lock_items, {"w": worker_id})
+    n = session.execute(
+        text(
+            """
+WITH per_item AS (
+    SELECT item_id, array_agg(k) AS ks, array_agg(c * CAST(:d AS int)) AS ds,
+           sum(c) * CAST(:d AS int) AS dn, sum(c) AS c
+    FROM (SELECT item_id, label::int AS k, count(*)::int AS c FROM votes WHERE worker_id = :w
+          GROUP BY item_id, label) t
+    GROUP BY item_id
+), upd AS (
+    UPDATE items i
+    SET counts = softlabels_add_counts(i.counts, p.ks, p.ds), n_votes = i.n_votes + p.dn,
+        updated_at = now()
+    FROM per_item p WHERE i.id = p.item_id
+    RETURNING 1
+), flag AS (
+    UPDATE workers SET excluded = :x WHERE id = :w RETURNING 1
+)
+SELECT coalesce(sum(c), 0) FROM per_item
+"""
+        ),
+        {"w": worker_id, "d": -1 if excluded else 1, "x": excluded},
+    ).scalar_one()
+    emit_settled(session, project.id)
+    return Excluded(worker, excluded, True, int(n), bump_version(session, project.id))
+
+
+def delete_item(session: Session, project: Project, item: str) -> Deleted:
+    """The item, its votes (cascade), features, gold and meta."""
+    item_id = _item_id(session, project, item)
+    session.execute(text("SELECT id FROM items WHERE id = :i FOR UPDATE"), {"i": item_id})
+    n = session.execute(
+        text("SELECT count(*) FROM votes WHERE item_id = :i"), {"i": item_id}
+    ).scalar_one()
+    session.execute(text("DELETE FROM items WHERE id = :i"), {"i": item_id})
+    return Deleted(int(n), bump_version(session, project.id))
+
+
+def delete_project(session: Session, project: Project) -> int:
+    """Everything under the project goes with it (foreign keys cascade): items, votes, workers,
+    fits, training jobs and checkpoints, connectors, webhook subscriptions. Returns the number
+    of votes removed."""
+    session.execute(text("SELECT id FROM projects WHERE id = :p FOR UPDATE"), {"p": project.id})
+    n = session.execute(
+        text("SELECT count(*) FROM votes WHERE project_id = :p"), {"p": project.id}
+    ).scalar_one()
+    session.execute(text("DELETE FROM projects WHERE id = :p"), {"p": project.id})
+    return int(n)
