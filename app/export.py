@@ -51,6 +51,7 @@ def read_chunks(
     back one Python call each); one transaction, so every chunk sees the same votes.
     """
     class_names = np.asarray(classes, dtype=object)
+    NO_GOLD = np.asarray(None, dtype=object)
     raw = engine.raw_connection()
     conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
     try:
@@ -68,7 +69,7 @@ def read_chunks(
                     items=list(ext),
                     n_votes=np.asarray(n_votes, dtype=np.int64),
                     probs=probs(np.asarray(ids, dtype=np.int64), np.asarray(counts, np.int64)),
-                    gold=np.where(gold_idx >= 0, class_names[gold_idx], None).tolist(),
+                    gold=np.where(gold_idx >= 0, class_names[gold_idx], NO_GOLD).tolist(),
                 )
     finally:
         raw.close()
@@ -87,6 +88,15 @@ _LINE_BREAKS = [
 ]
 
 
+def one_line_each(blob: bytes) -> bytes:
+    """U+2028/U+2029/U+0085 are valid raw in JSON but split lines for readers that use
+    str.splitlines(); escape them so one JSONL row is always one line."""
+    for raw, escaped in _LINE_BREAKS:
+        if raw in blob:
+            blob = blob.replace(raw, escaped)
+    return blob
+
+
 def jsonl(chunks: Iterator[Chunk]) -> Iterator[bytes]:
     dumps = orjson.dumps  # ~5x json.dumps; the same numbers (shortest round-trip floats)
     for ch in chunks:
@@ -103,13 +113,7 @@ def jsonl(chunks: Iterator[Chunk]) -> Iterator[bytes]:
             )
         ]
         if lines:
-            blob = b"\n".join(lines) + b"\n"
-            # U+2028/U+2029/U+0085 are valid raw in JSON but split lines for readers that use
-            # str.splitlines(); escape them so one row is always one line.
-            for raw, escaped in _LINE_BREAKS:
-                if raw in blob:
-                    blob = blob.replace(raw, escaped)
-            yield blob
+            yield one_line_each(b"\n".join(lines) + b"\n")
 
 
 def csv_rows(chunks: Iterator[Chunk], classes: list[str]) -> Iterator[bytes]:

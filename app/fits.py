@@ -98,6 +98,7 @@ def load_votes(conn: Connection, project_id: int, n_classes: int) -> ProjectVote
     skip = " AND worker_id <> ALL(%s)" if excluded else ""
     buf = io.BytesIO()
     raw = conn.connection.driver_connection
+    assert raw is not None  # an open SQLAlchemy connection always has its psycopg one
     with (
         raw.cursor() as cur,
         cur.copy(
@@ -129,7 +130,8 @@ def params_key(params: dict[str, Any]) -> str:
 
 def _pack(arrays: dict[str, np.ndarray | None]) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **{k: v for k, v in arrays.items() if v is not None})
+    present: dict[str, Any] = {k: v for k, v in arrays.items() if v is not None}
+    np.savez(buf, **present)
     return buf.getvalue()
 
 

@@ -88,14 +88,14 @@ def class_indices(
     lookup[None] = -1
     idx = np.fromiter(map(lookup.get, refs, [-2] * len(refs)), dtype=np.int64, count=len(refs))
     errors = []
-    for row in np.flatnonzero(idx == -2):
+    for row in np.flatnonzero(idx == -2).tolist():
         ref = refs[row]
         reason = (
             f"class index {ref} is out of range 0..{k - 1}"
             if isinstance(ref, int)
             else f"unknown class {ref!r}; the project's classes are {list(classes[:20])}"
         )
-        errors.append(_error(int(row), field, reason))
+        errors.append(_error(row, field, reason))
     return idx, errors
 
 
@@ -220,7 +220,8 @@ def _duplicate_ids(ids: Sequence[str], field: str) -> list[dict[str, Any]]:
     )
     if not (counts > 1).any():
         return []
-    errors, first = [], {}
+    errors: list[dict[str, Any]] = []
+    first: dict[int, int] = {}
     for row in np.flatnonzero(counts[inverse] > 1).tolist():
         key = int(inverse[row])
         if key in first:
@@ -303,7 +304,7 @@ def ingest_items(session: Session, project: Project, rows: Sequence[ItemIn]) -> 
             {"n": n_features, "p": project.id},
         )
 
-    columns = {
+    columns: dict[str, list[Any]] = {
         "ids": [r.id for r in rows],
         "f": [_pg_real_array(r.features) for r in rows],
         "g": [None if g < 0 else g for g in golds.tolist()],

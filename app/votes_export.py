@@ -16,11 +16,12 @@ import json
 from collections.abc import Iterator
 from typing import Any, Literal
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine, text
 
-from app.export import _LINE_BREAKS, _Drain
+from app.export import _Drain, one_line_each
 
 VoteFormat = Literal["jsonl", "csv", "parquet", "crowdkit", "peerannot"]
 VOTE_MEDIA_TYPES = {
@@ -70,7 +71,7 @@ def read_vote_chunks(
 def _jsonl(chunks: Iterator[list[tuple]]) -> Iterator[bytes]:  # type: ignore[type-arg]
     for rows in chunks:
         lines = [
-            json.dumps(
+            orjson.dumps(
                 {
                     "item": r[0],
                     "worker": r[1],
@@ -78,13 +79,12 @@ def _jsonl(chunks: Iterator[list[tuple]]) -> Iterator[bytes]:  # type: ignore[ty
                     "created_at": r[3].isoformat(),
                     "updated_at": r[4].isoformat(),
                     "source": r[5],
-                },
-                ensure_ascii=False,
-            ).translate(_LINE_BREAKS)
+                }
+            )
             for r in rows
         ]
         if lines:
-            yield ("\n".join(lines) + "\n").encode()
+            yield one_line_each(b"\n".join(lines) + b"\n")
 
 
 def _csv(chunks: Iterator[list[tuple]]) -> Iterator[bytes]:  # type: ignore[type-arg]

@@ -20,6 +20,7 @@ from app.aggregation.agreement import (
     spammer_flags,
     votes_per_item_histogram,
 )
+from tests.helpers import require_reference
 
 TRUTH_INFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "truth-inference"
 
@@ -155,15 +156,10 @@ def test_alpha_accepts_float_counts_of_whole_numbers() -> None:
         krippendorff_alpha_nominal(np.array([1, 2]))
 
 
-@pytest.mark.skipif(
-    not (TRUTH_INFERENCE / "d_sentiment" / "answers.csv").exists(),
-    reason="truth-inference data not present",
-)
 @pytest.mark.parametrize("dataset", ["d_sentiment", "s4_Dog_data"])
 def test_alpha_on_real_crowd_data(dataset: str) -> None:
     path = TRUTH_INFERENCE / dataset / "answers.csv"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    require_reference(path.exists(), f"{path} (shared/data/truth-inference)")
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     items = {v: i for i, v in enumerate(sorted({r["item"] for r in rows}))}

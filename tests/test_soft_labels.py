@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from tests.helpers import require_reference
 
 CIFAR10H = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10h"
 FORMATS = ("jsonl", "csv", "parquet")
@@ -421,8 +422,7 @@ def cifar_votes(counts: np.ndarray, item_ids: list[str]) -> Iterator[dict[str, A
 @pytest.mark.slow
 def test_cifar10h_soft_labels_reproduced(client: TestClient) -> None:
     """511,000 votes in through the API; the export equals the published soft labels exactly."""
-    if not (CIFAR10H / "counts.npy").exists():
-        pytest.skip(f"CIFAR-10H data not found in {CIFAR10H} (shared/data/cifar10h)")
+    require_reference((CIFAR10H / "counts.npy").exists(), f"CIFAR-10H data in {CIFAR10H}")
     counts = np.load(CIFAR10H / "counts.npy")
     probs = np.load(CIFAR10H / "probs.npy")
     gold = np.load(CIFAR10H / "cifar10_test_labels.npy")

@@ -224,6 +224,7 @@ def get_worker(
         raise NotFound(f"No worker {worker!r} in project {project.name!r}.")
     w = t["names"].index(worker)
     fit, pv = labels.fit, t["pv"]
+    assert fit is not None  # _worker_fit refused methods without a worker model
     k = len(project.classes)
     conf = fit.result.confusion
     if conf is not None and t["known"][w]:

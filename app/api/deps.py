@@ -12,7 +12,7 @@ all is decided first (403), from the key alone, so that answer says nothing abou
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any, Literal
 
 import procrastinate
@@ -135,7 +135,7 @@ def _job_project(engine: Engine, raw: str) -> str | None:
     return name
 
 
-def require(scope: Scope) -> Callable[..., Caller]:
+def require(scope: Scope) -> Callable[..., Awaitable[Caller]]:
     """A dependency that admits callers holding `scope` (on the path's project, if any)."""
 
     async def check(caller: CallerDep, request: Request, services: ServicesDep) -> Caller:

@@ -46,7 +46,7 @@ def suspect_items(
         combined = crowdlab(view.pv.votes, view.probs, view.has_model)
         rows = np.flatnonzero(view.oos & ~np.isnan(score))
         order = rows[np.lexsort((rows, score[rows]))][:limit]
-        ext = dict(
+        ext: dict[int, str] = dict(
             conn.execute(
                 text("SELECT id, external_id FROM items WHERE id = ANY(:ids)"),
                 {"ids": view.pv.item_ids[order].tolist()},

@@ -193,7 +193,7 @@ def predict(body: PredictIn, job: JobDep, session: SessionDep, models: ModelCach
             raise ValidationFailed(
                 f"{plural(len(errors), 'item')} cannot be predicted.", errors=errors
             )
-        rows = [found[i] for i in body.items]
+        rows: list[list[float]] = [found[i] or [] for i in body.items]  # all found (checked)
     else:
         rows = body.features or []
     bad = [

