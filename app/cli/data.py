@@ -193,7 +193,7 @@ def _export(
 
     with engine.connect() as conn:
         proj = conn.execute(
-            select(Project.id, Project.classes, Project.votes_version).where(
+            select(Project.id, Project.classes, Project.votes_version.label("votes_version")).where(
                 Project.name == project
             )
         ).one_or_none()
