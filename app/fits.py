@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, text
 
-from app.aggregation.worker_models import VoteArrays, WorkerMethod, WorkerModelFit
+from app.aggregation.base import VoteArrays, WorkerMethod, WorkerModelFit
 
 # PostgreSQL's binary COPY row for (bigint, bigint, smallint): a field count, then each field
 # as (length, value), all big-endian. Parsing it with one np.frombuffer keeps 10M votes cheap.
@@ -263,9 +263,11 @@ def current_fit(
 
 def refit_now(engine: Engine, project_id: int, method: str, params: dict[str, Any]) -> None:
     """The worker's `refit` task: bring the stored fit up to the project's current votes."""
-    from app.aggregation.worker_models import resolve_worker_method
+    from app.aggregation.registry import resolve_method
 
-    spec, values = resolve_worker_method(method, params)
+    spec, values = resolve_method(method, params)
+    if not isinstance(spec, WorkerMethod):
+        return  # count methods have no fit to refresh
     with engine.connect() as conn:
         k = conn.execute(
             text("SELECT cardinality(classes) FROM projects WHERE id = :p"), {"p": project_id}

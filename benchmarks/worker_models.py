@@ -166,7 +166,8 @@ def max_rss_mb() -> float:
 
 def child_ours(data_path: str, method: str, out_path: str) -> None:
     sys.path.insert(0, str(REPO))
-    from app.aggregation.worker_models import VoteArrays, resolve_worker_method
+    from app.aggregation.base import VoteArrays
+    from app.aggregation.registry import resolve_method
 
     with np.load(data_path) as z:
         d = {k: z[k] for k in z.files}
@@ -178,7 +179,7 @@ def child_ours(data_path: str, method: str, out_path: str) -> None:
         int(d["n_workers"]),
         int(d["n_classes"]),
     )
-    m, params = resolve_worker_method(method, {})
+    m, params = resolve_method(method, {})
     rss_before = max_rss_mb()
     start = time.perf_counter()
     fit = m.fit(votes, params, None)
@@ -369,7 +370,8 @@ def real_data_lines() -> list[str]:
     """Ours on the two truth-inference sets (median of 3 in-process fits) vs crowd-kit's README
     figures (same machine kind, median of 3)."""
     sys.path.insert(0, str(REPO))
-    from app.aggregation.worker_models import VoteArrays, resolve_worker_method
+    from app.aggregation.base import VoteArrays
+    from app.aggregation.registry import resolve_method
 
     lines = [
         "## Real data: truth-inference sets (Zheng et al., PVLDB 2017)",
@@ -403,7 +405,7 @@ def real_data_lines() -> list[str]:
         known = np.array([pos[it] for it, _ in truth_rows if it in pos])
         truth = np.array([code[lab] for it, lab in truth_rows if it in pos])
         for method, (ck_acc, ck_s) in reference.items():
-            m, params = resolve_worker_method(method, {})
+            m, params = resolve_method(method, {})
             times = []
             for _ in range(3):
                 start = time.perf_counter()

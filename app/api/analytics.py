@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import text
 
 from app.aggregation import agreement
-from app.aggregation.worker_models import WORKER_METHODS
+from app.aggregation.registry import get_method
 from app.api.deps import ProjectDep, SettingsDep, require
 from app.api.schemas import NextItems, ProjectStats, WorkerDetail, WorkerList
 from app.api.soft_labels import MaxIterQuery, MethodQuery, SeedQuery, TolQuery, labeler_from_query
@@ -225,7 +225,7 @@ def list_workers(
         params=labels.params,
         as_of=labels.as_of,
         stale=labels.stale,
-        skill=WORKER_METHODS[labels.method].summary,
+        skill=get_method(labels.method).summary,
         spammer_rule=SPAMMER_RULE,
         workers=[_worker_row(t, w) for w in range(len(t["names"]))],
     )
