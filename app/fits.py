@@ -18,6 +18,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, text
 
 from app.aggregation.base import VoteArrays, WorkerMethod, WorkerModelFit
+from app.aggregation.params import MethodParams
 
 # PostgreSQL's binary COPY row for (bigint, bigint, smallint): a field count, then each field
 # as (length, value), all big-endian. Parsing it with one np.frombuffer keeps 10M votes cheap.
@@ -92,6 +93,7 @@ def load_votes(conn: Connection, project_id: int, n_classes: int) -> ProjectVote
     worker_ids = _ids(conn, "workers", project_id)
     buf = io.BytesIO()
     raw = conn.connection.driver_connection
+    assert raw is not None
     with (
         raw.cursor() as cur,
         cur.copy(
@@ -122,7 +124,7 @@ def params_key(params: dict[str, Any]) -> str:
 
 def _pack(arrays: dict[str, np.ndarray | None]) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **{k: v for k, v in arrays.items() if v is not None})
+    np.savez(buf, **{k: v for k, v in arrays.items() if v is not None})  # type: ignore[arg-type]
     return buf.getvalue()
 
 
@@ -195,7 +197,7 @@ def compute_fit(
     project_id: int,
     n_classes: int,
     spec: WorkerMethod,
-    params: dict[str, Any],
+    params: MethodParams,
     warm: Fit | None = None,
 ) -> Fit:
     """Fit on the project's current votes (one REPEATABLE READ snapshot) and store it."""
@@ -238,7 +240,7 @@ def current_fit(
     project_id: int,
     n_classes: int,
     spec: WorkerMethod,
-    params: dict[str, Any],
+    params: MethodParams,
     *,
     sync_max_votes: int,
     request_refit: Any = None,

@@ -12,6 +12,7 @@ import procrastinate
 from sqlalchemy import Engine
 
 from app.aggregation.methods import CountsMethod
+from app.aggregation.params import MethodParams
 from app.aggregation.registry import Method
 from app.fits import Fit, current_fit, params_key
 from app.training.queue import defer_refit
@@ -33,7 +34,7 @@ def labeler(
     n_classes: int,
     votes_version: int,
     spec: Method,
-    params: dict[str, Any],
+    params: MethodParams,
     *,
     sync_max_votes: int,
     queue: procrastinate.App | None = None,

@@ -28,8 +28,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.aggregation import glad
-from app.aggregation.params import MethodParams, ParamError
 from app.aggregation.base import SortedVotes, VoteArrays, WorkerMethod, WorkerModelFit
+from app.aggregation.params import MethodParams, ParamError
 from app.aggregation.registry import WORKER_METHODS, resolve_method
 
 REPO = Path(__file__).resolve().parents[1]

@@ -128,7 +128,7 @@ class CountsMethod:
 
     name: str
     params: Mapping[str, ParamSpec]
-    compute: Callable[[np.ndarray, Params], np.ndarray]  # (n, K) counts -> (n, K) float64
+    compute: Callable[[np.ndarray, Mapping[str, float]], np.ndarray]  # (n, K) -> (n, K)
     summary: str  # one line, for docs / API listing
     source: str  # citation
 

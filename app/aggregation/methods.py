@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from app.aggregation.base import CountsMethod, Params
+from app.aggregation.base import CountsMethod
 from app.aggregation.params import ParamError, ParamSpec, validate_params
+
+Params = Mapping[str, float]
 
 UMA_2020 = 'Uma et al. (2020), "A Case for Soft Loss Functions", HCOMP 2020'
 
