@@ -278,6 +278,33 @@ class SortedVotes:
         return self.wl_by_item.T.tocsr()
 
     @cached_property
+    def constant_workers(self) -> np.ndarray:
+        """Workers who gave one label only, on more votes than a perfect worker plausibly would
+        (share of that label among all votes ** n_votes < 1%): they say nothing about the true
+        class. Dawid-Skene describes them by itself (a confusion whose rows all point at the
+        label); models with one accuracy per worker cannot, and would read them as accurate."""
+        k = self.n_classes
+        per = np.bincount(self.worker_label, minlength=self.n_workers * k).reshape(-1, k)
+        top = per.argmax(axis=1)
+        only = per[np.arange(self.n_workers), top] == self.worker_votes
+        chance = self.label_share[top] ** self.worker_votes
+        return np.flatnonzero(only & (self.worker_votes > 0) & (chance < 0.01))
+
+    @cached_property
+    def label_share(self) -> np.ndarray:
+        """(K,) share of the votes that give each label."""
+        return np.bincount(self.label, minlength=self.n_classes) / max(self.n_votes, 1)
+
+    @cached_property
+    def clear_majority(self) -> tuple[np.ndarray, np.ndarray]:
+        """Items with a clear majority (>= 2 votes for the top label and at least twice the
+        runner-up's), and that label."""
+        counts = self.item_label_counts
+        top2 = np.sort(counts, axis=1)[:, -2:]
+        clear = np.flatnonzero((top2[:, 1] >= 2) & (top2[:, 1] >= 2 * top2[:, 0]))
+        return clear, counts[clear].argmax(axis=1)
+
+    @cached_property
     def item_label_counts(self) -> np.ndarray:
         """(n_items, K) float number of votes for each label on each item."""
         k = self.n_classes

@@ -42,10 +42,23 @@ SMOOTHING = ParamSpec(
     rule="a finite number >= 0",
 )
 
+SHRINKAGE = ParamSpec(
+    name="shrinkage",
+    type=float,
+    default=2.0,
+    doc="pseudo-votes, per true class, drawn toward the crowd's pooled confusion matrix (an "
+    "empirical-Bayes Dirichlet prior centred on the average worker): a worker with a handful "
+    "of votes is treated as an average worker rather than as perfect; 0 = maximum likelihood, as "
+    "in the paper and crowd-kit",
+    check=lambda v: 0.0 <= v < math.inf,
+    rule="a finite number >= 0",
+)
+
 PARAMS: dict[str, ParamSpec] = {
     "max_iter": max_iter_spec(100),
     "tol": tol_spec(1e-5),
     "smoothing": SMOOTHING,
+    "shrinkage": SHRINKAGE,
     "n_starts": N_STARTS,
     "use_gold": USE_GOLD,
 }
@@ -69,8 +82,8 @@ def log_table(conf: np.ndarray) -> np.ndarray:
 
 
 class DawidSkene(EMModel):
-    def __init__(self, sv: SortedVotes, smoothing: float) -> None:
-        self.sv, self.smoothing = sv, smoothing
+    def __init__(self, sv: SortedVotes, smoothing: float, shrinkage: float = 0.0) -> None:
+        self.sv, self.smoothing, self.shrinkage = sv, smoothing, shrinkage
         # (worker, label) pairs that occur: the unsmoothed M-step floors only these.
         self.observed = np.bincount(sv.worker_label, minlength=sv.n_workers * sv.n_classes) > 0
 
@@ -81,8 +94,13 @@ class DawidSkene(EMModel):
         label) pairs are floored at EPS and normalized over the worker's observed labels, so a
         label the worker never gave has probability exactly 0."""
         counts = np.asarray(self.sv.wl_by_item @ post)  # [worker * K + label, class]
-        if self.smoothing > 0:
-            counts += self.smoothing
+        k = self.sv.n_classes
+        if self.shrinkage > 0:
+            pooled = counts.reshape(-1, k, k).sum(axis=0)  # [label, class]
+            pooled /= np.maximum(pooled.sum(axis=0, keepdims=True), EPS)
+            counts = (counts.reshape(-1, k, k) + self.shrinkage * pooled).reshape(-1, k)
+        if self.smoothing > 0 or self.shrinkage > 0:
+            counts += self.smoothing + EPS
         else:
             counts[self.observed] = np.maximum(counts[self.observed], EPS)
         conf = normalize_confusion(counts, self.sv.n_classes)
@@ -133,7 +151,7 @@ def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -
     if votes.n_classes == 1:
         return single_class_fit(votes)
     sv = SortedVotes.build(votes, use_gold=bool(params["use_gold"]))
-    model = DawidSkene(sv, float(params["smoothing"]))
+    model = DawidSkene(sv, float(params["smoothing"]), float(params["shrinkage"]))
     run = multi_start(
         sv,
         model,

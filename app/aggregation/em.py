@@ -47,7 +47,7 @@ def fit_warnings(sv: SortedVotes, probs: np.ndarray) -> list[str]:
     out: list[str] = []
     post = probs[sv.voted]
     hit = float(sv.label_posterior(probs).mean())
-    label_share = np.bincount(sv.label, minlength=k) / sv.n_votes
+    label_share = sv.label_share
     chance = float(post.mean(axis=0) @ label_share)
     if hit < chance - 1e-9:
         out.append(
@@ -55,14 +55,11 @@ def fit_warnings(sv: SortedVotes, probs: np.ndarray) -> list[str]:
             f"labels independent of the fit would ({chance:.2f}); the fit has likely switched "
             "labels"
         )
-    counts = sv.item_label_counts[sv.voted]
-    top2 = np.sort(counts, axis=1)[:, -2:]
-    clear = (top2[:, 1] >= 2) & (top2[:, 1] >= 2 * top2[:, 0])
-    n_clear = int(clear.sum())
+    clear_items, mv = sv.clear_majority
+    n_clear = int(clear_items.size)
     if n_clear >= 10:
-        mv = counts[clear].argmax(axis=1)
-        fit = post[clear].argmax(axis=1)
-        confident = post[clear].max(axis=1) >= 0.9
+        fit = probs[clear_items].argmax(axis=1)
+        confident = probs[clear_items].max(axis=1) >= 0.9
         if confident.sum() >= 10:
             share = float((fit[confident] != mv[confident]).mean())
             if share > 0.5:
@@ -114,6 +111,8 @@ class Run:
     n_iter: int
     converged: bool
     warnings: list[str] = field(default_factory=list)
+    # The last iterate `fit_warnings` had nothing against, kept when EM later left it.
+    healthy: Run | None = None
 
 
 def run_em(
@@ -139,9 +138,14 @@ def run_em(
     post: np.ndarray | None = None
     objective = -math.inf
     n_iter, converged = 0, False
+    healthy: Run | None = None
+    if probs0 is not None and not fit_warnings(sv, probs0):
+        healthy = Run(start, probs0, state, -math.inf, 0, False)
     for _ in range(max_iter):
         post, objective = model.e_step(state)
         sv.clamp(post)
+        if not fit_warnings(sv, post):
+            healthy = Run(start, post, state, objective, n_iter, False)
         n_iter += 1
         state = model.m_step(post, state)
         if conv.update(objective):
@@ -152,7 +156,7 @@ def run_em(
         sv.clamp(post)
         if n_iter == 0 and probs0 is not None:
             post = probs0
-    return Run(start, post, state, objective, n_iter, converged)
+    return Run(start, post, state, objective, n_iter, converged, healthy=healthy)
 
 
 def posterior_starts(sv: SortedVotes, n_starts: int) -> list[tuple[str, np.ndarray]]:
@@ -164,12 +168,27 @@ def posterior_starts(sv: SortedVotes, n_starts: int) -> list[tuple[str, np.ndarr
 
 
 def best_run(sv: SortedVotes, runs: list[Run]) -> Run:
-    """The run with the highest objective among those `fit_warnings` finds nothing wrong with;
-    if every run has warnings, the highest-objective run, its warnings kept for the caller."""
+    """The run with the highest objective among those `fit_warnings` finds nothing wrong with.
+
+    If every run ends with warnings, EM drifted into a degenerate optimum the model prefers
+    (one-coin does with constant-label spammers, which it cannot describe): the last healthy
+    iterate of the best such run is returned, with a warning that EM was stopped early. If no
+    run was ever healthy, the highest-objective run is returned with its warnings."""
     for r in runs:
         r.warnings = fit_warnings(sv, r.probs)
     clean = [r for r in runs if not r.warnings]
-    return max(clean or runs, key=lambda r: r.objective)
+    if clean:
+        return max(clean, key=lambda r: r.objective)
+    stopped = [r.healthy for r in runs if r.healthy is not None]
+    if stopped:
+        best = max(stopped, key=lambda r: r.objective)
+        final = next(r for r in runs if r.healthy is best)
+        best.warnings = [
+            f"stopped early: EM went on to a degenerate fit ({final.warnings[0].split(':')[0]}) "
+            f"after iteration {best.n_iter}; the last healthy iterate is returned"
+        ]
+        return best
+    return max(runs, key=lambda r: r.objective)
 
 
 def multi_start(
