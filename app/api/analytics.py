@@ -12,7 +12,14 @@ from app.aggregation import agreement
 from app.aggregation.registry import get_method
 from app.api.deps import ProjectDep, SettingsDep, require
 from app.api.schemas import NextItems, ProjectStats, WorkerDetail, WorkerList
-from app.api.soft_labels import MaxIterQuery, MethodQuery, SeedQuery, TolQuery, labeler_from_query
+from app.api.soft_labels import (
+    MaxIterQuery,
+    MethodQuery,
+    SeedQuery,
+    TolQuery,
+    UseGoldQuery,
+    labeler_from_query,
+)
 from app.errors import NotFound, ValidationFailed
 from app.fits import load_votes, locate
 
@@ -46,6 +53,7 @@ def stats(
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
+    use_gold: UseGoldQuery = None,
 ) -> ProjectStats:
     """Counts, votes-per-item histogram, Krippendorff's alpha (nominal), Fleiss' kappa, and the
     mean normalized entropy of the soft labels by `method`."""
@@ -102,6 +110,7 @@ def next_items(
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
+    use_gold: UseGoldQuery = None,
 ) -> NextItems:
     """The items that most need another vote: most uncertain first (`entropy`: normalized
     entropy of the soft label; `margin`: 1 - (p1 - p2)), or fewest votes first. Items with no
@@ -182,7 +191,15 @@ def _worker_table(request: Request, project: Any, labels: Any) -> dict[str, Any]
         v.item, v.worker, v.label, v.n_items, v.n_workers, v.n_classes
     )
     pos, known = locate(labels.fit.worker_ids, pv.worker_ids)
+    gold = v.gold if v.gold is not None else np.full(v.n_items, -1)
+    on_gold = gold[v.item] >= 0
+    n_gold = np.bincount(v.worker[on_gold], minlength=v.n_workers)
+    gold_hits = np.bincount(
+        v.worker[on_gold], weights=v.label[on_gold] == gold[v.item[on_gold]], minlength=v.n_workers
+    )
     return {
+        "n_gold": n_gold,
+        "gold_hits": gold_hits,
         "pv": pv,
         "names": list(names),
         "agree": agree,
@@ -203,6 +220,8 @@ def _worker_row(t: dict[str, Any], w: int) -> dict[str, Any]:
         "n_scored": int(t["scored"][w]),
         "skill": float(t["skill"][t["pos"][w]]) if t["known"][w] else None,
         "spammer": bool(t["spam"][w]),
+        "n_gold": int(t["n_gold"][w]),
+        "gold_accuracy": float(t["gold_hits"][w] / t["n_gold"][w]) if t["n_gold"][w] else None,
     }
 
 
@@ -215,6 +234,7 @@ def list_workers(
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
+    use_gold: UseGoldQuery = None,
 ) -> WorkerList:
     """Every worker: votes, agreement with the leave-one-out majority, the method's skill
     estimate and the spammer flag (rule in `spammer_rule`)."""
@@ -228,6 +248,7 @@ def list_workers(
         skill=get_method(labels.method).summary,
         spammer_rule=SPAMMER_RULE,
         workers=[_worker_row(t, w) for w in range(len(t["names"]))],
+        warnings=labels.fit.result.warnings,
     )
 
 
@@ -243,6 +264,7 @@ def get_worker(
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
+    use_gold: UseGoldQuery = None,
 ) -> WorkerDetail:
     """One worker, with a K x K confusion matrix (row = true class, column = given label) and
     class-wise accuracy: the model's where it has one (dawid-skene), otherwise counted against

@@ -155,6 +155,11 @@ class SoftLabel(BaseModel):
     gold: str | None = None
     as_of: int = Field(description="The project's votes_version these labels reflect.")
     stale: bool = Field(description="True while a newer worker-model fit is being computed.")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Worker-model methods: problems found in the fit (label switching, "
+        "collapse); empty when none.",
+    )
 
 
 class ErrorRow(BaseModel):
@@ -254,6 +259,10 @@ class WorkerOut(BaseModel):
     n_scored: int
     skill: float | None
     spammer: bool
+    n_gold: int = Field(0, description="Votes on items with a gold label.")
+    gold_accuracy: float | None = Field(
+        None, description="Share of those votes that match the gold label (null without any)."
+    )
 
 
 class WorkerList(BaseModel):
@@ -264,6 +273,7 @@ class WorkerList(BaseModel):
     skill: str = Field(description="What `skill` means for this method.")
     spammer_rule: str
     workers: list[WorkerOut]
+    warnings: list[str] = Field(default_factory=list, description="Problems found in the fit.")
 
 
 class WorkerDetail(WorkerOut):

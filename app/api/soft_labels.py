@@ -57,6 +57,10 @@ TolQuery = Annotated[
     float | None, Query(description="Worker-model methods: convergence tolerance.")
 ]
 SeedQuery = Annotated[int | None, Query(description="Methods with a random start: the seed.")]
+UseGoldQuery = Annotated[
+    bool | None,
+    Query(description="Worker-model methods: clamp gold items' posteriors to their gold label."),
+]
 # Query names that are not method parameters; everything else in the query string is one.
 RESERVED = {"method", "format", "min_votes", "strategy", "limit", "worker", "max_votes"}
 
@@ -110,6 +114,7 @@ def get_soft_label(
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
+    use_gold: UseGoldQuery = None,
 ) -> SoftLabel:
     labels = labeler_from_query(request, project, settings, method)
     row = session.execute(
@@ -133,6 +138,7 @@ def get_soft_label(
         classes=project.classes,
         probs=probs,
         gold=None if row.gold is None else project.classes[row.gold],
+        warnings=labels.fit.result.warnings if labels.fit is not None else [],
     )
 
 
@@ -159,6 +165,7 @@ def export_soft_labels(
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
+    use_gold: UseGoldQuery = None,
 ) -> StreamingResponse:
     """Every item with at least `min_votes` votes: id, n_votes, distribution, gold if any.
 
