@@ -28,6 +28,7 @@ KNOWN_MISSES = {
     ("colluding", 0, "one-coin"),
     ("colluding", 0, "glad"),
     ("colluding", 0, "mace"),
+    ("colluding", 0, "dawid-skene-clustered"),
     ("many-few", 1, "dawid-skene"),
 }
 

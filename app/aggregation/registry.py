@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from app.aggregation import dawid_skene, glad, mace, one_coin, wawa
+from app.aggregation import dawid_skene, dawid_skene_clustered, glad, mace, one_coin, wawa
 from app.aggregation.base import CountsMethod, WorkerMethod
 from app.aggregation.methods import COUNT_METHODS
 from app.aggregation.params import MethodParams, ParamError, validate_params
@@ -23,6 +23,7 @@ WORKER_METHODS: dict[str, WorkerMethod] = {
     m.name: m
     for m in (
         dawid_skene.METHOD,
+        dawid_skene_clustered.METHOD,
         one_coin.METHOD,
         glad.METHOD,
         mace.METHOD,
