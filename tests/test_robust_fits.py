@@ -13,6 +13,7 @@ import pytest
 from app.aggregation.base import SortedVotes, VoteArrays, WorkerMethod, WorkerModelFit
 from app.aggregation.em import fit_warnings
 from app.aggregation.registry import WORKER_METHODS, resolve_method
+from app.aggregation.select import describe, split_votes
 from app.aggregation.simulate import SHAPES, accuracy, majority_accuracy, simulate
 
 SEEDS = (0, 1)
@@ -42,7 +43,7 @@ def fit(method: str, votes: VoteArrays, **params: object) -> WorkerModelFit:
 CROWDS = {(shape, seed): simulate(shape, seed) for shape in SHAPES for seed in SEEDS}
 
 
-@pytest.mark.parametrize("method", list(WORKER_METHODS))
+@pytest.mark.parametrize("method", [m for m in WORKER_METHODS if m != "auto"])
 @pytest.mark.parametrize("shape,seed", list(CROWDS))
 def test_no_method_falls_more_than_2_points_below_majority_vote(
     shape: str, seed: int, method: str
@@ -172,3 +173,49 @@ def test_gold_rescues_a_colluding_crowd() -> None:
     for method in ("one-coin", "glad", "mace"):
         acc = accuracy(fit(method, gv, use_gold=1).probs, truth, votes)
         assert acc > majority_accuracy(votes, truth) + 0.1, method
+
+
+# Held-out vote likelihood is a proxy for accuracy: where two models predict the held-out
+# votes about equally well, it can pick the less accurate one (sparse-binary, seed 1: the
+# clustered model by 0.007 nats per vote, 2.5 points less accurate than one-coin). The colluding
+# crowd fools every model's likelihood alike (see KNOWN_MISSES).
+AUTO_MISSES = {("sparse-binary", 1), ("colluding", 0)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape,seed", list(CROWDS))
+def test_auto_within_1_point_of_the_best_method(shape: str, seed: int) -> None:
+    votes, truth = CROWDS[shape, seed]
+    auto = fit("auto", votes)
+    info = describe(auto)
+    assert info is not None and info["criterion"] == "held-out vote log-likelihood"
+    candidates = info["candidates"]
+    assert isinstance(candidates, list)
+    assert {c["method"] for c in candidates} == set(WORKER_METHODS) - {"auto"}
+    accs = {m: accuracy(fit(m, votes).probs, truth, votes) for m in WORKER_METHODS if m != "auto"}
+    acc = accuracy(auto.probs, truth, votes)
+    print(f"{shape}/{seed}: auto chose {info['chosen']} {acc:.3f}; best {max(accs.values()):.3f}")
+    assert acc == pytest.approx(accs[str(info["chosen"])], abs=1e-9)
+    if (shape, seed) in AUTO_MISSES:
+        assert acc < max(accs.values()) - 0.01  # still a miss: move it out of AUTO_MISSES
+    else:
+        assert acc >= max(accs.values()) - 0.01
+
+
+def test_auto_uses_gold_when_there_is_enough() -> None:
+    votes, truth = CROWDS["colluding", 0]
+    gv = with_gold(votes, truth, 0)
+    info = describe(fit("auto", gv))
+    assert info is not None and info["criterion"] == "accuracy on gold items"
+    # On gold, the independent-worker models' failure on this crowd shows: Wawa wins.
+    assert info["chosen"] == "wawa"
+
+
+def test_held_out_split_keeps_every_item_voted() -> None:
+    votes, _ = CROWDS["sparse-binary", 0]
+    train, held = split_votes(votes, 0.2, 0)
+    assert train.n_votes + held.size == votes.n_votes
+    before = np.bincount(votes.item, minlength=votes.n_items)
+    after = np.bincount(train.item, minlength=votes.n_items)
+    assert ((after >= 1) | (before == 0)).all()
+    assert held.size >= (before >= 2).sum()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from app.aggregation import dawid_skene, dawid_skene_clustered, glad, mace, one_coin, wawa
+from app.aggregation import dawid_skene, dawid_skene_clustered, glad, mace, one_coin, select, wawa
 from app.aggregation.base import CountsMethod, WorkerMethod
 from app.aggregation.methods import COUNT_METHODS
 from app.aggregation.params import MethodParams, ParamError, validate_params
@@ -30,6 +30,10 @@ WORKER_METHODS: dict[str, WorkerMethod] = {
         wawa.METHOD,
     )
 }
+
+# `auto` chooses among the methods above; it is a worker method itself (it needs the votes and
+# its fit is cached like theirs).
+WORKER_METHODS[select.NAME] = select.make_auto(list(WORKER_METHODS.values()))
 
 METHODS: dict[str, Method] = {**COUNT_METHODS, **WORKER_METHODS}
 METHOD_NAMES: list[str] = list(METHODS)
