@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import analytics, health, keys, projects, soft_labels, training, votes
+from app.api import analytics, health, keys, methods, projects, soft_labels, training, votes
 from app.api.deps import ERROR_RESPONSES
 from app.auth import KeyStore, RateLimiter, refuse_open_no_auth, secret_value
 from app.config import Settings, get_settings
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = KeyStore(settings.key_cache_ttl_s, secret_value(settings.admin_key))
     app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     install_error_handlers(app)
-    for module in (health, projects, votes, soft_labels, analytics, training, keys):
+    for module in (health, projects, votes, soft_labels, analytics, methods, training, keys):
         # Access control: document the shared errors (401/403/404/422/429/503) on keyed routes.
         app.include_router(module.router, responses=None if module is health else ERROR_RESPONSES)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -65,12 +65,13 @@ CROWDKIT_README = {
     },
 }
 
-METHODS = {  # ours -> crowd-kit class
+METHODS: dict[str, str | None] = {  # ours -> crowd-kit class
     "dawid-skene": "DawidSkene",
     "one-coin": "OneCoinDawidSkene",
     "glad": "GLAD",
     "mace": "MACE",
     "wawa": "Wawa",
+    "dawid-skene-clustered": None,  # crowd-kit has none
 }
 
 
@@ -334,8 +335,12 @@ def main() -> None:
                         "skipped": f"not run: {bound}{estimate[0]:.0f} s estimated (its time on "
                         "the 511k project x the vote ratio)"
                     }
+                elif METHODS[method] is None:
+                    ck = {"skipped": "crowd-kit has no such method"}
                 elif use_ck:
-                    ck = run_crowdkit(truth, votes_path, METHODS[method], tmp, args.crowdkit_limit)
+                    ck_name = METHODS[method]
+                    assert ck_name is not None
+                    ck = run_crowdkit(truth, votes_path, ck_name, tmp, args.crowdkit_limit)
                 print(f"  crowd-kit {METHODS[method]}: {ck}", flush=True)
                 rows.append((pname, n_votes, mv_acc, method, ours, ck))
     raw = {

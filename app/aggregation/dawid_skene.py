@@ -96,22 +96,37 @@ class DawidSkene(EMModel):
         counts = np.asarray(self.sv.wl_by_item @ post)  # [worker * K + label, class]
         k = self.sv.n_classes
         if self.shrinkage > 0:
-            pooled = counts.reshape(-1, k, k).sum(axis=0)  # [label, class]
-            pooled /= np.maximum(pooled.sum(axis=0, keepdims=True), EPS)
+            if state is None or "pooled" not in state:
+                # The prior's centre is fixed for the run (set at its start), so that each
+                # run is MAP EM under one prior and its objective can only rise.
+                pooled = counts.reshape(-1, k, k).sum(axis=0)  # [label, class]
+                pooled /= np.maximum(pooled.sum(axis=0, keepdims=True), EPS)
+            else:
+                pooled = state["pooled"]
             counts = (counts.reshape(-1, k, k) + self.shrinkage * pooled).reshape(-1, k)
         if self.smoothing > 0 or self.shrinkage > 0:
             counts += self.smoothing + EPS
         else:
             counts[self.observed] = np.maximum(counts[self.observed], EPS)
         conf = normalize_confusion(counts, self.sv.n_classes)
-        return {"class_prior": class_prior(self.sv, post), "confusion": conf}
+        out = {"class_prior": class_prior(self.sv, post), "confusion": conf}
+        if self.shrinkage > 0:
+            out["pooled"] = pooled
+        return out
 
     def e_step(self, state: State) -> tuple[np.ndarray, float]:
-        log_joint = np.asarray(self.sv.item_by_wl @ log_table(state["confusion"]))
+        table = log_table(state["confusion"])
+        log_joint = np.asarray(self.sv.item_by_wl @ table)
         log_joint += np.log(state["class_prior"])
         post, log_norm = posteriors_from_log(log_joint)
-        # Items without votes contribute log(sum(prior)) = 0.
-        return post, float(log_norm.sum())
+        # Items without votes contribute log(sum(prior)) = 0. With shrinkage the objective is
+        # the MAP one: plus the log Dirichlet prior density (up to a constant).
+        objective = float(log_norm.sum())
+        if self.shrinkage > 0 and "pooled" in state:
+            k = self.sv.n_classes
+            pseudo = self.shrinkage * state["pooled"]  # [label, class]
+            objective += float((table.reshape(-1, k, k) * pseudo).sum())
+        return post, objective
 
 
 def warm_state(warm: WorkerModelFit | None, votes: VoteArrays) -> State | None:

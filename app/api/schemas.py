@@ -162,6 +162,21 @@ class SoftLabel(BaseModel):
     )
 
 
+class MethodScore(BaseModel):
+    method: str
+    score: float | None = Field(description="Higher is better; null if the fit failed.")
+
+
+class MethodComparison(BaseModel):
+    chosen: str = Field(description="The best-scoring method: what `method=auto` serves.")
+    criterion: Literal["held-out vote log-likelihood", "accuracy on gold items"]
+    candidates: list[MethodScore]
+    params: dict[str, float | int]
+    as_of: int
+    stale: bool
+    warnings: list[str] = Field(default_factory=list, description="Problems in the chosen fit.")
+
+
 class ErrorRow(BaseModel):
     index: int | None
     field: str | None
