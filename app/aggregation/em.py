@@ -101,6 +101,10 @@ class EMModel:
     def m_step(self, post: np.ndarray, state: State | None) -> State:
         raise NotImplementedError
 
+    def score(self, state: State, objective: float) -> float:
+        """The number runs are ranked by (default: the E-step's objective)."""
+        return objective
+
 
 @dataclass
 class Run:
@@ -110,9 +114,24 @@ class Run:
     objective: float
     n_iter: int
     converged: bool
+    start_state: State
+    probs0: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)
-    # The last iterate `fit_warnings` had nothing against, kept when EM later left it.
+    # The last iterate `fit_warnings` had nothing against (only with track_healthy).
     healthy: Run | None = None
+    duplicate_of: str | None = None
+
+
+# Two runs have reached the same basin when fewer than SAME_BASIN_SHARE of the items differ by
+# more than SAME_BASIN_DIFF in any class probability: the later run stops and takes the earlier
+# one's result (continuing would only refine the same optimum).
+SAME_BASIN_DIFF = 0.05
+SAME_BASIN_SHARE = 0.001
+
+
+def same_basin(a: np.ndarray, b: np.ndarray) -> bool:
+    far = (np.abs(a - b) > SAME_BASIN_DIFF).any(axis=1)
+    return bool(far.mean() < SAME_BASIN_SHARE) if far.size else True
 
 
 def run_em(
@@ -125,6 +144,8 @@ def run_em(
     start: str,
     final_e_step: bool = False,
     probs0: np.ndarray | None = None,
+    track_healthy: bool = False,
+    others: list[Run] | None = None,
 ) -> Run:
     """EM from `state`: up to `max_iter` (E-step, M-step) pairs, stopping when the per-vote
     objective changes by less than `tol`. Gold items (if any) are clamped after each E-step.
@@ -132,20 +153,36 @@ def run_em(
     `probs` come from the last E-step and `state` from the M-step after it; with
     `final_e_step` (MACE, as crowd-kit) one more E-step follows the last M-step and `state` is
     the one it used. With `max_iter` = 0, `probs0` (the starting posteriors, if any) are
-    returned as they are.
+    returned as they are. A run whose posteriors reach the basin of a finished run in
+    `others` stops there and returns that run's result (marked `duplicate_of`).
     """
+    start_state = state
     conv = Convergence(tol, sv.n_votes)
     post: np.ndarray | None = None
     objective = -math.inf
     n_iter, converged = 0, False
     healthy: Run | None = None
-    if probs0 is not None and not fit_warnings(sv, probs0):
-        healthy = Run(start, probs0, state, -math.inf, 0, False)
+    if track_healthy and probs0 is not None and not fit_warnings(sv, probs0):
+        healthy = Run(start, probs0, state, -math.inf, 0, False, start_state)
     for _ in range(max_iter):
         post, objective = model.e_step(state)
         sv.clamp(post)
-        if not fit_warnings(sv, post):
-            healthy = Run(start, post, state, objective, n_iter, False)
+        if track_healthy and not fit_warnings(sv, post):
+            healthy = Run(start, post, state, model.score(state, objective), n_iter, False, state)
+        if others and n_iter >= 1:
+            for other in others:
+                if same_basin(post, other.probs):
+                    return Run(
+                        start,
+                        other.probs,
+                        other.state,
+                        other.objective,
+                        other.n_iter,
+                        other.converged,
+                        start_state,
+                        probs0,
+                        duplicate_of=other.start,
+                    )
         n_iter += 1
         state = model.m_step(post, state)
         if conv.update(objective):
@@ -156,7 +193,9 @@ def run_em(
         sv.clamp(post)
         if n_iter == 0 and probs0 is not None:
             post = probs0
-    return Run(start, post, state, objective, n_iter, converged, healthy=healthy)
+    run = Run(start, post, state, 0.0, n_iter, converged, start_state, probs0, healthy=healthy)
+    run.objective = model.score(state, objective)
+    return run
 
 
 def posterior_starts(sv: SortedVotes, n_starts: int) -> list[tuple[str, np.ndarray]]:
@@ -167,28 +206,47 @@ def posterior_starts(sv: SortedVotes, n_starts: int) -> list[tuple[str, np.ndarr
     return starts
 
 
-def best_run(sv: SortedVotes, runs: list[Run]) -> Run:
+def best_run(
+    sv: SortedVotes,
+    model: EMModel,
+    runs: list[Run],
+    *,
+    max_iter: int,
+    tol: float,
+    final_e_step: bool,
+) -> Run:
     """The run with the highest objective among those `fit_warnings` finds nothing wrong with.
 
     If every run ends with warnings, EM drifted into a degenerate optimum the model prefers
-    (one-coin does with constant-label spammers, which it cannot describe): the last healthy
-    iterate of the best such run is returned, with a warning that EM was stopped early. If no
-    run was ever healthy, the highest-objective run is returned with its warnings."""
+    (one-coin did with constant-label spammers before they were held at chance): the best run
+    is replayed to find its last healthy iterate, which is returned with a warning that EM was
+    stopped early. If no iterate was ever healthy, the highest-objective run is returned with
+    its warnings."""
     for r in runs:
         r.warnings = fit_warnings(sv, r.probs)
     clean = [r for r in runs if not r.warnings]
     if clean:
         return max(clean, key=lambda r: r.objective)
-    stopped = [r.healthy for r in runs if r.healthy is not None]
-    if stopped:
-        best = max(stopped, key=lambda r: r.objective)
-        final = next(r for r in runs if r.healthy is best)
-        best.warnings = [
-            f"stopped early: EM went on to a degenerate fit ({final.warnings[0].split(':')[0]}) "
-            f"after iteration {best.n_iter}; the last healthy iterate is returned"
-        ]
-        return best
-    return max(runs, key=lambda r: r.objective)
+    top = max(runs, key=lambda r: r.objective)
+    replay = run_em(
+        sv,
+        model,
+        top.start_state,
+        max_iter=max_iter,
+        tol=tol,
+        start=top.start,
+        final_e_step=final_e_step,
+        probs0=top.probs0,
+        track_healthy=True,
+    )
+    if replay.healthy is None:
+        return top
+    best = replay.healthy
+    best.warnings = [
+        f"stopped early: EM went on to a degenerate fit ({top.warnings[0].split(':')[0]}) "
+        f"after iteration {best.n_iter}; the last healthy iterate is returned"
+    ]
+    return best
 
 
 def multi_start(
@@ -203,7 +261,9 @@ def multi_start(
     final_e_step: bool = False,
 ) -> Run:
     """EM from a warm start alone when that run is healthy; otherwise from every start in
-    `states` (parameters) and `posteriors` (an M-step first), keeping `best_run`."""
+    `states` (parameters) and `posteriors` (an M-step first), keeping `best_run`. A start that
+    reaches the basin of an earlier one stops there (see run_em), so extra starts cost little
+    when they agree."""
     runs: list[Run] = []
 
     def go(name: str, state: State, probs0: np.ndarray | None = None) -> None:
@@ -217,19 +277,24 @@ def multi_start(
                 start=name,
                 final_e_step=final_e_step,
                 probs0=probs0,
+                others=[r for r in runs if r.duplicate_of is None],
             )
         )
 
+    def pick() -> Run:
+        return best_run(sv, model, runs, max_iter=max_iter, tol=tol, final_e_step=final_e_step)
+
     if warm is not None:
         go("warm", warm)
-        best = best_run(sv, runs)
+        best = pick()
         if not best.warnings:
             return best
+        runs.clear()
     for name, state in states or []:
         go(name, state)
     for name, post in posteriors or []:
         go(name, model.m_step(post, None), post)
-    return best_run(sv, runs)
+    return pick()
 
 
 def fill_empty(sv: SortedVotes, probs: np.ndarray, prior: np.ndarray) -> np.ndarray:

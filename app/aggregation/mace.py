@@ -126,23 +126,24 @@ class Mace(EMModel):
         self.sv, self.params = sv, params
 
     def e_step(self, state: State) -> tuple[np.ndarray, float]:
-        """Posteriors (I, K) and the log marginal likelihood under the normalized weights.
+        """Posteriors (I, K) and the log marginal likelihood under VB's weights as they are.
 
         P(label l | true c) = spam_w * xi_w[l] + know_w * [l == c], so per item the
         log-likelihood of class c is sum_v log(spam xi) + sum_{v: label_v = c} (log(spam xi +
         know) - log(spam xi)). Every per-vote factor depends only on (worker, label): it is
-        computed on (W, K) tables and gathered, so no per-vote log or exp is needed. VB's
-        weights (geometric means) sum to less than 1; the E-step uses them as they are, as
-        crowd-kit does, while the objective that ranks restarts renormalizes them, so that it
-        is a true likelihood and comparable between restarts.
+        computed on (W, K) tables and gathered, so no per-vote log or exp is needed.
         """
-        post, _ = self._posteriors(state["log_spam"], state["log_strategy"])
+        return self._posteriors(state["log_spam"], state["log_strategy"])
+
+    def score(self, state: State, objective: float) -> float:
+        """Runs are ranked by the log marginal likelihood under normalized weights: VB's
+        geometric means sum to less than 1, so the E-step's own value (crowd-kit's) is not a
+        likelihood and is not comparable between restarts."""
         log_spam = state["log_spam"] - np.logaddexp(
             state["log_spam"][:, :1], state["log_spam"][:, 1:]
         )
         log_strategy = state["log_strategy"] - _logsumexp_rows(state["log_strategy"])
-        _, loglik = self._posteriors(log_spam, log_strategy)
-        return post, loglik
+        return self._posteriors(log_spam, log_strategy)[1]
 
     def _posteriors(
         self, log_spam: np.ndarray, log_strategy: np.ndarray
