@@ -29,8 +29,9 @@ from hypothesis import strategies as st
 
 from app.aggregation import glad
 from app.aggregation.base import SortedVotes, VoteArrays, WorkerMethod, WorkerModelFit
+from app.aggregation.methods import COUNT_METHODS
 from app.aggregation.params import MethodParams, ParamError
-from app.aggregation.registry import WORKER_METHODS, resolve_method
+from app.aggregation.registry import METHOD_NAMES, WORKER_METHODS, resolve_method
 
 REPO = Path(__file__).resolve().parents[1]
 TRUTH_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "truth-inference"
@@ -630,8 +631,17 @@ def test_digamma_matches_scipy_values() -> None:
 # ----- parameters and registry ----------------------------------------------------------------
 
 
-def test_registry_lists_every_method() -> None:
-    assert sorted(WORKER_METHODS) == sorted(METHODS)
+def test_registry_lists_every_method_in_declared_order() -> None:
+    assert list(WORKER_METHODS) == [
+        "dawid-skene",
+        "dawid-skene-clustered",
+        "one-coin",
+        "glad",
+        "mace",
+        "wawa",
+        "auto",
+    ]
+    assert [*COUNT_METHODS, *WORKER_METHODS] == METHOD_NAMES
     for name, m in WORKER_METHODS.items():
         assert m.name == name and m.summary and m.source
         for spec in m.params.values():

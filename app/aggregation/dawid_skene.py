@@ -138,7 +138,11 @@ def warm_state(warm: WorkerModelFit | None, votes: VoteArrays) -> State | None:
     conf = grow(old_conf, votes.n_workers, old_conf.mean(axis=0))
     if conf is None:
         return None
-    return {"class_prior": old_prior / old_prior.sum(), "confusion": conf}
+    state = {"class_prior": old_prior / old_prior.sum(), "confusion": conf}
+    pooled = warm_array(warm, "pooled")
+    if pooled is not None and pooled.shape == (k, k):
+        state["pooled"] = pooled
+    return state
 
 
 def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -> WorkerModelFit:
@@ -184,7 +188,11 @@ def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -
         class_prior=prior,
         n_iter=run.n_iter,
         converged=run.converged,
-        state={"confusion": conf, "class_prior": prior},
+        state={
+            "confusion": conf,
+            "class_prior": prior,
+            **({"pooled": run.state["pooled"]} if "pooled" in run.state else {}),
+        },
         warnings=run.warnings,
     )
 
