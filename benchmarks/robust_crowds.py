@@ -11,6 +11,7 @@ Takes a few minutes (crowd-kit's GLAD and MACE dominate).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -89,6 +90,14 @@ def mv_on_truth(votes: VoteArrays, truth: np.ndarray) -> float:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "--crowdkit-dir",
+        type=Path,
+        help="keep crowd-kit's outputs here and reuse those already there (same crowds, same "
+        "file names), so an interrupted run resumes",
+    )
+    args = ap.parse_args()
     crowds: dict[str, tuple[VoteArrays, np.ndarray]] = {}
     for shape in SHAPES:
         for seed in SEEDS:
@@ -115,7 +124,8 @@ def main() -> None:
     ck: dict[tuple[str, str], float] = {}
     if CROWDKIT_PYTHON.exists():
         with tempfile.TemporaryDirectory() as tmpdir:
-            tmp = Path(tmpdir)
+            tmp = args.crowdkit_dir or Path(tmpdir)
+            tmp.mkdir(parents=True, exist_ok=True)
             jobs = []
             for j, (cname, (votes, _)) in enumerate(crowds.items()):
                 path = tmp / f"c{j}.npz"
@@ -130,17 +140,21 @@ def main() -> None:
                 for method, cls in CROWDKIT.items():
                     if cls is not None:
                         out = str(tmp / f"c{j}-{method}.npy")
+                        # MACE: crowd-kit reuses one random_state for all its restarts, so 1
+                        # restart gives its default output (tests/test_worker_models.py).
+                        kwargs = {"n_restarts": 1} if cls == "MACE" else {}
                         jobs.append(
                             {
                                 "method": cls,
                                 "votes": str(path),
                                 "out": out,
-                                "kwargs": {},
+                                "kwargs": kwargs,
                                 "crowd": cname,
                                 "ours": method,
                             }
                         )
-            (tmp / "jobs.json").write_text(json.dumps(jobs))
+            todo = [job for job in jobs if not Path(job["out"]).exists()]
+            (tmp / "jobs.json").write_text(json.dumps(todo))
             subprocess.run(
                 [
                     str(CROWDKIT_PYTHON),
