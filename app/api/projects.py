@@ -31,9 +31,7 @@ def project_out(session: Session, project: Project, *, counts: bool = True) -> P
 
 
 @router.post(
-    "",
-    status_code=status.HTTP_201_CREATED,
-    response_model=ProjectOut,
+    "", status_code=status.HTTP_201_CREATED, response_model=ProjectOut,
     dependencies=[Depends(require("admin"))],
 )
 def create_project(body: ProjectCreate, session: SessionDep) -> ProjectOut:
@@ -60,13 +58,17 @@ def get_project(project: ProjectDep, session: SessionDep) -> ProjectOut:
 
 
 @router.patch("/{project}", response_model=ProjectOut, dependencies=[Depends(require("admin"))])
-def update_project(project: ProjectDep, body: ProjectUpdate, session: SessionDep) -> ProjectOut:
+def update_project(
+    project: ProjectDep, body: ProjectUpdate, session: SessionDep
+) -> ProjectOut:
     """Change the description, or the classes while the project has no votes."""
     if "description" in body.model_fields_set:
         project.description = body.description
     if body.classes is not None and body.classes != project.classes:
         # Lock first so a vote batch cannot slip in between the check and the change.
-        session.execute(text("SELECT 1 FROM projects WHERE id = :p FOR UPDATE"), {"p": project.id})
+        session.execute(
+            text("SELECT 1 FROM projects WHERE id = :p FOR UPDATE"), {"p": project.id}
+        )
         has_votes = session.execute(
             text("SELECT EXISTS (SELECT 1 FROM votes WHERE project_id = :p)"), {"p": project.id}
         ).scalar_one()

@@ -38,8 +38,6 @@ def post_votes(
         )
     result = committed_with_retries(session, lambda: ingest_votes(session, project, body.votes))
     return VoteResult(
-        inserted=result.inserted,
-        updated=result.updated,
-        unchanged=result.unchanged,
+        inserted=result.inserted, updated=result.updated, unchanged=result.unchanged,
         votes_version=result.votes_version,
     )
