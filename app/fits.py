@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, text
 
-from app.aggregation.worker_models import VoteArrays, WorkerMethod, WorkerModelFit
+from app.aggregation.base import VoteArrays, WorkerMethod, WorkerModelFit
+from app.aggregation.params import MethodParams
 from app.errors import FitPending
 
 # PostgreSQL's binary COPY row for (bigint, bigint, smallint): a field count, then each field
@@ -53,6 +54,7 @@ class Fit:
     result: WorkerModelFit
     seconds: float
     stale: bool = False
+    gold_key: str = ""  # see gold_key(); "" for fits that do not use gold
 
     def probs_for(self, item_ids: np.ndarray) -> np.ndarray:
         """Rows for these database item ids (items newer than the fit get the class prior)."""
@@ -84,8 +86,34 @@ def _ids(conn: Connection, table: str, project_id: int) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64)
 
 
+def _items(conn: Connection, project_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Item ids ascending and each item's gold class (-1 where none)."""
+    rows = conn.execute(
+        text("SELECT id, coalesce(gold, -1) FROM items WHERE project_id = :p ORDER BY id"),
+        {"p": project_id},
+    ).all()
+    arr = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+    return arr[:, 0].copy(), arr[:, 1].copy()
+
+
+# Gold labels change without a new votes_version (they are item fields): a fit that uses them
+# also records this fingerprint and is refit when it changes.
+_GOLD_KEY = text(
+    "SELECT coalesce(md5(string_agg(id::text || ':' || gold::text, ',' ORDER BY id)), '') "
+    "FROM items WHERE project_id = :p AND gold IS NOT NULL"
+)
+
+
+def gold_key(conn: Connection, project_id: int) -> str:
+    return str(conn.execute(_GOLD_KEY, {"p": project_id}).scalar_one())
+
+
+def uses_gold(method: str, params: dict[str, Any]) -> bool:
+    return bool(params.get("use_gold")) or method == "auto"
+
+
 def load_votes(conn: Connection, project_id: int, n_classes: int) -> ProjectVotes:
-    item_ids = _ids(conn, "items", project_id)
+    item_ids, gold = _items(conn, project_id)
     worker_ids = _ids(conn, "workers", project_id)
     # Excluded workers' votes stay stored but no method sees them (app/lifecycle.py); with
     # none excluded, the scan is the plain one.
@@ -120,6 +148,7 @@ def load_votes(conn: Connection, project_id: int, n_classes: int) -> ProjectVote
         n_items=len(item_ids),
         n_workers=len(worker_ids),
         n_classes=n_classes,
+        gold=gold,
     )
     return ProjectVotes(item_ids, worker_ids, votes)
 
@@ -148,6 +177,7 @@ def load_fit(conn: Connection, project_id: int, method: str, params: dict[str, A
     with np.load(io.BytesIO(bytes(row.arrays))) as z:
         a = {k: z[k] for k in z.files}
     state = {k[6:]: v for k, v in a.items() if k.startswith("state_")}
+    warnings = [str(w) for w in a["warnings"]] if "warnings" in a else []
     result = WorkerModelFit(
         probs=a["probs"],
         worker_skill=a["worker_skill"],
@@ -156,9 +186,18 @@ def load_fit(conn: Connection, project_id: int, method: str, params: dict[str, A
         n_iter=row.n_iter,
         converged=row.converged,
         state=state,
+        warnings=warnings,
     )
+    key = str(a["gold_key"]) if "gold_key" in a else ""
     return Fit(
-        method, params, row.votes_version, a["item_ids"], a["worker_ids"], result, row.seconds
+        method,
+        params,
+        row.votes_version,
+        a["item_ids"],
+        a["worker_ids"],
+        result,
+        row.seconds,
+        gold_key=key,
     )
 
 
@@ -171,6 +210,8 @@ def store_fit(conn: Connection, project_id: int, fit: Fit) -> None:
         "worker_skill": r.worker_skill,
         "confusion": r.confusion,
         "class_prior": r.class_prior,
+        "warnings": np.asarray(r.warnings, dtype=str) if r.warnings else None,
+        "gold_key": np.asarray(fit.gold_key, dtype=str),
         **{f"state_{k}": v for k, v in r.state.items()},
     }
     conn.execute(
@@ -204,7 +245,7 @@ def compute_fit(
     project_id: int,
     n_classes: int,
     spec: WorkerMethod,
-    params: dict[str, Any],
+    params: MethodParams,
     warm: Fit | None = None,
 ) -> Fit:
     """Fit on the project's current votes (one REPEATABLE READ snapshot) and store it."""
@@ -213,6 +254,7 @@ def compute_fit(
             text("SELECT softlabels_votes_version(:p)"), {"p": project_id}
         ).scalar_one()
         pv = load_votes(conn, project_id, n_classes)
+        key = gold_key(conn, project_id) if uses_gold(spec.name, params) else ""
         conn.rollback()
     started = time.perf_counter()
     # Indices are database-id order, and ids only grow, so the stored fit's rows line up with
@@ -227,6 +269,7 @@ def compute_fit(
         pv.worker_ids,
         result,
         time.perf_counter() - started,
+        gold_key=key,
     )
     with engine.begin() as conn:
         store_fit(conn, project_id, fit)
@@ -247,7 +290,7 @@ def current_fit(
     project_id: int,
     n_classes: int,
     spec: WorkerMethod,
-    params: dict[str, Any],
+    params: MethodParams,
     *,
     sync_max_votes: int,
     request_refit: Any = None,
@@ -259,7 +302,8 @@ def current_fit(
         ).scalar_one()
         cached = load_fit(conn, project_id, spec.name, params)
         size = n_votes(conn, project_id)
-    if cached is not None and cached.votes_version == version:
+        key = gold_key(conn, project_id) if uses_gold(spec.name, params) else ""
+    if cached is not None and cached.votes_version == version and cached.gold_key == key:
         return cached
     if request_refit is None or size <= sync_max_votes:
         return compute_fit(engine, project_id, n_classes, spec, params, warm=cached)
@@ -272,9 +316,11 @@ def current_fit(
 
 def refit_now(engine: Engine, project_id: int, method: str, params: dict[str, Any]) -> None:
     """The worker's `refit` task: bring the stored fit up to the project's current votes."""
-    from app.aggregation.worker_models import resolve_worker_method
+    from app.aggregation.registry import resolve_method
 
-    spec, values = resolve_worker_method(method, params)
+    spec, values = resolve_method(method, params)
+    if not isinstance(spec, WorkerMethod):
+        return  # count methods have no fit to refresh
     with engine.connect() as conn:
         k = conn.execute(
             text("SELECT cardinality(classes) FROM projects WHERE id = :p"), {"p": project_id}

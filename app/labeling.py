@@ -13,6 +13,7 @@ from sqlalchemy import Engine, text
 
 from app.aggregation.crowdlab import ModelMethod
 from app.aggregation.methods import CountsMethod
+from app.aggregation.params import MethodParams
 from app.aggregation.registry import Method
 from app.fits import Fit, current_fit, params_key
 from app.tasks import defer_refit
@@ -36,7 +37,7 @@ def labeler(
     n_classes: int,
     votes_version: int,
     spec: Method,
-    params: dict[str, Any],
+    params: MethodParams,
     *,
     sync_max_votes: int,
     queue: procrastinate.App | None = None,

@@ -15,6 +15,7 @@ from app.api import (
     items,
     keys,
     lifecycle,
+    methods,
     model_loop,
     projects,
     soft_labels,
@@ -40,6 +41,7 @@ ROUTERS = (
     votes,
     soft_labels,
     analytics,
+    methods,
     training,
     sweeps,
     model_loop,
@@ -56,7 +58,9 @@ def app_from_env() -> FastAPI:
     """The app of one of `softlabels serve --workers N`'s processes: settings from the
     environment that `serve` set, logs as JSON lines."""
     from app.logging import configure_logging
+    from app.serverctl import die_with_parent
 
+    die_with_parent()
     configure_logging()
     return create_app(get_settings())
 

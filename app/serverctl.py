@@ -26,6 +26,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def die_with_parent() -> None:
+    """Have the kernel SIGTERM this process when its parent dies. If `serve` is killed (SIGKILL
+    skips its cleanup), its job worker and its API processes (`--workers N`) must not live on
+    as orphans holding the port and database connections; a job that was running is requeued by
+    the next worker's stalled-job sweep."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class ServerProcess:
     """`softlabels serve --port <free port> *args` with its output in `log`."""
 

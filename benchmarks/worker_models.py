@@ -65,12 +65,13 @@ CROWDKIT_README = {
     },
 }
 
-METHODS = {  # ours -> crowd-kit class
+METHODS: dict[str, str | None] = {  # ours -> crowd-kit class
     "dawid-skene": "DawidSkene",
     "one-coin": "OneCoinDawidSkene",
     "glad": "GLAD",
     "mace": "MACE",
     "wawa": "Wawa",
+    "dawid-skene-clustered": None,  # crowd-kit has none
 }
 
 
@@ -166,7 +167,8 @@ def max_rss_mb() -> float:
 
 def child_ours(data_path: str, method: str, out_path: str) -> None:
     sys.path.insert(0, str(REPO))
-    from app.aggregation.worker_models import VoteArrays, resolve_worker_method
+    from app.aggregation.base import VoteArrays
+    from app.aggregation.registry import resolve_method
 
     with np.load(data_path) as z:
         d = {k: z[k] for k in z.files}
@@ -178,7 +180,7 @@ def child_ours(data_path: str, method: str, out_path: str) -> None:
         int(d["n_workers"]),
         int(d["n_classes"]),
     )
-    m, params = resolve_worker_method(method, {})
+    m, params = resolve_method(method, {})
     rss_before = max_rss_mb()
     start = time.perf_counter()
     fit = m.fit(votes, params, None)
@@ -333,8 +335,12 @@ def main() -> None:
                         "skipped": f"not run: {bound}{estimate[0]:.0f} s estimated (its time on "
                         "the 511k project x the vote ratio)"
                     }
+                elif METHODS[method] is None:
+                    ck = {"skipped": "crowd-kit has no such method"}
                 elif use_ck:
-                    ck = run_crowdkit(truth, votes_path, METHODS[method], tmp, args.crowdkit_limit)
+                    ck_name = METHODS[method]
+                    assert ck_name is not None
+                    ck = run_crowdkit(truth, votes_path, ck_name, tmp, args.crowdkit_limit)
                 print(f"  crowd-kit {METHODS[method]}: {ck}", flush=True)
                 rows.append((pname, n_votes, mv_acc, method, ours, ck))
     raw = {
@@ -369,7 +375,8 @@ def real_data_lines() -> list[str]:
     """Ours on the two truth-inference sets (median of 3 in-process fits) vs crowd-kit's README
     figures (same machine kind, median of 3)."""
     sys.path.insert(0, str(REPO))
-    from app.aggregation.worker_models import VoteArrays, resolve_worker_method
+    from app.aggregation.base import VoteArrays
+    from app.aggregation.registry import resolve_method
 
     lines = [
         "## Real data: truth-inference sets (Zheng et al., PVLDB 2017)",
@@ -403,7 +410,7 @@ def real_data_lines() -> list[str]:
         known = np.array([pos[it] for it, _ in truth_rows if it in pos])
         truth = np.array([code[lab] for it, lab in truth_rows if it in pos])
         for method, (ck_acc, ck_s) in reference.items():
-            m, params = resolve_worker_method(method, {})
+            m, params = resolve_method(method, {})
             times = []
             for _ in range(3):
                 start = time.perf_counter()

@@ -122,7 +122,15 @@ def test_key_secret_is_shown_once_and_stored_as_hash(api: TestClient, database_u
     created = make_key(api, ["read"], [project])
     secret = created["key"]
     assert secret.startswith("sl_") and len(secret) >= 3 + 43  # 256 random bits
-    assert set(created) == {"id", "key", "label", "scopes", "projects", "created_at"}
+    assert set(created) == {
+        "id",
+        "key",
+        "label",
+        "scopes",
+        "projects",
+        "rate_limit_per_s",
+        "created_at",
+    }
     assert (created["scopes"], created["projects"]) == (["read"], [project])
 
     listed = api.get("/v1/keys", headers=ADMIN_HEADERS)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from app.aggregation.base import VoteArrays
 from app.aggregation.crowdlab import crowdlab, routing_scores, suspect_scores
 from app.aggregation.methods import majority_labels
 from app.aggregation.params import validate_params
-from app.aggregation.worker_models import WORKER_METHODS, VoteArrays
+from app.aggregation.registry import WORKER_METHODS
 from app.training.sweeps import Cell, paired_bootstrap, recipe_key, report
 
 

@@ -1,4 +1,4 @@
-"""Worker-quality-aware aggregation (app/aggregation/worker_models.py and one module per method).
+"""Worker-quality-aware aggregation (app/aggregation/base.py, em.py and one module per method).
 
 Three kinds of checks:
 - crowd-kit 1.4.2 parity: with the same initialization and number of iterations our posteriors
@@ -28,14 +28,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.aggregation import glad
-from app.aggregation.params import ParamError
-from app.aggregation.worker_models import (
-    WORKER_METHODS,
-    SortedVotes,
-    VoteArrays,
-    WorkerModelFit,
-    resolve_worker_method,
-)
+from app.aggregation.base import SortedVotes, VoteArrays, WorkerMethod, WorkerModelFit
+from app.aggregation.methods import COUNT_METHODS
+from app.aggregation.params import MethodParams, ParamError
+from app.aggregation.registry import METHOD_NAMES, WORKER_METHODS, resolve_method
 
 REPO = Path(__file__).resolve().parents[1]
 TRUTH_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "truth-inference"
@@ -272,7 +268,7 @@ def reference(crowdkit: dict[str, np.ndarray], case: str) -> np.ndarray:
 
 
 def fit(method: str, votes: VoteArrays, **params: Any) -> WorkerModelFit:
-    m, p = resolve_worker_method(method, params)
+    m, p = resolve_method(method, params)
     return m.fit(votes, p, None)
 
 
@@ -284,7 +280,7 @@ DATASETS = [*SIM_CASES, *REAL_SETS]
 @pytest.mark.parametrize("data", DATASETS)
 def test_dawid_skene_matches_crowdkit(crowdkit: dict[str, np.ndarray], data: str) -> None:
     ref = reference(crowdkit, f"ds-{data}")
-    ours = fit("dawid-skene", dataset(data)[0], max_iter=EM_ITER, tol=0)
+    ours = fit("dawid-skene", dataset(data)[0], max_iter=EM_ITER, tol=0, n_starts=1, shrinkage=0)
     assert ours.n_iter == EM_ITER
     np.testing.assert_allclose(ours.probs, ref, rtol=0, atol=PARITY)
 
@@ -292,7 +288,14 @@ def test_dawid_skene_matches_crowdkit(crowdkit: dict[str, np.ndarray], data: str
 @pytest.mark.parametrize("data", DATASETS)
 def test_one_coin_matches_crowdkit(crowdkit: dict[str, np.ndarray], data: str) -> None:
     ref = reference(crowdkit, f"oc-{data}")
-    ours = fit("one-coin", dataset(data)[0], max_iter=EM_ITER, tol=0)
+    ours = fit(
+        "one-coin",
+        dataset(data)[0],
+        max_iter=EM_ITER,
+        tol=0,
+        n_starts=1,
+        constant_at_chance=False,
+    )
     np.testing.assert_allclose(ours.probs, ref, rtol=0, atol=PARITY)
 
 
@@ -333,7 +336,7 @@ def test_glad_matches_crowdkit_with_its_m_step(crowdkit: dict[str, np.ndarray], 
     posteriors agree to 1e-6."""
     ref = reference(crowdkit, f"glad-{data}")
     votes = dataset(data)[0]
-    _, p = resolve_worker_method("glad", {"max_iter": GLAD_ITER, "tol": 0})
+    _, p = resolve_method("glad", {"max_iter": GLAD_ITER, "tol": 0, "n_starts": 1})
     ours = glad.fit_with(votes, p, None, crowdkit_cg_m_step)
     np.testing.assert_allclose(ours.probs, ref, rtol=0, atol=PARITY)
 
@@ -347,7 +350,7 @@ def test_glad_newton_m_step_climbs_as_far_as_crowdkits_cg(data: str) -> None:
     pytest.importorskip("scipy")
     votes = dataset(data)[0]
     sv = SortedVotes.build(votes)
-    _, p = resolve_worker_method("glad", {"m_step_iter": 10})
+    _, p = resolve_method("glad", {"m_step_iter": 10})
     alpha, beta = np.ones(votes.n_workers), np.ones(votes.n_items)
     post, _ = glad._e_step(sv, alpha, beta, 1.0, 1.0)
     hit = sv.label_posterior(post)
@@ -360,7 +363,7 @@ def test_glad_newton_m_step_climbs_as_far_as_crowdkits_cg(data: str) -> None:
 def test_glad_newton_fit_close_to_crowdkit(crowdkit: dict[str, np.ndarray], data: str) -> None:
     """After the same EM iterations the two M-steps leave the decisions nearly the same."""
     ref = reference(crowdkit, f"glad-{data}")
-    ours = fit("glad", dataset(data)[0], max_iter=GLAD_ITER, tol=0)
+    ours = fit("glad", dataset(data)[0], max_iter=GLAD_ITER, tol=0, n_starts=1)
     agree = (ours.probs.argmax(1) == ref.argmax(1)).mean()
     print(f"{data}: max |diff| {np.abs(ours.probs - ref).max():.3g}, argmax agreement {agree}")
     assert agree >= 0.98, agree
@@ -370,7 +373,7 @@ def test_glad_newton_fit_close_to_crowdkit(crowdkit: dict[str, np.ndarray], data
 def test_mace_matches_crowdkit(crowdkit: dict[str, np.ndarray], data: str) -> None:
     ref = reference(crowdkit, f"mace-{data}")
     n_iter = 10 if data in REAL_SETS else 20
-    ours = fit("mace", dataset(data)[0], n_restarts=1, max_iter=n_iter, tol=0, seed=7)
+    ours = fit("mace", dataset(data)[0], n_restarts=1, max_iter=n_iter, tol=0, seed=7, n_starts=0)
     assert ours.n_iter == n_iter
     np.testing.assert_allclose(ours.probs, ref, rtol=0, atol=PARITY)
 
@@ -382,7 +385,9 @@ def test_mace_crowdkit_restarts_are_identical(crowdkit: dict[str, np.ndarray]) -
     three = reference(crowdkit, "mace3-sim1_k2")
     np.testing.assert_array_equal(one, three)
     votes = dataset("sim1_k2")[0]
-    ours = [fit("mace", votes, n_restarts=1, max_iter=20, tol=0, seed=s) for s in (7, 8)]
+    ours = [
+        fit("mace", votes, n_restarts=1, max_iter=20, tol=0, seed=s, n_starts=0) for s in (7, 8)
+    ]
     assert np.abs(ours[0].probs - ours[1].probs).max() > 1e-6
 
 
@@ -394,8 +399,8 @@ def test_mace_crowdkit_scrambles_strategies(crowdkit: dict[str, np.ndarray]) -> 
     scrambled = reference(crowdkit, "mace-shuffled-sim2_k3")
     assert np.abs(ref - scrambled).max() > 1e-3
     votes = dataset("sim2_k3")[0]
-    a = fit("mace", votes, n_restarts=1, max_iter=20, tol=0, seed=7)
-    b = fit("mace", shuffled(votes), n_restarts=1, max_iter=20, tol=0, seed=7)
+    a = fit("mace", votes, n_restarts=1, max_iter=20, tol=0, seed=7, n_starts=0)
+    b = fit("mace", shuffled(votes), n_restarts=1, max_iter=20, tol=0, seed=7, n_starts=0)
     np.testing.assert_allclose(a.probs, b.probs, rtol=0, atol=1e-12)
 
 
@@ -554,7 +559,7 @@ def test_warm_start_handles_growth(method: str) -> None:
     small = VoteArrays(
         votes.item[keep], votes.worker[keep], votes.label[keep], old_items, old_workers, 3
     )
-    m, p = resolve_worker_method(method, {})
+    m, p = resolve_method(method, {})
     first = m.fit(small, p, None)
     cold = m.fit(votes, p, None)
     warm = m.fit(votes, p, first)
@@ -566,7 +571,7 @@ def test_warm_start_handles_growth(method: str) -> None:
 @pytest.mark.parametrize("method", METHODS)
 def test_warm_start_from_own_fit_stops_at_once(method: str) -> None:
     votes, _ = simulate(4, n_items=400, n_workers=40, k=3, per_item=4)
-    m, p = resolve_worker_method(method, {})
+    m, p = resolve_method(method, {})
     cold = m.fit(votes, p, None)
     warm = m.fit(votes, p, cold)
     assert warm.n_iter <= 3
@@ -578,7 +583,7 @@ def test_warm_start_with_other_class_count_is_ignored() -> None:
     votes, _ = simulate(7, n_items=100, n_workers=10, k=3, per_item=3)
     other, _ = simulate(7, n_items=100, n_workers=10, k=4, per_item=3)
     for method in ["dawid-skene", "one-coin", "mace", "wawa"]:
-        m, p = resolve_worker_method(method, {})
+        m, p = resolve_method(method, {})
         stale = m.fit(other, p, None)
         np.testing.assert_allclose(m.fit(votes, p, stale).probs, m.fit(votes, p, None).probs)
 
@@ -593,7 +598,7 @@ def test_converges_before_max_iter() -> None:
 
 def test_max_iter_zero_returns_initialization() -> None:
     votes, _ = simulate(9, n_items=50, n_workers=10, k=3, per_item=3)
-    f = fit("dawid-skene", votes, max_iter=0)
+    f = fit("dawid-skene", votes, max_iter=0, n_starts=1)
     counts = np.bincount(votes.item * 3 + votes.label, minlength=150).reshape(50, 3)
     np.testing.assert_allclose(f.probs, counts / counts.sum(1, keepdims=True))
     assert f.n_iter == 0 and not f.converged
@@ -626,8 +631,17 @@ def test_digamma_matches_scipy_values() -> None:
 # ----- parameters and registry ----------------------------------------------------------------
 
 
-def test_registry_lists_every_method() -> None:
-    assert sorted(WORKER_METHODS) == sorted(METHODS)
+def test_registry_lists_every_method_in_declared_order() -> None:
+    assert list(WORKER_METHODS) == [
+        "dawid-skene",
+        "dawid-skene-clustered",
+        "one-coin",
+        "glad",
+        "mace",
+        "wawa",
+        "auto",
+    ]
+    assert [*COUNT_METHODS, *WORKER_METHODS] == METHOD_NAMES
     for name, m in WORKER_METHODS.items():
         assert m.name == name and m.summary and m.source
         for spec in m.params.values():
@@ -650,18 +664,18 @@ def test_registry_lists_every_method() -> None:
 )
 def test_bad_parameters_name_the_field(method: str, params: dict[str, Any], field: str) -> None:
     with pytest.raises(ParamError) as err:
-        resolve_worker_method(method, params)
+        resolve_method(method, params)
     assert err.value.field == field
 
 
-def test_fit_validates_params_too() -> None:
-    votes = votes_of([(0, 0, 0)], 1, 1, 2)
-    with pytest.raises(ParamError):
-        WORKER_METHODS["dawid-skene"].fit(votes, {"max_iter": -1}, None)
+def test_parameters_are_validated_once_into_a_typed_object() -> None:
+    spec, p = resolve_method("dawid-skene", {"max_iter": "7"})
+    assert isinstance(spec, WorkerMethod) and isinstance(p, MethodParams)
+    assert p["max_iter"] == 7 and p["n_starts"] == 2 and p["use_gold"] == 0
 
 
 def test_resolve_fills_defaults() -> None:
-    _, p = resolve_worker_method("mace", {"seed": "3"})
+    _, p = resolve_method("mace", {"seed": "3"})
     assert p["seed"] == 3 and p["n_restarts"] == 10 and p["max_iter"] == 50
 
 

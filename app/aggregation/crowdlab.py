@@ -42,8 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.aggregation.base import VoteArrays
 from app.aggregation.params import ParamSpec
-from app.aggregation.worker_models import VoteArrays
 
 WEIGHT_FLOOR = 1e-3
 SHRINK_VOTES = 2.0  # pseudo-votes at the mean agreement added to every annotator's record

@@ -16,9 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from app.aggregation.params import ParamSpec, validate_params
-from app.aggregation.worker_models import (
-    Convergence,
+from app.aggregation.base import (
+    USE_GOLD,
     Params,
     SortedVotes,
     VoteArrays,
@@ -27,11 +26,12 @@ from app.aggregation.worker_models import (
     grow,
     max_iter_spec,
     posteriors_from_log,
-    register,
     single_class_fit,
     tol_spec,
     warm_array,
 )
+from app.aggregation.em import EMModel, State, fill_empty, multi_start, posterior_starts
+from app.aggregation.params import ParamSpec
 
 NAME = "glad"
 
@@ -73,6 +73,16 @@ PARAMS: dict[str, ParamSpec] = {
         check=lambda v: 0.0 <= v < math.inf,
         rule="a finite number >= 0",
     ),
+    "n_starts": ParamSpec(
+        name="n_starts",
+        type=int,
+        default=2,
+        doc="EM starting points: 1 = every ability and difficulty at its prior mean (crowd-kit's "
+        "start), 2 = also an M-step from majority-vote posteriors; see app/aggregation/em.py",
+        check=lambda v: 1 <= v <= 2,
+        rule="1 or 2",
+    ),
+    "use_gold": USE_GOLD,
 }
 
 # Newton steps are clipped to this size: far from the optimum the quadratic model of a logistic
@@ -205,6 +215,28 @@ def newton_m_step(
     return alpha, beta
 
 
+class Glad(EMModel):
+    def __init__(self, sv: SortedVotes, params: Params, m_step: MStep) -> None:
+        self.sv, self.params, self.newton = sv, params, m_step
+        self.mu_a = float(params["alpha_prior_mean"])
+        self.mu_b = float(params["beta_prior_mean"])
+
+    def prior_state(self) -> State:
+        return {
+            "alpha": np.full(self.sv.n_workers, self.mu_a),
+            "beta": np.full(self.sv.n_items, self.mu_b),
+        }
+
+    def e_step(self, state: State) -> tuple[np.ndarray, float]:
+        return _e_step(self.sv, state["alpha"], state["beta"], self.mu_a, self.mu_b)
+
+    def m_step(self, post: np.ndarray, state: State | None) -> State:
+        start = state if state is not None else self.prior_state()
+        hit = self.sv.label_posterior(post)
+        alpha, beta = self.newton(self.sv, hit, start["alpha"], start["beta"], self.params)
+        return {"alpha": alpha, "beta": beta}
+
+
 def fit_with(
     votes: VoteArrays,
     params: Params,
@@ -212,48 +244,43 @@ def fit_with(
     m_step: MStep,
 ) -> WorkerModelFit:
     """GLAD EM with a pluggable M-step (the tests plug in crowd-kit's scipy CG to compare)."""
-    p = validate_params(NAME, PARAMS, params)
-    max_iter, tol = int(p["max_iter"]), float(p["tol"])
-    mu_a, mu_b = float(p["alpha_prior_mean"]), float(p["beta_prior_mean"])
     k = votes.n_classes
     if k == 1:
         return single_class_fit(votes)
-    sv = SortedVotes.build(votes)
+    sv = SortedVotes.build(votes, use_gold=bool(params["use_gold"]))
+    model = Glad(sv, params, m_step)
+    mu_a, mu_b = model.mu_a, model.mu_b
     alpha = grow(warm_array(warm, "alpha"), votes.n_workers, mu_a)
     beta = grow(warm_array(warm, "beta"), votes.n_items, mu_b)
-    if alpha is None or beta is None:
-        alpha, beta = np.full(votes.n_workers, mu_a), np.full(votes.n_items, mu_b)
-
-    conv = Convergence(tol, sv.n_votes)
-    n_iter, converged = 0, False
-    post: np.ndarray | None = None
-    for _ in range(max_iter):
-        post, obj = _e_step(sv, alpha, beta, mu_a, mu_b)
-        n_iter += 1
-        hit = sv.label_posterior(post)
-        alpha, beta = m_step(sv, hit, alpha, beta, p)
-        if conv.update(obj):
-            converged = True
-            break
-    if post is None:  # max_iter = 0
-        post, _ = _e_step(sv, alpha, beta, mu_a, mu_b)
+    warm_state = None if alpha is None or beta is None else {"alpha": alpha, "beta": beta}
+    run = multi_start(
+        sv,
+        model,
+        max_iter=int(params["max_iter"]),
+        tol=float(params["tol"]),
+        warm=warm_state,
+        states=[("prior means", model.prior_state())],
+        posteriors=posterior_starts(sv, 2)[1:] if int(params["n_starts"]) >= 2 else [],
+    )
     return WorkerModelFit(
-        probs=post,
-        worker_skill=alpha,
+        probs=fill_empty(sv, run.probs, np.full(k, 1.0 / k)),
+        worker_skill=run.state["alpha"],
         confusion=None,
         class_prior=np.full(k, 1.0 / k),
-        n_iter=n_iter,
-        converged=converged,
-        state={"alpha": alpha, "beta": beta},
+        n_iter=run.n_iter,
+        converged=run.converged,
+        state={"alpha": run.state["alpha"], "beta": run.state["beta"]},
+        warnings=run.warnings,
     )
 
 
 def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -> WorkerModelFit:
     """GLAD EM over the sparse vote list.
 
-    Initialization: alpha_w = alpha_prior_mean, beta_i = beta_prior_mean (1 and 1, as
-    crowd-kit). Each iteration is an E-step (posteriors under the current alpha,
-    beta) and an M-step of at most `m_step_iter` block-Newton rounds (`newton_m_step`); `probs`
+    Starts: alpha_w = alpha_prior_mean, beta_i = beta_prior_mean (1 and 1, as crowd-kit), and
+    with `n_starts` = 2 an M-step from majority-vote posteriors (see app/aggregation/em.py).
+    Each iteration is an E-step (posteriors under the current alpha, beta) and an M-step of at
+    most `m_step_iter` block-Newton rounds (`newton_m_step`); `probs`
     come from the last E-step, `state` ("alpha", "beta") from the M-step after it.
 
     Departure from crowd-kit: crowd-kit's M-step is scipy's conjugate gradient (25 iterations,
@@ -277,12 +304,10 @@ def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -
     return fit_with(votes, params, warm, newton_m_step)
 
 
-METHOD = register(
-    WorkerMethod(
-        name=NAME,
-        params=PARAMS,
-        summary="worker ability and item difficulty (GLAD), EM with a Newton M-step",
-        source="Whitehill, Ruvolo, Wu, Bergsma & Movellan (2009), NeurIPS 22, 2035-2043",
-        fit=fit,
-    )
+METHOD = WorkerMethod(
+    name=NAME,
+    params=PARAMS,
+    summary="worker ability and item difficulty (GLAD), EM with a Newton M-step",
+    source="Whitehill, Ruvolo, Wu, Bergsma & Movellan (2009), NeurIPS 22, 2035-2043",
+    fit=fit,
 )

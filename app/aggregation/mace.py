@@ -16,10 +16,9 @@ import math
 
 import numpy as np
 
-from app.aggregation.params import ParamSpec, validate_params
-from app.aggregation.worker_models import (
+from app.aggregation.base import (
     SEED,
-    Convergence,
+    USE_GOLD,
     Params,
     SortedVotes,
     VoteArrays,
@@ -28,11 +27,12 @@ from app.aggregation.worker_models import (
     grow,
     max_iter_spec,
     posteriors_from_log,
-    register,
     single_class_fit,
     tol_spec,
     warm_array,
 )
+from app.aggregation.em import EMModel, State, fill_empty, multi_start, posterior_starts
+from app.aggregation.params import ParamSpec
 
 NAME = "mace"
 
@@ -65,6 +65,16 @@ PARAMS: dict[str, ParamSpec] = {
         "strategy_prior", 10.0, "symmetric Dirichlet pseudo-count on each spam-strategy label"
     ),
     "seed": SEED,
+    "n_starts": ParamSpec(
+        name="n_starts",
+        type=int,
+        default=2,
+        doc="deterministic starts added to the random restarts: 0 = none (crowd-kit), 1 = an "
+        "M-step from vote fractions, 2 = also from majority vote; see app/aggregation/em.py",
+        check=lambda v: 0 <= v <= 2,
+        rule="an integer in [0, 2]",
+    ),
+    "use_gold": USE_GOLD,
 }
 
 # crowd-kit draws every initial weight from U(1, 1 + default_noise) with default_noise = 0.5,
@@ -109,59 +119,74 @@ def _initial(seed: int, restart: int, n_workers: int, k: int) -> tuple[np.ndarra
     return draw((n_workers, 2)), draw((n_workers, k))
 
 
-def _e_step(
-    sv: SortedVotes, log_spam: np.ndarray, log_strategy: np.ndarray
-) -> tuple[np.ndarray, float, np.ndarray]:
-    """Posteriors (I, K), log marginal likelihood, and each vote's posterior P(knew).
+class Mace(EMModel):
+    """State: "log_spam" (W, 2) log (spam, know) weights and "log_strategy" (W, K)."""
 
-    P(label l | true c) = spam_w * xi_w[l] + know_w * [l == c], so per item the log-likelihood
-    of class c is sum_v log(spam xi) + sum_{v: label_v = c} (log(spam xi + know) - log(spam xi)).
-    Every per-vote factor depends only on (worker, label): it is computed on (W, K) tables and
-    gathered, so no per-vote log or exp is needed.
-    """
-    k = sv.n_classes
-    log_sx = log_spam[:, :1] + log_strategy  # (W, K)
-    log_any = np.logaddexp(log_sx, log_spam[:, 1:])
-    wl = sv.worker_label
-    base = sv.item_sum(log_sx.reshape(-1)[wl])
-    bonus = sv.item_label_sum((log_any - log_sx).reshape(-1)[wl])
-    post, log_norm = posteriors_from_log(bonus + base[:, None] - math.log(k))
-    # P(knew | data) = P(true = label | data) * know / (spam xi + know)
-    share_know = np.exp(log_spam[:, 1:] - log_any).reshape(-1)
-    knew = sv.label_posterior(post) * share_know[wl]
-    return post, float(log_norm.sum()), knew
+    def __init__(self, sv: SortedVotes, params: Params) -> None:
+        self.sv, self.params = sv, params
+
+    def e_step(self, state: State) -> tuple[np.ndarray, float]:
+        """Posteriors (I, K) and the log marginal likelihood under VB's weights as they are.
+
+        P(label l | true c) = spam_w * xi_w[l] + know_w * [l == c], so per item the
+        log-likelihood of class c is sum_v log(spam xi) + sum_{v: label_v = c} (log(spam xi +
+        know) - log(spam xi)). Every per-vote factor depends only on (worker, label): it is
+        computed on (W, K) tables and gathered, so no per-vote log or exp is needed.
+        """
+        return self._posteriors(state["log_spam"], state["log_strategy"])
+
+    def score(self, state: State, objective: float) -> float:
+        """Runs are ranked by the log marginal likelihood under normalized weights: VB's
+        geometric means sum to less than 1, so the E-step's own value (crowd-kit's) is not a
+        likelihood and is not comparable between restarts."""
+        log_spam = state["log_spam"] - np.logaddexp(
+            state["log_spam"][:, :1], state["log_spam"][:, 1:]
+        )
+        log_strategy = state["log_strategy"] - _logsumexp_rows(state["log_strategy"])
+        return self._posteriors(log_spam, log_strategy)[1]
+
+    def _posteriors(
+        self, log_spam: np.ndarray, log_strategy: np.ndarray
+    ) -> tuple[np.ndarray, float]:
+        sv, k = self.sv, self.sv.n_classes
+        log_sx = log_spam[:, :1] + log_strategy  # (W, K)
+        log_any = np.logaddexp(log_sx, log_spam[:, 1:])
+        wl = sv.worker_label
+        base = sv.item_sum(log_sx.reshape(-1)[wl])
+        bonus = sv.item_label_sum((log_any - log_sx).reshape(-1)[wl])
+        post, log_norm = posteriors_from_log(bonus + base[:, None] - math.log(k))
+        return post, float(log_norm[sv.voted].sum())
+
+    def m_step(self, post: np.ndarray, state: State | None) -> State:
+        """VB M-step from each vote's posterior probability of having been given knowingly,
+        P(knew) = P(true = label) * know / (spam xi + know); from posteriors alone (a start),
+        every vote that matches the posterior is taken as known."""
+        sv, k, p = self.sv, self.sv.n_classes, self.params
+        hit = sv.label_posterior(post)
+        if state is None:
+            knew = hit
+        else:
+            log_sx = state["log_spam"][:, :1] + state["log_strategy"]
+            share = np.exp(
+                state["log_spam"][:, 1:] - np.logaddexp(log_sx, state["log_spam"][:, 1:])
+            )
+            knew = hit * share.reshape(-1)[sv.worker_label]
+        spammed = 1.0 - knew
+        counts = np.empty((sv.n_workers, 2))
+        counts[:, 0] = sv.worker_sum(spammed)
+        counts[:, 1] = sv.worker_sum(knew)
+        strategy = np.bincount(
+            sv.worker_label, weights=spammed, minlength=sv.n_workers * k
+        ).reshape(sv.n_workers, k)
+        return {
+            "log_spam": _log_geometric_mean(counts, np.array([p["alpha"], p["beta"]])),
+            "log_strategy": _log_geometric_mean(strategy, float(p["strategy_prior"])),
+        }
 
 
-def _m_step(sv: SortedVotes, knew: np.ndarray, p: Params) -> tuple[np.ndarray, np.ndarray]:
-    spammed = 1.0 - knew
-    k = sv.n_classes
-    counts = np.empty((sv.n_workers, 2))
-    counts[:, 0] = sv.worker_sum(spammed)
-    counts[:, 1] = sv.worker_sum(knew)
-    strategy = np.bincount(sv.worker_label, weights=spammed, minlength=sv.n_workers * k).reshape(
-        sv.n_workers, k
-    )
-    log_spam = _log_geometric_mean(counts, np.array([p["alpha"], p["beta"]]))
-    log_strategy = _log_geometric_mean(strategy, float(p["strategy_prior"]))
-    return log_spam, log_strategy
-
-
-def _run(
-    sv: SortedVotes, log_spam: np.ndarray, log_strategy: np.ndarray, p: Params
-) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, int, bool]:
-    """One chain: E-step, then (M-step, E-step) until max_iter M-steps or convergence."""
-    conv = Convergence(float(p["tol"]), sv.n_votes)
-    post, loglik, knew = _e_step(sv, log_spam, log_strategy)
-    conv.update(loglik)
-    n_iter, converged = 0, False
-    for _ in range(int(p["max_iter"])):
-        log_spam, log_strategy = _m_step(sv, knew, p)
-        post, loglik, knew = _e_step(sv, log_spam, log_strategy)
-        n_iter += 1
-        if conv.update(loglik):
-            converged = True
-            break
-    return post, loglik, log_spam, log_strategy, n_iter, converged
+def _logsumexp_rows(x: np.ndarray) -> np.ndarray:
+    m = x.max(axis=1, keepdims=True)
+    return m + np.log(np.exp(x - m).sum(axis=1, keepdims=True))
 
 
 def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -> WorkerModelFit:
@@ -193,28 +218,37 @@ def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -
     `worker_skill`: the probability of knowing, know / (spam + know), from the VB weights.
     `confusion[w, c, l]` = spam_w * xi_w[l] + know_w * [l == c] with normalized weights.
     """
-    p = validate_params(NAME, PARAMS, params)
+    p = params
     k = votes.n_classes
     if k == 1:
         return single_class_fit(votes)
-    sv = SortedVotes.build(votes)
+    sv = SortedVotes.build(votes, use_gold=bool(p["use_gold"]))
     w = votes.n_workers
+    model = Mace(sv, p)
 
     warm_spam = grow(warm_array(warm, "log_spam"), w, np.log([0.5, 0.5]))
     warm_strategy = grow(warm_array(warm, "log_strategy"), w, np.full(k, -math.log(k)))
+    warm_state = None
     if warm_spam is not None and warm_strategy is not None:
-        starts = [(warm_spam, warm_strategy)]
-    else:
-        starts = [_initial(int(p["seed"]), r, w, k) for r in range(int(p["n_restarts"]))]
-
-    best: tuple[np.ndarray, float, np.ndarray, np.ndarray, int, bool] | None = None
-    for log_spam0, log_strategy0 in starts:
-        run = _run(sv, log_spam0, log_strategy0, p)
-        if best is None or run[1] > best[1]:
-            best = run
-    assert best is not None
-    post, _, log_spam, log_strategy, n_iter, converged = best
-
+        warm_state = {"log_spam": warm_spam, "log_strategy": warm_strategy}
+    restarts = []
+    for r in range(int(p["n_restarts"])):
+        log_spam0, log_strategy0 = _initial(int(p["seed"]), r, w, k)
+        restarts.append(
+            (f"random restart {r}", {"log_spam": log_spam0, "log_strategy": log_strategy0})
+        )
+    run = multi_start(
+        sv,
+        model,
+        max_iter=int(p["max_iter"]),
+        tol=float(p["tol"]),
+        warm=warm_state,
+        states=restarts,
+        posteriors=posterior_starts(sv, int(p["n_starts"])) if int(p["n_starts"]) else [],
+        final_e_step=True,
+    )
+    log_spam, log_strategy = run.state["log_spam"], run.state["log_strategy"]
+    post = fill_empty(sv, run.probs, np.full(k, 1.0 / k))
     spam = np.exp(log_spam)
     spam /= spam.sum(axis=1, keepdims=True)
     strategy = np.exp(log_strategy)
@@ -227,18 +261,17 @@ def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -
         worker_skill=spam[:, 1].copy(),
         confusion=conf,
         class_prior=np.full(k, 1.0 / k),
-        n_iter=n_iter,
-        converged=converged,
+        n_iter=run.n_iter,
+        converged=run.converged,
         state={"log_spam": log_spam, "log_strategy": log_strategy},
+        warnings=run.warnings,
     )
 
 
-METHOD = register(
-    WorkerMethod(
-        name=NAME,
-        params=PARAMS,
-        summary="per-worker spamming probability and spam strategy (MACE), variational EM",
-        source="Hovy, Berg-Kirkpatrick, Vaswani & Hovy (2013), NAACL-HLT, 1120-1130",
-        fit=fit,
-    )
+METHOD = WorkerMethod(
+    name=NAME,
+    params=PARAMS,
+    summary="per-worker spamming probability and spam strategy (MACE), variational EM",
+    source="Hovy, Berg-Kirkpatrick, Vaswani & Hovy (2013), NAACL-HLT, 1120-1130",
+    fit=fit,
 )

@@ -13,29 +13,17 @@ Loss Functions." Proceedings of HCOMP 2020, 8(1), 173-177.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from app.aggregation.base import CountsMethod
 from app.aggregation.params import ParamError, ParamSpec, validate_params
-
-UMA_2020 = 'Uma et al. (2020), "A Case for Soft Loss Functions", HCOMP 2020'
 
 Params = Mapping[str, float]
 
-
-@dataclass(frozen=True)
-class CountsMethod:
-    """A soft-label method that needs only per-item vote counts."""
-
-    name: str
-    params: Mapping[str, ParamSpec]
-    compute: Callable[[np.ndarray, Params], np.ndarray]  # (n, K) counts -> (n, K) float64
-    summary: str  # one line, for docs / API listing
-    source: str  # citation
-
+UMA_2020 = 'Uma et al. (2020), "A Case for Soft Loss Functions", HCOMP 2020'
 
 ALPHA = ParamSpec(
     name="alpha",

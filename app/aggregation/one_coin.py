@@ -14,24 +14,25 @@ import math
 
 import numpy as np
 
-from app.aggregation.params import ParamSpec, validate_params
-from app.aggregation.worker_models import (
+from app.aggregation.base import (
     EPS,
-    Convergence,
+    N_STARTS,
+    USE_GOLD,
     Params,
     SortedVotes,
     VoteArrays,
     WorkerMethod,
     WorkerModelFit,
+    class_prior,
     grow,
     max_iter_spec,
     posteriors_from_log,
-    register,
     single_class_fit,
     tol_spec,
-    vote_fractions,
     warm_array,
 )
+from app.aggregation.em import EMModel, State, fill_empty, multi_start, posterior_starts
+from app.aggregation.params import ParamSpec
 
 NAME = "one-coin"
 
@@ -48,22 +49,18 @@ PARAMS: dict[str, ParamSpec] = {
         check=lambda v: 0.0 <= v < math.inf,
         rule="a finite number >= 0",
     ),
+    "n_starts": N_STARTS,
+    "constant_at_chance": ParamSpec(
+        name="constant_at_chance",
+        type=int,
+        default=1,
+        doc="true: workers who gave one label only, beyond chance, are held at accuracy 1/K "
+        "(their votes carry no weight); false: crowd-kit's update",
+        rule="true or false",
+        flag=True,
+    ),
+    "use_gold": USE_GOLD,
 }
-
-
-def _m_step(sv: SortedVotes, post: np.ndarray, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
-    """Class prior and per-worker accuracy: the mean posterior of the worker's own labels."""
-    k = sv.n_classes
-    hit = sv.label_posterior(post)
-    correct = sv.worker_sum(hit) + smoothing
-    n = sv.worker_votes + 2.0 * smoothing
-    skill = np.divide(correct, n, out=np.full(sv.n_workers, 1.0 / k), where=n > 0)
-    if sv.voted.size:
-        prior = np.maximum(post[sv.voted].mean(axis=0), EPS)
-        prior /= prior.sum()
-    else:
-        prior = np.full(k, 1.0 / k)
-    return prior, skill
 
 
 def _log_rates(skill: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,14 +74,32 @@ def _log_rates(skill: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.log(right), np.log(wrong)
 
 
-def _e_step(sv: SortedVotes, prior: np.ndarray, skill: np.ndarray) -> tuple[np.ndarray, float]:
-    # log P(votes on i | class c) = sum_v log_wrong[w_v] + sum_{v: label_v = c} (log_right -
-    # log_wrong)[w_v]: two passes over the votes whatever K is.
-    log_right, log_wrong = _log_rates(skill, sv.n_classes)
-    base = sv.item_sum(log_wrong[sv.worker])
-    bonus = sv.item_label_sum((log_right - log_wrong)[sv.worker])
-    post, log_norm = posteriors_from_log(bonus + np.log(prior) + base[:, None])
-    return post, float(log_norm.sum())
+class OneCoin(EMModel):
+    def __init__(self, sv: SortedVotes, smoothing: float, constant_at_chance: bool = True) -> None:
+        self.sv, self.smoothing = sv, smoothing
+        self.constant = sv.constant_workers if constant_at_chance else np.zeros(0, np.int64)
+
+    def m_step(self, post: np.ndarray, state: State | None) -> State:
+        """Class prior and per-worker accuracy: the mean posterior of the worker's own labels."""
+        sv = self.sv
+        correct = sv.worker_sum(sv.label_posterior(post)) + self.smoothing
+        n = sv.worker_votes + 2.0 * self.smoothing
+        skill = np.divide(correct, n, out=np.full(sv.n_workers, 1.0 / sv.n_classes), where=n > 0)
+        # A constant-label worker gets the chance accuracy 1/K, at which their votes weigh
+        # nothing (see SortedVotes.constant_workers): left free, they look accurate on every
+        # item of their label, and on a skewed crowd EM drifts to calling everything that label.
+        skill[self.constant] = 1.0 / sv.n_classes
+        return {"class_prior": class_prior(sv, post), "skill": skill}
+
+    def e_step(self, state: State) -> tuple[np.ndarray, float]:
+        # log P(votes on i | class c) = sum_v log_wrong[w_v] + sum_{v: label_v = c} (log_right -
+        # log_wrong)[w_v]: two passes over the votes whatever K is.
+        sv = self.sv
+        log_right, log_wrong = _log_rates(state["skill"], sv.n_classes)
+        base = sv.item_sum(log_wrong[sv.worker])
+        bonus = sv.item_label_sum((log_right - log_wrong)[sv.worker])
+        post, log_norm = posteriors_from_log(bonus + np.log(state["class_prior"]) + base[:, None])
+        return post, float(log_norm.sum())
 
 
 def _confusion(skill: np.ndarray, k: int) -> np.ndarray:
@@ -108,67 +123,55 @@ def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -
     Robustness: the accuracy and the per-class error rate are clipped to [1e-10, 1 - 1e-10]
     before taking logs (as crowd-kit), so unanimous or always-wrong workers stay finite.
 
-    Caveat (the model's, crowd-kit behaves identically): one coin cannot describe a worker who
-    always gives the same label. Such a worker looks accurate on items of that class, and with
-    a few of them on a skewed project EM can drift to calling every item that class (seen on a
-    simulation with 10% constant-label spammers; `smoothing` does not prevent it). Prefer
-    Dawid-Skene or MACE when such workers are likely.
+    Departure from crowd-kit: one coin cannot describe a worker who always gives the same
+    label. Such a worker looks accurate on items of that class, and with a few of them on a
+    skewed project EM drifts to calling every item that class (crowd-kit does; accuracy fell to
+    0.18 on the simulator's relevance-4 crowd, seed 1). Workers whose labels are constant
+    beyond chance (`SortedVotes.constant_workers`) are held at accuracy 1/K, where their
+    votes carry no weight.
 
     `worker_skill`: the accuracy s_w (clipped as above); `confusion` is the implied K x K
     matrix (s_w on the diagonal, (1 - s_w) / (K - 1) elsewhere).
     """
-    p = validate_params(NAME, PARAMS, params)
-    max_iter, tol, smoothing = int(p["max_iter"]), float(p["tol"]), float(p["smoothing"])
     k = votes.n_classes
     if k == 1:
         return single_class_fit(votes)
-    sv = SortedVotes.build(votes)
-
+    sv = SortedVotes.build(votes, use_gold=bool(params["use_gold"]))
     old_skill = warm_array(warm, "skill")
     old_prior = warm_array(warm, "class_prior")
-    post: np.ndarray | None = None
+    warm_state = None
     if old_skill is not None and old_skill.size and old_prior is not None and old_prior.size == k:
         skill = grow(old_skill, votes.n_workers, float(old_skill.mean()))
         assert skill is not None
-        prior = old_prior / old_prior.sum()
-    else:
-        post = vote_fractions(sv)
-        prior, skill = _m_step(sv, post, smoothing)
-
-    conv = Convergence(tol, sv.n_votes)
-    n_iter, converged = 0, False
-    for _ in range(max_iter):
-        post, loglik = _e_step(sv, prior, skill)
-        n_iter += 1
-        prior, skill = _m_step(sv, post, smoothing)
-        if conv.update(loglik):
-            converged = True
-            break
-    if post is None:  # warm start with max_iter = 0
-        post, _ = _e_step(sv, prior, skill)
-
-    empty = np.ones(votes.n_items, dtype=bool)
-    empty[sv.voted] = False
-    post[empty] = prior
+        warm_state = {"skill": skill, "class_prior": old_prior / old_prior.sum()}
+    run = multi_start(
+        sv,
+        OneCoin(sv, float(params["smoothing"]), bool(params["constant_at_chance"])),
+        max_iter=int(params["max_iter"]),
+        tol=float(params["tol"]),
+        warm=warm_state,
+        posteriors=posterior_starts(sv, int(params["n_starts"])),
+    )
+    skill, prior = run.state["skill"], run.state["class_prior"]
+    post = fill_empty(sv, run.probs, prior)
     clipped = np.clip(skill, EPS, 1.0 - EPS)
     return WorkerModelFit(
         probs=post,
         worker_skill=clipped,
         confusion=_confusion(skill, k),
         class_prior=prior,
-        n_iter=n_iter,
-        converged=converged,
+        n_iter=run.n_iter,
+        converged=run.converged,
         state={"skill": skill, "class_prior": prior},
+        warnings=run.warnings,
     )
 
 
-METHOD = register(
-    WorkerMethod(
-        name=NAME,
-        params=PARAMS,
-        summary="one accuracy per worker, errors uniform over the other classes, fitted by EM",
-        source="Zhang, Chen, Zhou & Jordan (2016), JMLR 17(102); one-coin special case of "
-        "Dawid & Skene (1979)",
-        fit=fit,
-    )
+METHOD = WorkerMethod(
+    name=NAME,
+    params=PARAMS,
+    summary="one accuracy per worker, errors uniform over the other classes, fitted by EM",
+    source="Zhang, Chen, Zhou & Jordan (2016), JMLR 17(102); one-coin special case of "
+    "Dawid & Skene (1979)",
+    fit=fit,
 )

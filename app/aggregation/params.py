@@ -32,8 +32,16 @@ class ParamSpec:
     doc: str
     check: Callable[[float], bool] = lambda v: True
     rule: str = "any value"  # human wording of `check`, used in error messages
+    flag: bool = False  # a yes/no switch stored as 0 / 1; accepts true/false/1/0
 
     def parse(self, raw: Any) -> int | float:
+        if self.flag:
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return 1
+            if text in ("0", "false", "no", "off"):
+                return 0
+            raise ParamError(self.name, f"must be true or false, got {raw!r}")
         if isinstance(raw, bool):
             raise ParamError(self.name, f"must be a number ({self.rule})")
         try:
@@ -50,15 +58,21 @@ class ParamSpec:
         return value
 
 
+class MethodParams(dict[str, int | float]):
+    """A method's parameters after `validate_params`: every name known, every value parsed and in
+    range, defaults filled. Methods take this type and never validate again; it is a plain dict
+    otherwise (JSON-serializable, usable as a cache key)."""
+
+
 def validate_params(
     method: str, specs: Mapping[str, ParamSpec], raw: Mapping[str, Any]
-) -> dict[str, int | float]:
+) -> MethodParams:
     """Parse `raw` against `specs`, filling defaults. Unknown names are errors."""
     unknown = sorted(set(raw) - set(specs))
     if unknown:
         allowed = ", ".join(sorted(specs)) or "no parameters"
         raise ParamError(unknown[0], f"method {method!r} does not take it (it takes {allowed})")
-    out: dict[str, int | float] = {}
+    out = MethodParams()
     for name, spec in specs.items():
         if name in raw and raw[name] is not None:
             out[name] = spec.parse(raw[name])

@@ -1,29 +1,59 @@
-"""Every soft-label method by name: count methods (per-item counts suffice) and worker-model
-methods (they need who voted what). One resolver, so the API, exports, CLI and training
-accept exactly the same names and parameters."""
+"""Every soft-label method by name, in one explicit table: count methods (per-item counts
+suffice), then worker-model methods (they need who voted what), then model-in-the-loop methods
+(votes plus a trained model's out-of-sample predictions), in the order declared here (the
+order of the OpenAPI description and of error messages). One lookup, `resolve_method`, so the
+API, exports, CLI and training accept exactly the same names, and validate parameters once.
+
+Imports point one way: this module imports the method modules, which import only `base`,
+`em` and `params`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from app.aggregation.crowdlab import MODEL_METHODS, ModelMethod  # issue 12: crowdlab
-from app.aggregation.methods import COUNT_METHODS, CountsMethod
-from app.aggregation.params import ParamError, validate_params
-from app.aggregation.worker_models import WORKER_METHODS, WorkerMethod
+from app.aggregation import dawid_skene, dawid_skene_clustered, glad, mace, one_coin, select, wawa
+from app.aggregation.base import CountsMethod, WorkerMethod
+from app.aggregation.crowdlab import MODEL_METHODS, ModelMethod
+from app.aggregation.methods import COUNT_METHODS
+from app.aggregation.params import MethodParams, ParamError, validate_params
 
-# issue 12 (model in the loop): ModelMethod / MODEL_METHODS (crowdlab) are added here; they are
-# served by app/labeling.py and app/training/snapshot.py through app/model_loop.py.
+# ModelMethod (crowdlab): votes combined with a training job's out-of-sample predictions; served
+# by app/labeling.py and app/training/snapshot.py through app/model_loop.py.
 Method = CountsMethod | WorkerMethod | ModelMethod
-METHOD_NAMES: list[str] = [*COUNT_METHODS, *WORKER_METHODS, *MODEL_METHODS]
 
-
-def resolve_method(method: str, raw_params: Mapping[str, Any]) -> tuple[Method, dict[str, Any]]:
-    spec: Method | None = (
-        COUNT_METHODS.get(method) or WORKER_METHODS.get(method) or MODEL_METHODS.get(method)
+WORKER_METHODS: dict[str, WorkerMethod] = {
+    m.name: m
+    for m in (
+        dawid_skene.METHOD,
+        dawid_skene_clustered.METHOD,
+        one_coin.METHOD,
+        glad.METHOD,
+        mace.METHOD,
+        wawa.METHOD,
     )
+}
+
+# `auto` chooses among the methods above; it is a worker method itself (it needs the votes and
+# its fit is cached like theirs).
+WORKER_METHODS[select.NAME] = select.make_auto(list(WORKER_METHODS.values()))
+
+METHODS: dict[str, Method] = {**COUNT_METHODS, **WORKER_METHODS, **MODEL_METHODS}
+METHOD_NAMES: list[str] = list(METHODS)
+
+
+def get_method(method: str) -> Method:
+    """The method called `method` (ParamError on field "method" if there is none)."""
+    spec = METHODS.get(method)
     if spec is None:
         raise ParamError("method", f"unknown method {method!r}; known: {', '.join(METHOD_NAMES)}")
+    return spec
+
+
+def resolve_method(method: str, raw_params: Mapping[str, Any]) -> tuple[Method, MethodParams]:
+    """The method and its parameters, parsed and range-checked with defaults filled."""
+    spec = get_method(method)
     return spec, validate_params(method, spec.params, raw_params)
 
 

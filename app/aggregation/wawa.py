@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.aggregation.params import ParamSpec, validate_params
-from app.aggregation.worker_models import (
+from app.aggregation.base import (
     Params,
     SortedVotes,
     VoteArrays,
     WorkerMethod,
     WorkerModelFit,
     normalize_rows,
-    register,
     single_class_fit,
     vote_fractions,
 )
+from app.aggregation.params import ParamSpec
 
 NAME = "wawa"
 
@@ -42,7 +41,6 @@ def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -
     `worker_skill`: the weight, i.e. the worker's agreement rate with the majority, in [0, 1];
     0 for a worker without votes.
     """
-    validate_params(NAME, PARAMS, params)
     if votes.n_classes == 1:
         return single_class_fit(votes)
     sv = SortedVotes.build(votes)
@@ -71,12 +69,10 @@ def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -
     )
 
 
-METHOD = register(
-    WorkerMethod(
-        name=NAME,
-        params=PARAMS,
-        summary="majority vote weighted by each worker's agreement with the majority",
-        source="crowd-kit's Wawa (Ustalov et al., crowd-kit, 2021-2024)",
-        fit=fit,
-    )
+METHOD = WorkerMethod(
+    name=NAME,
+    params=PARAMS,
+    summary="majority vote weighted by each worker's agreement with the majority",
+    source="crowd-kit's Wawa (Ustalov et al., crowd-kit, 2021-2024)",
+    fit=fit,
 )

@@ -10,9 +10,16 @@ from sqlalchemy import Engine
 
 from app import reads
 from app.aggregation import agreement
-from app.aggregation.worker_models import WORKER_METHODS
+from app.aggregation.registry import get_method
 from app.api.deps import EngineDep, ProjectDep, require
-from app.api.method_query import LabelerDep, MaxIterQuery, SeedQuery, TolQuery, WorkerLabelerDep
+from app.api.method_query import (
+    LabelerDep,
+    MaxIterQuery,
+    SeedQuery,
+    TolQuery,
+    UseGoldQuery,
+    WorkerLabelerDep,
+)
 from app.api.schemas import NextItems, ProjectStats, WorkerDetail, WorkerList
 from app.db.models import Project
 from app.errors import NotFound, ValidationFailed
@@ -36,6 +43,7 @@ def stats(
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
+    use_gold: UseGoldQuery = None,
 ) -> ProjectStats:
     """Counts, votes-per-item histogram, Krippendorff's alpha (nominal), Fleiss' kappa, and the
     mean normalized entropy of the soft labels by `method`."""
@@ -88,6 +96,7 @@ def next_items(
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
+    use_gold: UseGoldQuery = None,
 ) -> NextItems:
     """The items that most need another vote: most uncertain first (`entropy`: normalized
     entropy of the soft label; `margin`: 1 - (p1 - p2); `activelab`: 1 - the quality of the
@@ -155,7 +164,15 @@ def _worker_table(engine: Engine, project: Project, labels: Labeler) -> dict[str
         v.item, v.worker, v.label, v.n_items, v.n_workers, v.n_classes
     )
     pos, known = locate(labels.fit.worker_ids, pv.worker_ids)
+    gold = v.gold if v.gold is not None else np.full(v.n_items, -1)
+    on_gold = gold[v.item] >= 0
+    n_gold = np.bincount(v.worker[on_gold], minlength=v.n_workers)
+    gold_hits = np.bincount(
+        v.worker[on_gold], weights=v.label[on_gold] == gold[v.item[on_gold]], minlength=v.n_workers
+    )
     return {
+        "n_gold": n_gold,
+        "gold_hits": gold_hits,
         "pv": pv,
         "names": list(names),
         "agree": agree,
@@ -176,6 +193,8 @@ def _worker_row(t: dict[str, Any], w: int) -> dict[str, Any]:
         "n_scored": int(t["scored"][w]),
         "skill": float(t["skill"][t["pos"][w]]) if t["known"][w] else None,
         "spammer": bool(t["spam"][w]),
+        "n_gold": int(t["n_gold"][w]),
+        "gold_accuracy": float(t["gold_hits"][w] / t["n_gold"][w]) if t["n_gold"][w] else None,
     }
 
 
@@ -187,6 +206,7 @@ def list_workers(
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
+    use_gold: UseGoldQuery = None,
 ) -> WorkerList:
     """Every worker: votes, agreement with the leave-one-out majority, the method's skill
     estimate and the spammer flag (rule in `spammer_rule`)."""
@@ -197,9 +217,10 @@ def list_workers(
         params=labels.params,
         as_of=labels.as_of,
         stale=labels.stale,
-        skill=WORKER_METHODS[labels.method].summary,
+        skill=get_method(labels.method).summary,
         spammer_rule=SPAMMER_RULE,
         workers=[_worker_row(t, w) for w in range(len(t["names"]))],
+        warnings=labels.fit.result.warnings if labels.fit is not None else [],
     )
 
 
@@ -214,6 +235,7 @@ def get_worker(
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
+    use_gold: UseGoldQuery = None,
 ) -> WorkerDetail:
     """One worker, with a K x K confusion matrix (row = true class, column = given label) and
     class-wise accuracy: the model's where it has one (dawid-skene), otherwise counted against

@@ -34,6 +34,10 @@ TolQuery = Annotated[
     float | None, Query(description="Worker-model methods: convergence tolerance.")
 ]
 SeedQuery = Annotated[int | None, Query(description="Methods with a random start: the seed.")]
+UseGoldQuery = Annotated[
+    bool | None,
+    Query(description="Worker-model methods: clamp gold items' posteriors to their gold label."),
+]
 
 
 @cache
@@ -57,13 +61,18 @@ def labeler_for(default_method: str) -> Callable[..., Labeler]:
 
 
 def labeler_from_request(
-    request: Request, project: Project, services: Services, method: str
+    request: Request,
+    project: Project,
+    services: Services,
+    method: str,
+    raw: dict[str, str] | None = None,
 ) -> Labeler:
     """Validate the method and exactly the parameters the client sent (one the method does not
     take is a 422 naming it), and get its labels: counts for count methods, the project's fit
     for worker models (503 fit_pending while a large project's first fit runs)."""
-    names = method_param_names()
-    raw = {k: v for k, v in request.query_params.items() if k in names}
+    if raw is None:
+        names = method_param_names()
+        raw = {k: v for k, v in request.query_params.items() if k in names}
     spec, params = resolve_method(method, raw)
     return labeler(
         services.engine,

@@ -105,6 +105,26 @@ class SoftLabel(BaseModel):
     gold: str | None = None
     as_of: int = Field(description="The project's votes_version these labels reflect.")
     stale: bool = Field(description="True while a newer worker-model fit is being computed.")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Worker-model methods: problems found in the fit (label switching, "
+        "collapse); empty when none.",
+    )
+
+
+class MethodScore(BaseModel):
+    method: str
+    score: float | None = Field(description="Higher is better; null if the fit failed.")
+
+
+class MethodComparison(BaseModel):
+    chosen: str = Field(description="The best-scoring method: what `method=auto` serves.")
+    criterion: Literal["held-out vote log-likelihood", "accuracy on gold items"]
+    candidates: list[MethodScore]
+    params: dict[str, float | int]
+    as_of: int
+    stale: bool
+    warnings: list[str] = Field(default_factory=list, description="Problems in the chosen fit.")
 
 
 class ErrorRow(BaseModel):
@@ -204,6 +224,10 @@ class WorkerOut(BaseModel):
     n_scored: int
     skill: float | None
     spammer: bool
+    n_gold: int = Field(0, description="Votes on items with a gold label.")
+    gold_accuracy: float | None = Field(
+        None, description="Share of those votes that match the gold label (null without any)."
+    )
 
 
 class WorkerList(BaseModel):
@@ -214,6 +238,7 @@ class WorkerList(BaseModel):
     skill: str = Field(description="What `skill` means for this method.")
     spammer_rule: str
     workers: list[WorkerOut]
+    warnings: list[str] = Field(default_factory=list, description="Problems found in the fit.")
 
 
 class WorkerDetail(WorkerOut):

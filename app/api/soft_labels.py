@@ -19,6 +19,7 @@ from app.api.method_query import (
     SeedQuery,
     TemperatureQuery,
     TolQuery,
+    UseGoldQuery,
     labeler_from_request,
 )
 from app.api.model_loop import export_model_predictions
@@ -45,6 +46,7 @@ def get_soft_label(
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
+    use_gold: UseGoldQuery = None,
 ) -> SoftLabel:
     row = session.execute(
         select(Item.id, Item.n_votes, Item.counts, Item.gold).where(
@@ -67,6 +69,7 @@ def get_soft_label(
         classes=project.classes,
         probs=probs,
         gold=None if row.gold is None else project.classes[row.gold],
+        warnings=labels.fit.result.warnings if labels.fit is not None else [],
     )
 
 
@@ -93,6 +96,7 @@ def export_soft_labels(
     max_iter: MaxIterQuery = None,
     tol: TolQuery = None,
     seed: SeedQuery = None,
+    use_gold: UseGoldQuery = None,
 ) -> StreamingResponse:
     """Every item with at least `min_votes` votes: id, n_votes, distribution, gold if any.
 

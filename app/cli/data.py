@@ -15,6 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from sqlalchemy import Engine
 
+from app.aggregation.params import MethodParams
 from app.cli.common import DataDirOpt, console, fail, migrated_engine, settings_for
 from app.config import Settings
 
@@ -183,7 +184,7 @@ def _export(
     format: str,
     min_votes: int,
     spec: Any,
-    params: dict[str, Any],
+    params: MethodParams,
 ) -> None:
     from sqlalchemy import select
 

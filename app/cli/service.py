@@ -11,6 +11,7 @@ import typer
 
 from app.cli.common import DataDirOpt, console, database_url, fail, settings_for
 from app.config import Settings, get_settings
+from app.serverctl import die_with_parent
 
 db_app = typer.Typer(help="The embedded PostgreSQL in the data dir.", no_args_is_help=True)
 
@@ -130,18 +131,10 @@ def _spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
     # Its own process: training is CPU-bound and must not stall the API's event loop or GIL.
     env = {**os.environ, "DATABASE_URL": settings.database_url or ""}
     return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker"], env=env, preexec_fn=_die_with_parent
+        [sys.executable, "-m", "app.cli", "worker"], env=env, preexec_fn=die_with_parent
     )
 
 
-def _die_with_parent() -> None:
-    # If `serve` itself is killed (SIGKILL skips its cleanup), the worker must not live on as an
-    # orphan; its job is then requeued by the next worker's stalled-job sweep.
-    if sys.platform == "linux":
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def worker_cmd(data_dir: DataDirOpt = None) -> None:

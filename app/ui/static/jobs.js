@@ -92,7 +92,7 @@ Pages.job = async () => {
     $("#job-config").textContent = JSON.stringify(j.config, null, 2);
     if (p && p.train_loss !== undefined && !live.some((q) => q[0] === p.epoch)) live.push([p.epoch, p.train_loss]);
     if (j.metrics && j.metrics.history) {
-      Charts.lines($("#loss-chart"), historySeries(j, ["train_loss", "eval_loss"]), { xlabel: "epoch" });
+      Charts.lines($("#loss-chart"), historySeries(j, ["train_loss", "val_loss"]), { xlabel: "epoch" });
       Charts.lines($("#metric-chart"), historySeries(j, ["accuracy", "accuracy_majority", "ece", "kl_human"]), { xlabel: "epoch", ymin: 0 });
       const e = j.metrics.eval || {};
       $("#job-cards").replaceChildren(...["accuracy", "accuracy_majority", "nll", "ece", "ce_human", "kl_human", "n_train", "n_eval"].map((k) => card(k, fmt(e[k]))),
@@ -132,6 +132,6 @@ Pages.compare = async () => {
     return h("tr", { class: differs ? "diff" : "" }, h("th", {}, k), ...vals.map((v) => h("td", { class: "num" }, fmt(v === undefined ? null : v))));
   }));
   const series = (key) => jobs.map((j) => ({ name: `#${j.id}`, points: ((j.metrics && j.metrics.history) || []).map((r) => [r.epoch, r[key] === undefined ? null : r[key]]) }));
-  Charts.lines($("#compare-loss"), series("eval_loss"), { xlabel: "epoch" });
+  Charts.lines($("#compare-loss"), series("val_loss"), { xlabel: "epoch" });
   Charts.lines($("#compare-acc"), series("accuracy"), { xlabel: "epoch", ymin: 0 });
 };

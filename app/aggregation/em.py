@@ -1,0 +1,305 @@
+"""The EM driver shared by the worker-model methods: several starts, the best run kept by the
+model's own objective, and checks that catch label switching and collapse.
+
+Why several starts: EM only finds a local optimum, and on sparse crowds (about three votes per
+item, many workers with a handful of votes) the vote-fraction start that crowd-kit uses can slide
+into a solution in which a group of workers explains the data "inverted" (label switching) or
+one class absorbs the others (collapse). A majority-vote start (hard posteriors) breaks the
+symmetry differently; the run with the higher objective wins unless `fit_warnings` finds it
+switched or collapsed, in which case a healthy run is preferred, and if none is healthy the
+problem is reported in `WorkerModelFit.warnings`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.aggregation.base import (
+    Convergence,
+    SortedVotes,
+    majority_posteriors,
+    vote_fractions,
+)
+
+# ----- fit diagnostics ------------------------------------------------------------------------
+
+
+def fit_warnings(sv: SortedVotes, probs: np.ndarray) -> list[str]:
+    """Signs that a fit has switched labels or collapsed, as sentences for the API.
+
+    Three checks, each model-agnostic (they look only at the posteriors and the votes):
+    - worse than chance: the votes agree with the fit's posteriors less often than they would
+      with labels drawn independently of them (sum_c fit share of c * vote share of c): the
+      fit describes the crowd as adversarial on average, which is what label switching looks
+      like;
+    - disagreement with clear majorities: among items with at least 2 votes for the top label and
+      at least twice the runner-up's, on which the fit is confident (max posterior >= 0.9),
+      the fit contradicts the majority on more than half;
+    - collapse: a class that is the clear majority on at least 10% of those items gets under 1%
+      of the fit's labels there.
+    """
+    k = sv.n_classes
+    if k < 2 or sv.voted.size == 0:
+        return []
+    out: list[str] = []
+    post = probs[sv.voted]
+    hit = float(sv.label_posterior(probs).mean())
+    label_share = sv.label_share
+    chance = float(post.mean(axis=0) @ label_share)
+    if hit < chance - 1e-9:
+        out.append(
+            f"worse than chance: the votes agree with this fit {hit:.2f} of the time, less than "
+            f"labels independent of the fit would ({chance:.2f}); the fit has likely switched "
+            "labels"
+        )
+    clear_items, mv = sv.clear_majority
+    n_clear = int(clear_items.size)
+    if n_clear >= 10:
+        fit = probs[clear_items].argmax(axis=1)
+        confident = probs[clear_items].max(axis=1) >= 0.9
+        if confident.sum() >= 10:
+            share = float((fit[confident] != mv[confident]).mean())
+            if share > 0.5:
+                out.append(
+                    f"label switching: on {share:.0%} of the items where the fit is confident "
+                    "and the votes have a clear majority, the fit contradicts that majority"
+                )
+        mv_share = np.bincount(mv, minlength=k) / n_clear
+        fit_share = np.bincount(fit, minlength=k) / n_clear
+        gone = np.flatnonzero((mv_share >= 0.1) & (fit_share < 0.01))
+        if gone.size:
+            out.append(
+                "collapse: class index(es) "
+                + ", ".join(str(int(c)) for c in gone)
+                + " win a clear majority on "
+                + ", ".join(f"{mv_share[c]:.0%}" for c in gone)
+                + " of the items but this fit gives them (almost) none"
+            )
+    return out
+
+
+# ----- the EM driver shared by the methods ----------------------------------------------------
+
+State = dict[str, np.ndarray]
+
+
+class EMModel:
+    """What a method supplies to the driver: an E-step and an M-step over its own parameters.
+
+    `e_step(state)` returns (I, K) posteriors and the objective the method maximizes (log
+    marginal likelihood of the votes, plus a log prior where the method has one);
+    `m_step(post, state)` returns new parameters from posteriors (`state` is None when starting
+    from posteriors).
+    """
+
+    def e_step(self, state: State) -> tuple[np.ndarray, float]:
+        raise NotImplementedError
+
+    def m_step(self, post: np.ndarray, state: State | None) -> State:
+        raise NotImplementedError
+
+    def score(self, state: State, objective: float) -> float:
+        """The number runs are ranked by (default: the E-step's objective)."""
+        return objective
+
+
+@dataclass
+class Run:
+    start: str
+    probs: np.ndarray
+    state: State
+    objective: float
+    n_iter: int
+    converged: bool
+    start_state: State
+    probs0: np.ndarray | None = None
+    warnings: list[str] = field(default_factory=list)
+    # The last iterate `fit_warnings` had nothing against (only with track_healthy).
+    healthy: Run | None = None
+    duplicate_of: str | None = None
+
+
+# Two runs have reached the same basin when fewer than SAME_BASIN_SHARE of the items differ by
+# more than SAME_BASIN_DIFF in any class probability: the later run stops and takes the earlier
+# one's result (continuing would only refine the same optimum).
+SAME_BASIN_DIFF = 0.05
+SAME_BASIN_SHARE = 0.001
+
+
+def same_basin(a: np.ndarray, b: np.ndarray) -> bool:
+    far = (np.abs(a - b) > SAME_BASIN_DIFF).any(axis=1)
+    return bool(far.mean() < SAME_BASIN_SHARE) if far.size else True
+
+
+def run_em(
+    sv: SortedVotes,
+    model: EMModel,
+    state: State,
+    *,
+    max_iter: int,
+    tol: float,
+    start: str,
+    final_e_step: bool = False,
+    probs0: np.ndarray | None = None,
+    track_healthy: bool = False,
+    others: list[Run] | None = None,
+) -> Run:
+    """EM from `state`: up to `max_iter` (E-step, M-step) pairs, stopping when the per-vote
+    objective changes by less than `tol`. Gold items (if any) are clamped after each E-step.
+
+    `probs` come from the last E-step and `state` from the M-step after it; with
+    `final_e_step` (MACE, as crowd-kit) one more E-step follows the last M-step and `state` is
+    the one it used. With `max_iter` = 0, `probs0` (the starting posteriors, if any) are
+    returned as they are. A run whose posteriors reach the basin of a finished run in
+    `others` stops there and returns that run's result (marked `duplicate_of`).
+    """
+    start_state = state
+    conv = Convergence(tol, sv.n_votes)
+    post: np.ndarray | None = None
+    objective = -math.inf
+    n_iter, converged = 0, False
+    healthy: Run | None = None
+    if track_healthy and probs0 is not None and not fit_warnings(sv, probs0):
+        healthy = Run(start, probs0, state, -math.inf, 0, False, start_state)
+    for _ in range(max_iter):
+        post, objective = model.e_step(state)
+        sv.clamp(post)
+        if track_healthy and not fit_warnings(sv, post):
+            healthy = Run(start, post, state, model.score(state, objective), n_iter, False, state)
+        if others and n_iter >= 1:
+            for other in others:
+                if same_basin(post, other.probs):
+                    return Run(
+                        start,
+                        other.probs,
+                        other.state,
+                        other.objective,
+                        other.n_iter,
+                        other.converged,
+                        start_state,
+                        probs0,
+                        duplicate_of=other.start,
+                    )
+        n_iter += 1
+        state = model.m_step(post, state)
+        if conv.update(objective):
+            converged = True
+            break
+    if post is None or final_e_step:
+        post, objective = model.e_step(state)
+        sv.clamp(post)
+        if n_iter == 0 and probs0 is not None:
+            post = probs0
+    run = Run(start, post, state, 0.0, n_iter, converged, start_state, probs0, healthy=healthy)
+    run.objective = model.score(state, objective)
+    return run
+
+
+def posterior_starts(sv: SortedVotes, n_starts: int) -> list[tuple[str, np.ndarray]]:
+    """Starting posteriors: vote fractions (crowd-kit's), then majority vote (ties shared)."""
+    starts = [("vote fractions", sv.clamp(vote_fractions(sv)))]
+    if n_starts >= 2:
+        starts.append(("majority vote", sv.clamp(majority_posteriors(sv))))
+    return starts
+
+
+def best_run(
+    sv: SortedVotes,
+    model: EMModel,
+    runs: list[Run],
+    *,
+    max_iter: int,
+    tol: float,
+    final_e_step: bool,
+) -> Run:
+    """The run with the highest objective among those `fit_warnings` finds nothing wrong with.
+
+    If every run ends with warnings, EM drifted into a degenerate optimum the model prefers
+    (one-coin did with constant-label spammers before they were held at chance): the best run
+    is replayed to find its last healthy iterate, which is returned with a warning that EM was
+    stopped early. If no iterate was ever healthy, the highest-objective run is returned with
+    its warnings."""
+    for r in runs:
+        r.warnings = fit_warnings(sv, r.probs)
+    clean = [r for r in runs if not r.warnings]
+    if clean:
+        return max(clean, key=lambda r: r.objective)
+    top = max(runs, key=lambda r: r.objective)
+    replay = run_em(
+        sv,
+        model,
+        top.start_state,
+        max_iter=max_iter,
+        tol=tol,
+        start=top.start,
+        final_e_step=final_e_step,
+        probs0=top.probs0,
+        track_healthy=True,
+    )
+    if replay.healthy is None:
+        return top
+    best = replay.healthy
+    best.warnings = [
+        f"stopped early: EM went on to a degenerate fit ({top.warnings[0].split(':')[0]}) "
+        f"after iteration {best.n_iter}; the last healthy iterate is returned"
+    ]
+    return best
+
+
+def multi_start(
+    sv: SortedVotes,
+    model: EMModel,
+    *,
+    max_iter: int,
+    tol: float,
+    warm: State | None = None,
+    states: list[tuple[str, State]] | None = None,
+    posteriors: list[tuple[str, np.ndarray]] | None = None,
+    final_e_step: bool = False,
+) -> Run:
+    """EM from a warm start alone when that run is healthy; otherwise from every start in
+    `states` (parameters) and `posteriors` (an M-step first), keeping `best_run`. A start that
+    reaches the basin of an earlier one stops there (see run_em), so extra starts cost little
+    when they agree."""
+    runs: list[Run] = []
+
+    def go(name: str, state: State, probs0: np.ndarray | None = None) -> None:
+        runs.append(
+            run_em(
+                sv,
+                model,
+                state,
+                max_iter=max_iter,
+                tol=tol,
+                start=name,
+                final_e_step=final_e_step,
+                probs0=probs0,
+                others=[r for r in runs if r.duplicate_of is None],
+            )
+        )
+
+    def pick() -> Run:
+        return best_run(sv, model, runs, max_iter=max_iter, tol=tol, final_e_step=final_e_step)
+
+    if warm is not None:
+        go("warm", warm)
+        best = pick()
+        if not best.warnings:
+            return best
+        runs.clear()
+    for name, state in states or []:
+        go(name, state)
+    for name, post in posteriors or []:
+        go(name, model.m_step(post, None), post)
+    return pick()
+
+
+def fill_empty(sv: SortedVotes, probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Items without votes get the class prior (gold items their gold class, when clamped)."""
+    empty = np.ones(sv.n_items, dtype=bool)
+    empty[sv.voted] = False
+    probs[empty] = prior
+    return sv.clamp(probs)

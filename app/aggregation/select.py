@@ -1,0 +1,164 @@
+"""`method=auto`: pick, per project, the worker model that best explains the project's votes.
+
+Two criteria:
+- held-out votes (default): a fraction of each item's votes (at least one, never the item's
+  last) is held out; every candidate is fitted on the rest, and scored by the mean log
+  probability it gives the held-out votes, P(label | item, worker) = sum_c q(c | item) *
+  P(label | c, worker) under the candidate's own worker model. This rewards a model for
+  predicting what a worker says on an item it has not seen that worker's vote on, which is
+  what a good posterior plus a good worker model should do;
+- gold accuracy: with at least `MIN_GOLD` gold items that have votes, every candidate is
+  fitted on all votes (gold not clamped) and scored by its accuracy on them.
+
+The chosen method is then fitted on all votes (with `use_gold` if asked) and returned; its
+state records every candidate's score, so the choice can be shown (GET .../methods/compare).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from app.aggregation.base import (
+    EPS,
+    SEED,
+    USE_GOLD,
+    Params,
+    VoteArrays,
+    WorkerMethod,
+    WorkerModelFit,
+)
+from app.aggregation.params import ParamSpec, validate_params
+
+NAME = "auto"
+MIN_GOLD = 30
+
+PARAMS: dict[str, ParamSpec] = {
+    "holdout": ParamSpec(
+        name="holdout",
+        type=float,
+        default=0.2,
+        doc="share of each item's votes held out to score the candidates (items with one vote "
+        "keep it)",
+        check=lambda v: 0.0 < v < 1.0,
+        rule="a number in (0, 1)",
+    ),
+    "seed": SEED,
+    "use_gold": USE_GOLD,
+}
+
+CRITERIA = ("held-out vote log-likelihood", "accuracy on gold items")
+
+
+def split_votes(votes: VoteArrays, fraction: float, seed: int) -> tuple[VoteArrays, np.ndarray]:
+    """Training votes, and the indices of the held-out ones: per item with n >= 2 votes,
+    max(1, floor(fraction * n)) of them at random (never all)."""
+    rng = np.random.default_rng(seed)
+    key = rng.random(votes.n_votes)
+    order = np.lexsort((key, votes.item))
+    item_sorted = votes.item[order]
+    n = np.bincount(votes.item, minlength=votes.n_items)
+    first = np.searchsorted(item_sorted, item_sorted, side="left")
+    rank = np.arange(votes.n_votes) - first
+    n_hold = np.where(n >= 2, np.maximum(1, np.floor(fraction * n)), 0).astype(np.int64)
+    n_hold = np.minimum(n_hold, n - 1)
+    held = order[rank < n_hold[item_sorted]]
+    keep = np.ones(votes.n_votes, dtype=bool)
+    keep[held] = False
+    v = votes
+    train = VoteArrays(
+        v.item[keep], v.worker[keep], v.label[keep], v.n_items, v.n_workers, v.n_classes, v.gold
+    )
+    return train, held
+
+
+def vote_probability(
+    fit: WorkerModelFit, item: np.ndarray, worker: np.ndarray, label: np.ndarray, k: int
+) -> np.ndarray:
+    """P(label | item, worker) under a fit: sum_c probs[item, c] * P(label | c, worker)."""
+    q = fit.probs[item]  # (V, K)
+    if fit.confusion is not None:
+        return np.einsum("vc,vc->v", q, fit.confusion[worker, :, label])
+    q_label = q[np.arange(item.size), label]
+    if "alpha" in fit.state and "beta" in fit.state:  # GLAD: P(correct) = sigmoid(a_w e^b_i)
+        x = fit.state["alpha"][worker] * np.exp(fit.state["beta"][item])
+        right = 0.5 * (1.0 + np.tanh(0.5 * x))
+    else:  # one accuracy per worker (Wawa's agreement weight)
+        right = np.clip(fit.worker_skill[worker], 0.0, 1.0)
+    return q_label * right + (1.0 - q_label) * (1.0 - right) / max(k - 1, 1)
+
+
+def score_candidates(
+    votes: VoteArrays, candidates: Sequence[WorkerMethod], params: Params
+) -> tuple[str, np.ndarray]:
+    """(criterion, score per candidate; NaN where a candidate failed to give a finite fit)."""
+    scores = np.full(len(candidates), np.nan)
+    gold = votes.gold
+    voted = np.bincount(votes.item, minlength=votes.n_items) > 0
+    gold_items = np.flatnonzero((gold >= 0) & voted) if gold is not None else np.zeros(0, int)
+    if gold is not None and gold_items.size >= MIN_GOLD:
+        for j, spec in enumerate(candidates):
+            f = spec.fit(votes, validate_params(spec.name, spec.params, {}), None)
+            if np.isfinite(f.probs).all():
+                scores[j] = float((f.probs[gold_items].argmax(axis=1) == gold[gold_items]).mean())
+        return CRITERIA[1], scores
+    train, held = split_votes(votes, float(params["holdout"]), int(params["seed"]))
+    if held.size == 0:
+        return CRITERIA[0], scores
+    for j, spec in enumerate(candidates):
+        f = spec.fit(train, validate_params(spec.name, spec.params, {}), None)
+        p = vote_probability(
+            f, votes.item[held], votes.worker[held], votes.label[held], votes.n_classes
+        )
+        if np.isfinite(p).all():
+            scores[j] = float(np.log(np.maximum(p, EPS)).mean())
+    return CRITERIA[0], scores
+
+
+def make_auto(candidates: Sequence[WorkerMethod]) -> WorkerMethod:
+    """The `auto` method over `candidates` (the registry passes its worker methods, so this
+    module needs no registry import)."""
+    names = [c.name for c in candidates]
+
+    def fit(
+        votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None
+    ) -> WorkerModelFit:
+        criterion, scores = score_candidates(votes, candidates, params)
+        finite = np.where(np.isfinite(scores), scores, -math.inf)
+        choice = int(np.argmax(finite)) if np.isfinite(scores).any() else 0
+        spec = candidates[choice]
+        raw = {"use_gold": params["use_gold"]} if "use_gold" in spec.params else {}
+        result = spec.fit(votes, validate_params(spec.name, spec.params, raw), None)
+        result.state = {
+            **result.state,
+            "auto_methods": np.asarray(names, dtype=str),
+            "auto_scores": scores,
+            "auto_choice": np.asarray(choice),
+            "auto_criterion": np.asarray(criterion, dtype=str),
+        }
+        return result
+
+    return WorkerMethod(
+        name=NAME,
+        params=PARAMS,
+        summary="the worker model whose held-out votes are best predicted (or, with at least "
+        f"{MIN_GOLD} gold items, the most accurate on gold); see GET .../methods/compare",
+        source="model selection by held-out predictive likelihood; candidates cite their own",
+        fit=fit,
+    )
+
+
+def describe(fit: WorkerModelFit) -> dict[str, object] | None:
+    """What an auto fit chose and every candidate's score (None for other fits)."""
+    st = fit.state
+    if "auto_methods" not in st:
+        return None
+    names = [str(n) for n in st["auto_methods"]]
+    scores = [None if not np.isfinite(s) else float(s) for s in st["auto_scores"]]
+    return {
+        "chosen": names[int(st["auto_choice"])],
+        "criterion": str(st["auto_criterion"]),
+        "candidates": [{"method": n, "score": s} for n, s in zip(names, scores, strict=True)],
+    }
