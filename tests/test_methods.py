@@ -18,6 +18,7 @@ from app.aggregation.methods import (
     soft_labels,
 )
 from app.aggregation.params import ParamError
+from tests.helpers import require_reference
 
 CIFAR10H = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10h"
 
@@ -232,11 +233,9 @@ def test_huge_counts_and_extreme_temperatures() -> None:
 # --- the published CIFAR-10H soft labels ------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not (CIFAR10H / "counts.npy").exists() or not (CIFAR10H / "probs.npy").exists(),
-    reason=f"CIFAR-10H data not found in {CIFAR10H} (counts.npy, probs.npy)",
-)
 def test_cifar10h_published_probs() -> None:
+    present = (CIFAR10H / "counts.npy").exists() and (CIFAR10H / "probs.npy").exists()
+    require_reference(present, f"CIFAR-10H data in {CIFAR10H} (counts.npy, probs.npy)")
     counts = np.load(CIFAR10H / "counts.npy")
     probs = np.load(CIFAR10H / "probs.npy")
     assert counts.shape == probs.shape == (10000, 10)

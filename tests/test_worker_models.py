@@ -4,7 +4,7 @@ Three kinds of checks:
 - crowd-kit 1.4.2 parity: with the same initialization and number of iterations our posteriors
   equal crowd-kit's to 1e-6 on simulated projects and on the two real truth-inference sets.
   crowd-kit runs in its own virtualenv (requirements-crowdkit.txt) through
-  tests/crowdkit_reference.py; these tests skip when that venv is missing.
+  tests/crowdkit_reference.py; these tests skip when that venv is missing (and fail in CI).
 - accuracy against the truth on the real sets, versus the crowd-kit figures in
   shared/data/truth-inference/README.md (no crowd-kit needed);
 - robustness: degenerate projects give finite posteriors, warm starts, parameter validation.
@@ -32,6 +32,7 @@ from app.aggregation.base import SortedVotes, VoteArrays, WorkerMethod, WorkerMo
 from app.aggregation.methods import COUNT_METHODS
 from app.aggregation.params import MethodParams, ParamError
 from app.aggregation.registry import METHOD_NAMES, WORKER_METHODS, resolve_method
+from tests.helpers import require_reference
 
 REPO = Path(__file__).resolve().parents[1]
 TRUTH_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "truth-inference"
@@ -83,7 +84,7 @@ def load_truth_inference(name: str) -> tuple[VoteArrays, np.ndarray]:
     numerically) and the true class per item (-1 where unknown)."""
     folder = TRUTH_DATA / name
     if not (folder / "answers.csv").exists():
-        pytest.skip(f"truth-inference data not found at {folder}")
+        require_reference(False, f"truth-inference data at {folder}")
     rows = np.loadtxt(folder / "answers.csv", dtype=str, delimiter=",", skiprows=1)
     truth_rows = np.loadtxt(folder / "truth.csv", dtype=str, delimiter=",", skiprows=1)
     items, item = np.unique(rows[:, 0], return_inverse=True)
@@ -213,8 +214,9 @@ def job_votes(spec: str) -> VoteArrays:
 @pytest.fixture(scope="module")
 def crowdkit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     """Posteriors from crowd-kit for every case in JOBS, keyed by case name."""
-    if not CROWDKIT_PYTHON.exists():
-        pytest.skip(f"crowd-kit reference venv not found at {CROWDKIT_PYTHON}; {INSTALL_HINT}")
+    require_reference(
+        CROWDKIT_PYTHON.exists(), f"crowd-kit reference venv at {CROWDKIT_PYTHON}; {INSTALL_HINT}"
+    )
     tmp = tmp_path_factory.mktemp("crowdkit")
     jobs: list[dict[str, Any]] = []
     specs: dict[str, Path] = {}
@@ -263,7 +265,7 @@ def crowdkit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
 
 def reference(crowdkit: dict[str, np.ndarray], case: str) -> np.ndarray:
     if case not in crowdkit:
-        pytest.skip(f"no crowd-kit result for {case} (data set missing)")
+        require_reference(False, f"a crowd-kit result for {case} (data set missing)")
     return crowdkit[case]
 
 
