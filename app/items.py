@@ -13,7 +13,7 @@ Two kinds of sort, both paged without loading the whole table per page:
   fingerprint (item count, latest item change, votes_version) and the method. Later pages
   slice that order and read only their own rows. With 100k items the first page costs about
   a second on the (shared, 2-core) development machine and later pages tens of milliseconds
-  (benchmarks/items_pages.py; figures in docs/dashboard.md).
+  (benchmarks/items_pages.py; figures in the README, "Paging 100k items").
 
 The cursor of the computed sorts is a position in one snapshot of that order (the fingerprint
 travels in the cursor): paging goes on through the same order while it is cached; once evicted

@@ -2,7 +2,7 @@
 
     DATABASE_URL=postgresql://... .venv/bin/python benchmarks/music_genre.py [--only music|demo]
 
--> benchmarks/results/music_genre.md (+ .json), README-ready text in docs/training_eval.md.
+-> benchmarks/results/music_genre.md (+ .json), summarised in the README, "Sweeps".
 
 1. Music genre (/work/shared/data/music-genre, see its README; Rodrigues, Pereira & Ribeiro,
    Pattern Recognition Letters 2013): 700 songs with 2,945 AMT votes (1-7 per song, 44 workers)

@@ -5,7 +5,7 @@
         df = c.soft_labels("cats", method="dawid-skene")
         job = c.train("cats", epochs=20).wait()
 
-See docs/client.md. Depends only on httpx (and pyarrow/pandas for tables, torch for the
+See the README, "Python client". Depends only on httpx (and pyarrow/pandas for tables, torch for the
 Dataset, `datasets` for the Hugging Face Dataset, each imported when used).
 """
 
