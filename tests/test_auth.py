@@ -23,7 +23,6 @@ from fastapi.testclient import TestClient
 from app.auth.bootstrap import KEY_FILE, is_loopback
 from app.auth.ratelimit import RateLimiter
 from app.config import Settings
-from app.db.migrate import upgrade
 from app.logging import JsonFormatter
 from app.main import create_app
 from tests.helpers import (
@@ -31,9 +30,8 @@ from tests.helpers import (
     ADMIN_KEY,
     REPO,
     LiveServer,
-    create_database,
     db_rows,
-    drop_database,
+    migrated_database,
 )
 
 CLASSES = ["cat", "dog"]
@@ -329,10 +327,8 @@ def test_no_auth_is_refused_off_loopback(settings: Settings) -> None:
 
 @pytest.fixture
 def fresh_database(server_url: str) -> Iterator[str]:
-    url = create_database(server_url, prefix="softlabels_auth")
-    upgrade(url)
-    yield url
-    drop_database(server_url, url)
+    with migrated_database(server_url, prefix="softlabels_auth") as url:
+        yield url
 
 
 def test_first_start_makes_an_admin_key_file(fresh_database: str, tmp_path: Path) -> None:

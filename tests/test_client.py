@@ -16,8 +16,9 @@ import pyarrow as pa
 import pytest
 
 from app.client import Client, JobFailed, SoftlabelsError
-from app.db.migrate import upgrade
-from tests.helpers import LiveServer, create_database, drop_database
+from tests.helpers import LiveServer, migrated_database
+
+pytestmark = pytest.mark.slow  # starts worker processes
 
 ADMIN = f"sl_client-admin-{uuid.uuid4().hex}"
 CLASSES = ["a", "b", "c"]
@@ -25,24 +26,23 @@ CLASSES = ["a", "b", "c"]
 
 @pytest.fixture(scope="module")
 def server(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    url = create_database(server_url, prefix="softlabels_client")  # its worker runs every job
-    upgrade(url)
-    tmp = tmp_path_factory.mktemp("client")
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "SOFTLABELS_ADMIN_KEY": ADMIN,
-        "SOFTLABELS_DATA_DIR": str(tmp),
-        "SOFTLABELS_RATE_LIMIT_PER_S": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
-    live = LiveServer(env, ["--worker"], tmp / "server.log", auth=True)
-    live.start()
-    try:
-        yield live
-    finally:
-        live.stop()
-        drop_database(server_url, url)
+    # A database of this module's own: its worker runs every job queued in it.
+    with migrated_database(server_url, prefix="softlabels_client") as url:
+        tmp = tmp_path_factory.mktemp("client")
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "SOFTLABELS_ADMIN_KEY": ADMIN,
+            "SOFTLABELS_DATA_DIR": str(tmp),
+            "SOFTLABELS_RATE_LIMIT_PER_S": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+        live = LiveServer(env, ["--worker"], tmp / "server.log", auth=True)
+        live.start()
+        try:
+            yield live
+        finally:
+            live.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,19 +13,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.db.migrate import upgrade
 from app.main import create_app
-from tests.helpers import Workers, create_database, db_rows, drop_database
+from tests.helpers import Workers, db_rows, migrated_database
+
+pytestmark = pytest.mark.slow  # starts worker processes
 
 
 # This module runs real workers, which take every queued job in their database: it gets a
 # database of its own, so jobs other test modules queue (and never mean to run) are not in it.
 @pytest.fixture(scope="module")
 def database_url(server_url: str) -> Iterator[str]:
-    url = create_database(server_url, prefix="softlabels_jobs")
-    upgrade(url)
-    yield url
-    drop_database(server_url, url)
+    with migrated_database(server_url, prefix="softlabels_jobs") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app.db.migrate import upgrade
-from tests.helpers import LiveServer, create_database, drop_database
+from tests.helpers import LiveServer, migrated_database
 
 CHROMIUM = "/usr/bin/chromium"
 # Skipped on a developer machine without the browser; in CI (CI=true) a missing browser or
@@ -49,24 +48,22 @@ SHOTS = os.environ.get("SOFTLABELS_SCREENSHOTS")
 @pytest.fixture(scope="module")
 def server(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     # A database of this module's own: its worker takes every queued job in it.
-    url = create_database(server_url, prefix="softlabels_ui")
-    upgrade(url)
-    tmp = tmp_path_factory.mktemp("ui")
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "SOFTLABELS_ADMIN_KEY": ADMIN,
-        "SOFTLABELS_DATA_DIR": str(tmp),
-        "SOFTLABELS_RATE_LIMIT_PER_S": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
-    live = LiveServer(env, ["--worker"], tmp / "server.log", auth=True)
-    live.start()
-    try:
-        yield live
-    finally:
-        live.stop()
-        drop_database(server_url, url)
+    with migrated_database(server_url, prefix="softlabels_ui") as url:
+        tmp = tmp_path_factory.mktemp("ui")
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "SOFTLABELS_ADMIN_KEY": ADMIN,
+            "SOFTLABELS_DATA_DIR": str(tmp),
+            "SOFTLABELS_RATE_LIMIT_PER_S": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+        live = LiveServer(env, ["--worker"], tmp / "server.log", auth=True)
+        live.start()
+        try:
+            yield live
+        finally:
+            live.stop()
 
 
 @pytest.fixture(scope="module")

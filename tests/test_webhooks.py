@@ -25,6 +25,8 @@ from app.main import create_app
 from app.signing import BadSignature, verify
 from tests.helpers import REPO, db_rows
 
+pytestmark = pytest.mark.slow  # starts worker processes
+
 
 class Receiver:
     def __init__(self) -> None:
