@@ -316,7 +316,7 @@ def test_start_a_training_job_and_watch_it_finish(admin: Session) -> None:
     page.click("#compare-button")
     page.wait_for_selector("body[data-ready='1']")
     table = page.inner_text("#compare-table")
-    assert "hard-ce" in table and "soft-ce" in table and "eval.accuracy" in table
+    assert "hard-ce" in table and "soft-ce" in table and "test.accuracy" in table
     assert page.locator("#compare-loss svg polyline").count() == 2
     admin.shot("compare")
 

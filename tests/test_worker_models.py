@@ -643,7 +643,7 @@ def test_registry_lists_every_method_in_declared_order() -> None:
         "wawa",
         "auto",
     ]
-    assert [*COUNT_METHODS, *WORKER_METHODS] == METHOD_NAMES
+    assert [*COUNT_METHODS, *WORKER_METHODS, *MODEL_METHODS] == METHOD_NAMES
     for name, m in WORKER_METHODS.items():
         assert m.name == name and m.summary and m.source
         for spec in m.params.values():

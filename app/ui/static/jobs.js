@@ -1,7 +1,9 @@
 /* Training jobs: the list with live progress, the start form, one job's curves, comparison. */
 "use strict";
 const jobLink = (j) => h("a", { href: link("job", { id: j.id }) }, `#${j.id}`);
-const ev = (j, k) => (j.metrics && j.metrics.eval ? j.metrics.eval[k] : null);
+// Final figures are on the test split (metrics.test); jobs from before the three-way split had metrics.eval.
+const finalMetrics = (j) => (j.metrics ? j.metrics.test || j.metrics.eval || null : null);
+const ev = (j, k) => (finalMetrics(j) ? finalMetrics(j)[k] : null);
 function progressText(j) {
   const p = j.progress;
   if (!p) return j.status === "queued" ? "waiting for a worker" : "";
@@ -23,7 +25,7 @@ function configFromForm(f) {
     if (num("model.dropout") !== undefined) cfg.model.dropout = num("model.dropout");
   }
   cfg.optimizer = f.elements.optimizer.value;
-  for (const k of ["lr", "weight_decay", "epochs", "batch_size", "seed", "eval_fraction", "early_stopping"]) if (num(k) !== undefined) cfg[k] = num(k);
+  for (const k of ["lr", "weight_decay", "epochs", "batch_size", "seed", "validation_fraction", "test_fraction", "early_stopping"]) if (num(k) !== undefined) cfg[k] = num(k);
   cfg.device = f.elements.device.value;
   const group = (prefix, keys) => {
     const out = {};
@@ -94,8 +96,8 @@ Pages.job = async () => {
     if (j.metrics && j.metrics.history) {
       Charts.lines($("#loss-chart"), historySeries(j, ["train_loss", "val_loss"]), { xlabel: "epoch" });
       Charts.lines($("#metric-chart"), historySeries(j, ["accuracy", "accuracy_majority", "ece", "kl_human"]), { xlabel: "epoch", ymin: 0 });
-      const e = j.metrics.eval || {};
-      $("#job-cards").replaceChildren(...["accuracy", "accuracy_majority", "nll", "ece", "ce_human", "kl_human", "n_train", "n_eval"].map((k) => card(k, fmt(e[k]))),
+      const e = finalMetrics(j) || {};
+      $("#job-cards").replaceChildren(...["accuracy", "accuracy_majority", "nll", "ece", "ce_human", "kl_human", "brier", "macro_f1", "n_train", "n_eval"].map((k) => card(k, fmt(e[k]))),
         card("best epoch", fmt(j.metrics.best_epoch)), card("seconds", fmt(j.metrics.seconds, 1)));
       const rel = e.reliability || j.metrics.reliability;
       if (rel && rel.length) { $("#reliability-section").classList.remove("hidden"); Charts.reliability($("#reliability"), rel); }
@@ -119,13 +121,13 @@ Pages.compare = async () => {
   const ids = (params.get("ids") || "").split(",").filter(Boolean);
   const jobs = await Promise.all(ids.map((i) => api(`/v1/training-jobs/${encodeURIComponent(i)}`)));
   const configs = jobs.map((j) => flatten(j.config, "", {}));
-  const metrics = jobs.map((j) => flatten((j.metrics && j.metrics.eval) || {}, "", {}));
+  const metrics = jobs.map((j) => flatten(finalMetrics(j) || {}, "", {}));
   const rows = [["status", jobs.map((j) => j.status)]];
   const all = [...new Set(configs.flatMap(Object.keys))];
   // "distill" is null in one job and {"teacher_job", ...} in another: show only the leaves.
   const ckeys = all.filter((k) => !all.some((o) => o.startsWith(k + "."))).sort();
   for (const k of ckeys) rows.push([k, configs.map((c) => c[k])]);
-  for (const k of [...new Set(metrics.flatMap(Object.keys))]) rows.push([`eval.${k}`, metrics.map((m) => m[k])]);
+  for (const k of [...new Set(metrics.flatMap(Object.keys))]) rows.push([`test.${k}`, metrics.map((m) => m[k])]);
   $("#compare-table thead").replaceChildren(h("tr", {}, h("th", {}, ""), ...jobs.map((j) => h("th", {}, jobLink(j)))));
   $("#compare-table tbody").replaceChildren(...rows.map(([k, vals]) => {
     const differs = new Set(vals.map((v) => JSON.stringify(v))).size > 1;
