@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from app.aggregation import glad
 from app.aggregation.base import SortedVotes, VoteArrays, WorkerMethod, WorkerModelFit
+from app.aggregation.crowdlab import MODEL_METHODS
 from app.aggregation.methods import COUNT_METHODS
 from app.aggregation.params import MethodParams, ParamError
 from app.aggregation.registry import METHOD_NAMES, WORKER_METHODS, resolve_method
