@@ -89,6 +89,29 @@ def db_rows(database_url: str, sql: str, *args: object) -> list[tuple]:
         return conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
 
 
+@contextmanager
+def server_with_worker(
+    server_url: str, tmp: Path, prefix: str, admin_key: str
+) -> Iterator[LiveServer]:
+    """`softlabels serve --worker` (keys on) on a database of its own: its worker takes every
+    job queued in that database, so no other test's jobs can reach it."""
+    with migrated_database(server_url, prefix=prefix) as url:
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "SOFTLABELS_ADMIN_KEY": admin_key,
+            "SOFTLABELS_DATA_DIR": str(tmp),
+            "SOFTLABELS_RATE_LIMIT_PER_S": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+        live = LiveServer(env, ["--worker"], tmp / "server.log", auth=True)
+        live.start()
+        try:
+            yield live
+        finally:
+            live.stop()
+
+
 class LiveServer(ServerProcess):
     """`softlabels serve` in a subprocess, for tests that kill or restart it."""
 

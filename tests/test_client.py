@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from app.client import Client, JobFailed, SoftlabelsError
-from tests.helpers import LiveServer, migrated_database
+from tests.helpers import LiveServer, server_with_worker
 
 pytestmark = pytest.mark.slow  # starts worker processes
 
@@ -26,23 +25,9 @@ CLASSES = ["a", "b", "c"]
 
 @pytest.fixture(scope="module")
 def server(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    # A database of this module's own: its worker runs every job queued in it.
-    with migrated_database(server_url, prefix="softlabels_client") as url:
-        tmp = tmp_path_factory.mktemp("client")
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "SOFTLABELS_ADMIN_KEY": ADMIN,
-            "SOFTLABELS_DATA_DIR": str(tmp),
-            "SOFTLABELS_RATE_LIMIT_PER_S": "0",
-            "PYTHONUNBUFFERED": "1",
-        }
-        live = LiveServer(env, ["--worker"], tmp / "server.log", auth=True)
-        live.start()
-        try:
-            yield live
-        finally:
-            live.stop()
+    tmp = tmp_path_factory.mktemp("client")
+    with server_with_worker(server_url, tmp, "softlabels_client", ADMIN) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import LiveServer, migrated_database
+from tests.helpers import LiveServer, server_with_worker
 
 CHROMIUM = "/usr/bin/chromium"
 # Skipped on a developer machine without the browser; in CI (CI=true) a missing browser or
@@ -47,23 +47,9 @@ SHOTS = os.environ.get("SOFTLABELS_SCREENSHOTS")
 
 @pytest.fixture(scope="module")
 def server(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    # A database of this module's own: its worker takes every queued job in it.
-    with migrated_database(server_url, prefix="softlabels_ui") as url:
-        tmp = tmp_path_factory.mktemp("ui")
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "SOFTLABELS_ADMIN_KEY": ADMIN,
-            "SOFTLABELS_DATA_DIR": str(tmp),
-            "SOFTLABELS_RATE_LIMIT_PER_S": "0",
-            "PYTHONUNBUFFERED": "1",
-        }
-        live = LiveServer(env, ["--worker"], tmp / "server.log", auth=True)
-        live.start()
-        try:
-            yield live
-        finally:
-            live.stop()
+    tmp = tmp_path_factory.mktemp("ui")
+    with server_with_worker(server_url, tmp, "softlabels_ui", ADMIN) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")

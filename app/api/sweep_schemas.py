@@ -8,20 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.training.sweeps import DEFAULT_LABELS
-
-Metric = Literal[
-    "accuracy",
-    "macro_f1",
-    "nll",
-    "brier",
-    "ece",
-    "accuracy_majority",
-    "ce_human",
-    "kl_human",
-    "manhattan_human",
-]
-
+from app.training.sweeps import DEFAULT_LABELS, Metric
 
 Loss = Literal["soft-ce", "hard-ce"]
 

@@ -135,8 +135,6 @@ def _spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
     )
 
 
-
-
 def worker_cmd(data_dir: DataDirOpt = None) -> None:
     """Take training jobs and refits from the database and run them (any number may run)."""
     from app.logging import configure_logging

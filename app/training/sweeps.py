@@ -23,14 +23,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from app.training.metrics import EvalSet
 
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "accuracy_majority": True}
-METRICS = (
+# The metrics a sweep can rank by (the request's `metric` is checked against this Literal).
+Metric = Literal[
     "accuracy",
     "macro_f1",
     "nll",
@@ -40,7 +41,8 @@ METRICS = (
     "ce_human",
     "kl_human",
     "manhattan_human",
-)
+]
+METRICS: tuple[str, ...] = get_args(Metric)
 SPLITS = ("auto", "test", "test_gold")
 DEFAULT_LABELS: list[dict[str, Any]] = [
     {"method": "majority"},
