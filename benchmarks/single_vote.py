@@ -146,6 +146,8 @@ class Result:
     non2xx: int
     errors: str
     load: str
+    api_cpu_ms: float = float("nan")  # CPU per request: the server's processes
+    pg_cpu_ms: float = float("nan")  # CPU per request: the PostgreSQL backends serving it
 
 
 def _ms(value: str) -> float:
@@ -171,6 +173,57 @@ def run_wrk(url: str, seconds: int, connections: int, n_projects: int, key: str)
     return Result(
         rps, p50, p99, n, int(bad[1]) if bad else 0, errs[1] if errs else "", " ".join(load)
     )
+
+
+def _ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _tree(root: int) -> list[int]:
+    """`root` and every descendant process (uvicorn's workers are spawned children)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += parents.get(pid, [])
+    return out
+
+
+def measured_run(
+    url: str, args: argparse.Namespace, n_projects: int, key: str, server_pid: int, db: str
+) -> Result:
+    """A warm-up, then the measured wrk run, with the CPU time (not wall time, so less
+    sensitive to the other jobs on a shared machine) the server and its PostgreSQL backends
+    spent per request."""
+    import psycopg
+
+    run_wrk(url, args.warmup, args.connections, n_projects, key)
+    with psycopg.connect(db, autocommit=True) as conn:
+        backends = [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            )
+        ]
+    api = _tree(server_pid)
+    api0, pg0 = sum(map(_ticks, api)), sum(map(_ticks, backends))
+    r = run_wrk(url, args.seconds, args.connections, n_projects, key)
+    hz = os.sysconf("SC_CLK_TCK")
+    r.api_cpu_ms = (sum(map(_ticks, api)) - api0) / hz * 1000 / max(r.requests, 1)
+    r.pg_cpu_ms = (sum(map(_ticks, backends)) - pg0) / hz * 1000 / max(r.requests, 1)
+    return r
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
@@ -249,8 +302,8 @@ def main() -> None:
                 for n_projects in args.projects:
                     for server in args.servers:
                         url, k = urls[server]
-                        run_wrk(url, args.warmup, args.connections, n_projects, k)
-                        r = run_wrk(url, args.seconds, args.connections, n_projects, k)
+                        pid = ceiling.pid if server == "ceiling" else srv.pid
+                        r = measured_run(url, args, n_projects, k, pid, db)
                         rows.append((n, n_projects, server, r))
                         print(n, n_projects, server, r, flush=True)
             finally:
@@ -286,8 +339,9 @@ def write_report(args: argparse.Namespace, rows: list[tuple[int, int, str, Resul
     by = {(n, p, s): r for n, p, s, r in rows}
     lines = [
         "| processes | projects | server | req/s | p50 ms | p99 ms | requests | non-2xx "
+        "| CPU ms/req: server | CPU ms/req: PG backends "
         "| load avg (1/5/15) | softlabels/ceiling req/s | p99 ratio |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---:|",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for n, p, s, r in rows:
         ratio = p99r = ""
@@ -297,7 +351,7 @@ def write_report(args: argparse.Namespace, rows: list[tuple[int, int, str, Resul
             p99r = f"{r.p99_ms / c.p99_ms:.2f}x"
         lines.append(
             f"| {n} | {p} | {s} | {r.rps:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.requests} "
-            f"| {r.non2xx} | {r.load} | {ratio} | {p99r} |"
+            f"| {r.non2xx} | {r.api_cpu_ms:.2f} | {r.pg_cpu_ms:.2f} | {r.load} | {ratio} | {p99r} |"
         )
     cmd = "benchmarks/single_vote.py " + " ".join(sys.argv[1:])
     section = (
