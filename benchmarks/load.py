@@ -305,7 +305,8 @@ def report(
         "",
         f"- {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; machine: {machine()}",
         f"- {args.clients} concurrent clients (asyncio, one process) for {elapsed:.1f} s on "
-        "loopback against `softlabels serve --no-worker` (one uvicorn process), system "
+        "loopback against `softlabels serve --no-worker` (API processes: the `--workers` "
+        "default, the CPU count), system "
         "PostgreSQL, fresh database; "
         + (
             "auth OFF (--no-auth, for comparison)."
