@@ -56,9 +56,11 @@ def test_migrate_with_data_dir(data_dir: Path) -> None:
     r = cli("migrate", "--data-dir", str(data_dir))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "newest migration" in r.stderr
-    assert (data_dir / "pg" / "postmaster.pid").exists()  # the cluster lives in the data dir
+    assert (data_dir / "pg" / "PG_VERSION").exists()  # the cluster lives in the data dir
+    # A CLI command stops the server it started: no stray server behind it.
+    assert not (data_dir / "pg" / "postmaster.pid").exists()
 
-    url = start_embedded(data_dir)  # the server `migrate` left running: reused, not a new one
+    url = start_embedded(data_dir)  # the same cluster, migrated
     heads = set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
     with psycopg.connect(url) as conn:
         assert {v for (v,) in conn.execute("SELECT version_num FROM alembic_version")} == heads
@@ -67,6 +69,23 @@ def test_migrate_with_data_dir(data_dir: Path) -> None:
 
     again = cli("migrate", "--data-dir", str(data_dir))  # already current: a no-op
     assert again.returncode == 0, again.stdout + again.stderr
+    # A server the command found running (ours) is reused and left running.
+    assert (data_dir / "pg" / "postmaster.pid").exists()
+
+
+def test_cli_without_a_database_says_so_in_one_line(data_dir: Path) -> None:
+    r = cli(
+        "export",
+        "--project",
+        "p",
+        "-o",
+        str(data_dir.parent / "x.jsonl"),
+        "--data-dir",
+        str(data_dir),
+    )
+    assert r.returncode == 1
+    assert r.stderr.strip().startswith("softlabels: no database in") and "Traceback" not in r.stderr
+    assert not (data_dir / "pg").exists()  # no cluster made behind the user's back
 
 
 def test_serve_on_embedded_postgres_keeps_data(data_dir: Path, tmp_path: Path) -> None:
@@ -97,16 +116,22 @@ def test_serve_on_embedded_postgres_keeps_data(data_dir: Path, tmp_path: Path) -
         before = snapshot(server, project)
         assert before["project"]["n_votes"] == len(votes)
 
-        # Stop the API (SIGTERM) and start it again: the embedded server is reused.
+        # Stop `serve` (SIGTERM, as Ctrl+C): it stops the embedded server it started, and the
+        # data stays on disk in the data dir.
         server.stop()
         assert server.proc is not None and server.proc.returncode is not None
+        assert not (data_dir / "pg" / "postmaster.pid").exists()
         server.start(timeout=180)
         assert snapshot(server, project) == before
 
-        # Stop everything, PostgreSQL included: the data is on disk in the data dir.
+        # A server that was already running when `serve` started is reused and left running.
         server.stop()
+        start_embedded(data_dir)
+        server.start(timeout=180)
+        assert snapshot(server, project) == before
+        server.stop()
+        assert (data_dir / "pg" / "postmaster.pid").exists()
         stop_embedded(data_dir)
-        assert not (data_dir / "pg" / "postmaster.pid").exists()
         server.start(timeout=180)
         assert snapshot(server, project) == before
         r = httpx.post(f"{server.url}/v1/projects/{project}/votes", json={"votes": votes})
