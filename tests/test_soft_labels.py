@@ -420,6 +420,7 @@ def cifar_votes(counts: np.ndarray, item_ids: list[str]) -> Iterator[dict[str, A
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # 511k votes through the API on a 2-core machine
 def test_cifar10h_soft_labels_reproduced(client: TestClient) -> None:
     """511,000 votes in through the API; the export equals the published soft labels exactly."""
     require_reference((CIFAR10H / "counts.npy").exists(), f"CIFAR-10H data in {CIFAR10H}")
@@ -442,8 +443,10 @@ def test_cifar10h_soft_labels_reproduced(client: TestClient) -> None:
     votes = list(cifar_votes(counts, item_ids))
     assert len(votes) == counts.sum() == 511_000
     inserted = 0
-    for start in range(0, len(votes), 50_000):
-        body = json.dumps({"votes": votes[start : start + 50_000]}).encode()
+    # Batches of 10,000: the one-call ingest function is slow on 50k batches (README, Benchmarks:
+    # bulk ingest); this test is about the labels, not bulk speed.
+    for start in range(0, len(votes), 10_000):
+        body = json.dumps({"votes": votes[start : start + 10_000]}).encode()
         r = client.post(
             f"/v1/projects/{name}/votes", content=body, headers={"content-type": "application/json"}
         )
