@@ -22,10 +22,7 @@ SweepId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def _invalid(field: str, reason: str) -> ValidationFailed:
-    return ValidationFailed(
-        f"Invalid sweep: {field}: {reason}",
-        errors=[{"index": None, "field": field, "reason": reason}],
-    )
+    return ValidationFailed.field(field, reason, f"Invalid sweep: {field}: {reason}")
 
 
 @router.post(

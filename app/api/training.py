@@ -42,10 +42,7 @@ JobDep = Annotated[tuple[TrainingJob, Project], Depends(get_job)]
 
 
 def _invalid(field: str, reason: str) -> ValidationFailed:
-    return ValidationFailed(
-        f"Invalid training config: {field}: {reason}",
-        errors=[{"index": None, "field": field, "reason": reason}],
-    )
+    return ValidationFailed.field(field, reason, f"Invalid training config: {field}: {reason}")
 
 
 @router.post(
