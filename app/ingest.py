@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 import psycopg.errors
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -160,12 +160,26 @@ def _pg_int_array(values: np.ndarray) -> str:
 
 
 # One call does the whole write (migrations 0005, 0007): one statement, so in autocommit one
-# round trip. It also records `item.settled` webhook events in the same transaction.
-INGEST_SQL = "SELECT * FROM softlabels_ingest_votes(%s, %s, %s, %s, %s::smallint[], %s, %s, %s)"
-_INGEST_TEXT = text(
-    "SELECT * FROM softlabels_ingest_votes(:p, CAST(:c AS text[]), CAST(:i AS text[]), "
+# round trip. It also records `item.settled` webhook events in the same transaction. Batches of
+# more than BATCH_PLAN_MIN votes go through the wrapper that forces plans made for their size
+# (migration 0008: a cached generic plan turned one 10k batch into minutes).
+BATCH_PLAN_MIN = 32
+_CALL = "softlabels_ingest_votes{}(%s, %s, %s, %s, %s::smallint[], %s, %s, %s)"
+_CALL_TEXT = (
+    "softlabels_ingest_votes{}(:p, CAST(:c AS text[]), CAST(:i AS text[]), "
     "CAST(:w AS text[]), CAST(:l AS smallint[]), :s, CAST(:r AS text[]), CAST(:t AS text[]))"
 )
+
+
+def ingest_sql(n_votes: int) -> str:
+    """The call for a batch of this size, for psycopg."""
+    return "SELECT * FROM " + _CALL.format("_batch" if n_votes > BATCH_PLAN_MIN else "")
+
+
+def _ingest_text(n_votes: int) -> TextClause:
+    return text("SELECT * FROM " + _CALL_TEXT.format("_batch" if n_votes > BATCH_PLAN_MIN else ""))
+
+
 NO_PROJECT, CLASSES_CHANGED = "SLNOP", "SLCLS"  # the SQLSTATEs it raises
 
 
@@ -210,7 +224,7 @@ def ingest_votes(
     """
     batch = prepare_votes(project.classes, votes)
     args = ingest_args(project.id, project.classes, batch, source, refs, tasks)
-    row = session.execute(_INGEST_TEXT, dict(zip("pciwlsrt", args, strict=True))).one()
+    row = session.execute(_ingest_text(len(votes)), dict(zip("pciwlsrt", args, strict=True))).one()
     return vote_counts(tuple(row))
 
 
@@ -356,7 +370,9 @@ async def store_votes(
             batch = prepare_votes(ref.classes, votes)
         try:
             async with pool.connection() as conn:
-                cur = await conn.execute(INGEST_SQL, ingest_args(ref.id, ref.classes, batch))
+                cur = await conn.execute(
+                    ingest_sql(len(votes)), ingest_args(ref.id, ref.classes, batch)
+                )
                 row = await cur.fetchone()
             assert row is not None
             return vote_counts(row)
