@@ -69,13 +69,11 @@ def worker_count(conn: Connection, project_id: int) -> int:
     )
 
 
-def worker_names(conn: Connection, project_id: int) -> list[str]:
-    """External ids of the project's workers in id order (the order of the vote arrays)."""
-    return list(
-        conn.execute(
-            text("SELECT external_id FROM workers WHERE project_id = :p ORDER BY id"),
-            {"p": project_id},
-        )
-        .scalars()
-        .all()
-    )
+def workers_in_order(conn: Connection, project_id: int) -> tuple[list[str], list[bool]]:
+    """External ids of the project's workers in id order (the order of the vote arrays), and
+    whether each is excluded (its votes stored but left out of every count and fit)."""
+    rows = conn.execute(
+        text("SELECT external_id, excluded FROM workers WHERE project_id = :p ORDER BY id"),
+        {"p": project_id},
+    ).all()
+    return [r[0] for r in rows], [bool(r[1]) for r in rows]

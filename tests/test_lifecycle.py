@@ -93,6 +93,12 @@ def test_exclude_and_include(client: TestClient, project: str, database_url: str
     # Excluding twice changes nothing.
     again = client.post(f"/v1/projects/{project}/workers/spam/exclude").json()
     assert again["changed"] is False and again["votes_version"] == v0 + 1
+    # /workers says who is excluded (and counts none of its votes).
+    workers = {
+        w["worker"]: w for w in client.get(f"/v1/projects/{project}/workers").json()["workers"]
+    }
+    assert workers["spam"]["excluded"] is True and workers["spam"]["n_votes"] == 0
+    assert not any(w["excluded"] for name, w in workers.items() if name != "spam")
     # Votes an excluded worker sends meanwhile are stored, not counted.
     r = client.post(
         f"/v1/projects/{project}/votes",
@@ -123,6 +129,10 @@ def test_exclude_and_include(client: TestClient, project: str, database_url: str
     assert_counts_recount(database_url, project)
     r = client.post(f"/v1/projects/{project}/workers/spam/include")
     assert r.status_code == 200 and r.json()["votes"] == 3, r.text
+    workers = {
+        w["worker"]: w for w in client.get(f"/v1/projects/{project}/workers").json()["workers"]
+    }
+    assert workers["spam"]["excluded"] is False and workers["spam"]["n_votes"] == 3
     assert_counts_recount(database_url, project)
     assert label(client, project, "a")["probs"] == [2 / 3, 1 / 3, 0.0]
     assert label(client, project, "d")["probs"] == [0.0, 0.0, 1.0]

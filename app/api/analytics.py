@@ -157,7 +157,7 @@ def _worker_table(engine: Engine, project: Project, labels: Labeler) -> dict[str
     assert labels.fit is not None
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         pv = load_votes(conn, project.id, len(project.classes))
-        names = reads.worker_names(conn, project.id)
+        names, excluded = reads.workers_in_order(conn, project.id)
         conn.rollback()
     v = pv.votes
     agree, scored = agreement.leave_one_out_agreement(
@@ -174,7 +174,8 @@ def _worker_table(engine: Engine, project: Project, labels: Labeler) -> dict[str
         "n_gold": n_gold,
         "gold_hits": gold_hits,
         "pv": pv,
-        "names": list(names),
+        "names": names,
+        "excluded": excluded,
         "agree": agree,
         "scored": scored,
         "spam": agreement.spammer_flags(agree, scored, v.n_classes),
@@ -188,6 +189,7 @@ def _worker_table(engine: Engine, project: Project, labels: Labeler) -> dict[str
 def _worker_row(t: dict[str, Any], w: int) -> dict[str, Any]:
     return {
         "worker": t["names"][w],
+        "excluded": t["excluded"][w],
         "n_votes": int(t["n_votes"][w]),
         "agreement": float(t["agree"][w]) if t["scored"][w] else None,
         "n_scored": int(t["scored"][w]),

@@ -216,6 +216,11 @@ class NextItems(BaseModel):
 
 class WorkerOut(BaseModel):
     worker: str
+    excluded: bool = Field(
+        False,
+        description="Excluded by POST .../workers/{worker}/exclude: its votes are stored but "
+        "left out of every count, fit and export (n_votes is then 0).",
+    )
     n_votes: int
     agreement: float | None = Field(
         description="Share of scored votes that agree with the "
