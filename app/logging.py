@@ -28,8 +28,9 @@ access_log = logging.getLogger("softlabels.access")
 
 HEADER = b"x-request-id"
 _SANE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
-# Extra fields a log call may attach (logger.info(..., extra={"http": {...}})).
-EXTRA_FIELDS = ("http",)
+# Extra fields a log call may attach (logger.info(..., extra={"http": {...}})); any other
+# `extra` key is dropped from the JSON line.
+EXTRA_FIELDS = ("http", "connector")
 QUIET_PATHS = ("/healthz",)  # polled by load balancers and tests: logged at DEBUG
 
 

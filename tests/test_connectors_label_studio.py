@@ -131,6 +131,35 @@ def test_redelivered_event_changes_nothing(
     assert ("item-3", "3", "neg") in stored(database_url, ls_project)
 
 
+def test_event_log_line_names_the_action_and_its_effect(
+    client: TestClient, ls_project: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by hand against a real Label Studio: the JSON log line of each event dropped its
+    `extra` fields, so the log never said which action arrived. It does now, with the counts,
+    and still without the body."""
+    from app.logging import JsonFormatter
+
+    caplog.set_level(logging.INFO)
+    for n in (1, 2, 12):  # TASKS_CREATED (ignored), ANNOTATION_CREATED, ANNOTATIONS_DELETED
+        assert send(client, ls_project, body(n)).status_code == 200
+    lines = [
+        json.loads(JsonFormatter().format(r))
+        for r in caplog.records
+        if r.getMessage() == "connector event"
+    ]
+    events = [line["connector"] for line in lines]
+    assert [e["action"] for e in events] == [
+        "TASKS_CREATED",
+        "ANNOTATION_CREATED",
+        "ANNOTATIONS_DELETED",
+    ]
+    assert all(e["tool"] == "label-studio" for e in events)
+    assert events[0]["ignored"] is True
+    assert events[1]["inserted"] == 1 and "deleted" not in events[1]
+    assert "deleted" not in events[2]  # annotation 5 never reached this project: 0, left out
+    assert SHARE_TOKEN not in caplog.text
+
+
 def test_cancelled_after_vote_removes_it(
     client: TestClient, ls_project: str, database_url: str
 ) -> None:

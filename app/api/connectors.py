@@ -174,9 +174,17 @@ async def connector_events(
         action, applied = committed_with_retries(
             session, lambda: store.handle_event(session, project, connector, body)
         )
-        # Never the body: it carries the tool's secrets (Label Studio's share token).
-        log.info("connector event", extra={"tool": tool, "action": action[:64]})
-        return _result(action, applied)
+        result = _result(action, applied)
+        # Never the body: it carries the tool's secrets (Label Studio's share token). The
+        # action and what it changed, to tell later which events arrived and did what.
+        log.info(
+            "connector event",
+            extra={
+                "connector": {"tool": tool, "action": action[:64]}
+                | result.model_dump(exclude={"action"}, exclude_defaults=True)
+            },
+        )
+        return result
 
     return await run_in_threadpool(work)
 
