@@ -181,6 +181,7 @@ def test_unknown_label_is_422_naming_the_path(
     bad["annotation"]["result"][0]["value"]["choices"] = ["great"]
     r = send(client, ls_project, bad)
     assert r.status_code == 422, r.text
+    assert r.json()["error"] == "validation_error"  # the one error shape; a sync rejects instead
     err = r.json()["errors"][0]
     assert err["field"] == "annotation.result[0].value.choices[0]"
     assert "great" in err["reason"]
@@ -193,7 +194,7 @@ def test_unknown_label_is_422_naming_the_path(
     bad_ann["result"][0]["value"]["choices"] = ["nope"]
     bulk["annotation"] = [good, bad_ann]
     r = send(client, ls_project, bulk)
-    assert r.status_code == 422
+    assert r.status_code == 422 and set(r.json()) >= {"error", "detail", "errors"}
     assert r.json()["errors"][0]["field"] == "annotation[1].result[0].value.choices[0]"
     assert stored(database_url, ls_project) == set()
 
@@ -437,3 +438,198 @@ def test_tasks_imported_with_annotations_request_a_sync(
     finally:
         engine.dispose()
     assert {("item-6", "2", "pos"), ("item-6", "3", "neg")} <= stored(database_url, ls_project)
+
+
+def export_data() -> list[dict[str, Any]]:
+    return json.loads((LS / "exports" / "project.json").read_text())
+
+
+def annotation(data: list[dict[str, Any]], ann_id: int) -> tuple[int, int, dict[str, Any]]:
+    """(task index, annotation index, annotation) of annotation `ann_id` in an export."""
+    for i, task in enumerate(data):
+        for j, a in enumerate(task["annotations"]):
+            if a["id"] == ann_id:
+                return i, j, a
+    raise KeyError(ann_id)
+
+
+def connect(client: TestClient, project: str, fake: FakeLabelStudio, **extra: Any) -> str:
+    url = f"/v1/projects/{project}/connectors/label-studio"
+    cfg = {"from_name": "sentiment", "item_field": "ref", "url": fake.url, "ls_project": 1}
+    r = client.put(url, json=cfg | {"token": "a.b.c"} | extra)
+    assert r.status_code == 200, r.text
+    return url
+
+
+def test_sync_stores_the_good_annotations_and_reports_the_bad(
+    client: TestClient, ls_project: str, database_url: str, fake_ls: FakeLabelStudio
+) -> None:
+    """Found against a real Label Studio: one annotation with a choice that is not a class made
+    every sync a 422, so nothing synced. Now the good ones are stored and the bad reported."""
+    data = export_data()
+    i, j, a = annotation(data, 7)  # user 3 on item-3: a choice added to Label Studio later
+    a["result"][0]["value"]["choices"] = ["mixed"]
+    del data[4]["data"]["ref"]  # item-5's task lost the mapped field (annotation 9)
+    fake_ls.export = json.dumps(data).encode()
+    url = connect(client, ls_project, fake_ls)
+    r = client.post(f"{url}/sync")
+    assert r.status_code == 200, r.text
+    out = r.json()
+    good = FINAL - {("item-3", "3", "neg"), ("item-5", "3", "neg")}
+    assert stored(database_url, ls_project) == good
+    assert_counts_recount(database_url, ls_project)
+    assert (out["annotations"], out["inserted"], out["skipped"], out["deleted"]) == (12, 9, 1, 0)
+    assert out["rejected"] == 2
+    assert out["rejections"] == [
+        {
+            "annotation": "7",
+            "task": "3",
+            "field": f"[{i}].annotations[{j}].result[0].value.choices[0]",
+            "reason": "unknown label 'mixed'; the project's classes are ['pos', 'neg', 'neu']",
+            "kept_vote": False,
+        },
+        {
+            "annotation": "9",
+            "task": "5",
+            "field": "[4].data.ref",
+            "reason": "missing: the connector maps the item id to task data field 'ref'",
+            "kept_vote": False,
+        },
+    ]  # in the export's order
+    assert client.get(url).json()["last_sync"]["rejections"] == out["rejections"]
+    # A second sync changes nothing and reports the same.
+    again = client.post(f"{url}/sync").json()
+    assert (again["inserted"], again["updated"], again["deleted"]) == (0, 0, 0)
+    assert again["unchanged"] == 9 and again["votes_version"] == out["votes_version"]
+    assert again["rejections"] == out["rejections"]
+    assert stored(database_url, ls_project) == good
+    # Fixed in Label Studio: the next sync takes them.
+    fake_ls.export = (LS / "exports" / "project.json").read_bytes()
+    fixed = client.post(f"{url}/sync").json()
+    assert (fixed["inserted"], fixed["rejected"], fixed["rejections"]) == (2, 0, [])
+    assert stored(database_url, ls_project) == FINAL
+
+
+def test_sync_keeps_the_vote_of_an_annotation_now_rejected(
+    client: TestClient, ls_project: str, database_url: str, fake_ls: FakeLabelStudio
+) -> None:
+    """An annotation stored before and unreadable now (e.g. its choice renamed in Label Studio)
+    keeps its vote, neither updated nor deleted, and the rejection says so; the periodic sync
+    records the rejections in `last_sync` too."""
+    from app.connectors.store import sync_due
+    from app.db.session import make_engine
+
+    url = connect(client, ls_project, fake_ls)
+    assert client.post(f"{url}/sync").json()["inserted"] == 11
+    data = export_data()
+    _, _, a = annotation(data, 7)
+    a["result"][0]["value"]["choices"] = ["mixed"]
+    fake_ls.export = json.dumps(data).encode()
+    out = client.post(f"{url}/sync").json()
+    assert (out["inserted"], out["updated"], out["deleted"], out["unchanged"]) == (0, 0, 0, 10)
+    assert out["rejected"] == 1
+    [rej] = out["rejections"]
+    assert rej["annotation"] == "7" and rej["kept_vote"] is True
+    assert rej["reason"].endswith("; the vote stored from this annotation before is kept")
+    assert stored(database_url, ls_project) == FINAL
+    # The worker's periodic sync: same result, recorded where the API shows it.
+    connect(client, ls_project, fake_ls, sync_interval_s=3600)
+    pid = db_rows(database_url, "SELECT id FROM projects WHERE name = %s", ls_project)[0][0]
+    db_rows(
+        database_url,
+        "UPDATE connectors SET last_sync_at = now() - interval '2 hours' WHERE project_id = %s "
+        "RETURNING 1",
+        pid,
+    )
+    engine = make_engine(database_url)
+    try:
+        assert pid in sync_due(engine)
+    finally:
+        engine.dispose()
+    last = client.get(url).json()["last_sync"]
+    assert "error" not in last and last["rejected"] == 1
+    assert last["rejections"] == [rej] and last["unchanged"] == 10
+    assert stored(database_url, ls_project) == FINAL
+
+
+def test_sync_rejections_are_capped_and_counted(
+    client: TestClient, ls_project: str, database_url: str, fake_ls: FakeLabelStudio
+) -> None:
+    data = [
+        {
+            "id": 1000 + n,
+            "data": {"ref": f"bulk-{n}"},
+            "annotations": [
+                {
+                    "id": 5000 + n,
+                    "completed_by": 1,
+                    "result": [{"from_name": "sentiment", "value": {"choices": ["mixed"]}}],
+                }
+            ],
+        }
+        for n in range(120)
+    ] + export_data()
+    fake_ls.export = json.dumps(data).encode()
+    url = connect(client, ls_project, fake_ls)
+    out = client.post(f"{url}/sync").json()
+    assert out["rejected"] == 120 and len(out["rejections"]) == 100
+    assert out["rejections"][0]["annotation"] == "5000" and out["inserted"] == 11
+    assert stored(database_url, ls_project) == FINAL
+
+
+def test_sync_of_a_worker_s_replacing_annotation_is_an_update(
+    client: TestClient, ls_project: str, database_url: str, fake_ls: FakeLabelStudio
+) -> None:
+    """A worker's newer annotation on the same item replaced the stored one while the webhook
+    was lost: a sync reports it as 1 updated (as the webhook would have), not 1 inserted and 1
+    deleted, and the vote now belongs to the new annotation."""
+    url = connect(client, ls_project, fake_ls)
+    first = client.post(f"{url}/sync").json()
+    data = export_data()
+    _, _, a = annotation(data, 8)  # user 2 on item-4: pos
+    a.update(id=15)
+    a["result"][0]["value"]["choices"] = ["neg"]
+    fake_ls.export = json.dumps(data).encode()
+    out = client.post(f"{url}/sync").json()
+    assert (out["inserted"], out["updated"], out["deleted"]) == (0, 1, 0), out
+    assert out["votes_version"] > first["votes_version"]
+    assert stored(database_url, ls_project) == FINAL - {("item-4", "2", "pos")} | {
+        ("item-4", "2", "neg")
+    }
+    assert_counts_recount(database_url, ls_project)
+    # Same label, new annotation id: unchanged, but the vote follows the new id, so deleting
+    # that annotation in Label Studio (a webhook naming it) removes the vote.
+    a.update(id=16)
+    fake_ls.export = json.dumps(data).encode()
+    out = client.post(f"{url}/sync").json()
+    assert (out["inserted"], out["updated"], out["deleted"], out["unchanged"]) == (0, 0, 0, 11)
+    r = send(client, ls_project, {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 16}]})
+    assert r.json()["deleted"] == 1
+    assert ("item-4", "2", "neg") not in stored(database_url, ls_project)
+
+
+def test_sync_unreadable_export_or_incomplete_connector(
+    client: TestClient, ls_project: str, database_url: str, fake_ls: FakeLabelStudio
+) -> None:
+    url = connect(client, ls_project, fake_ls)
+    client.post(f"{url}/sync")
+    for export in ({"detail": "not a list"}, [1, 2], [{"id": 1, "annotations": None}]):
+        fake_ls.export = json.dumps(export).encode()
+        r = client.post(f"{url}/sync")
+        assert r.status_code == 502, r.text
+        assert r.json()["error"] == "tool_unreachable" and "export could not be read" in r.text
+        assert stored(database_url, ls_project) == FINAL  # nothing deleted
+    other = make_project(client, ["pos", "neg", "neu"], from_name="sentiment")
+    r = client.post(f"/v1/projects/{other}/connectors/label-studio/sync")
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == ["url", "ls_project", "token"]
+
+
+def test_sync_openapi_lists_its_errors(client: TestClient) -> None:
+    op = client.get("/openapi.json").json()["paths"][
+        "/v1/projects/{project}/connectors/label-studio/sync"
+    ]["post"]
+    assert {"401", "403", "404", "422", "502"} <= set(op["responses"])
+    assert "rejections" in op["responses"]["422"]["description"]
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["SyncResult"]
+    assert {"rejected", "rejections"} <= set(schema["properties"])

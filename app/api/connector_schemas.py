@@ -100,13 +100,32 @@ class EventResult(BaseModel):
     votes_version: int | None = None
 
 
+class Rejection(BaseModel):
+    annotation: str | None = Field(description="Label Studio's annotation id.")
+    task: str | None = Field(description="Label Studio's task id.")
+    field: str = Field(description="JSON path of the problem in the export.")
+    reason: str
+    kept_vote: bool = Field(
+        description="A vote stored from this annotation before (when it was readable) is kept "
+        "as it was, neither updated nor deleted."
+    )
+
+
 class SyncResult(BaseModel):
     annotations: int = Field(description="Annotations Label Studio has for the project.")
     inserted: int
     updated: int
     unchanged: int
     deleted: int
-    skipped: int
+    skipped: int = Field(description="Cancelled (skipped) annotations: not votes.")
+    rejected: int = Field(
+        default=0,
+        description="Annotations that could not be read as a vote (a choice that is not a "
+        "class, no result from the mapped control, the item field missing...): not stored.",
+    )
+    rejections: list[Rejection] = Field(
+        default_factory=list, description="The first 100 rejected annotations, with why."
+    )
     votes_version: int
 
 

@@ -193,12 +193,28 @@ async def connector_events(
     "/label-studio/sync",
     response_model=SyncResult,
     dependencies=[Depends(require("admin"))],
-    responses={502: {"model": ErrorBody, "description": "Label Studio could not be read."}},
+    responses={
+        404: {"model": ErrorBody, "description": "No such project, or it has no connector."},
+        422: {
+            "model": ErrorBody,
+            "description": "The connector lacks `url`, `ls_project` or `token` (each named in "
+            "`errors`). Annotations that cannot be votes are not a 422: they are reported in "
+            "`rejected` / `rejections`.",
+        },
+        502: {
+            "model": ErrorBody,
+            "description": "Label Studio could not be read: unreachable, refused the token or "
+            "the project, or its export is not a list of tasks. Nothing changed.",
+        },
+    },
 )
 def sync_label_studio(project: ProjectDep, session: SessionDep) -> SyncResult:
     """Pull the project's annotations from Label Studio and reconcile: add what is missing,
     update what changed, remove what Label Studio no longer has. Repairs missed webhooks
-    (Label Studio never retries one)."""
+    (Label Studio never retries one). An annotation that cannot be a vote (a choice that is not
+    a class, no result from the mapped control, the item field missing from its task) is
+    skipped and reported in `rejections` while the others are stored; a vote stored from it
+    before is kept. One transaction: a database error changes nothing."""
     connector = store.get(session, project, "label-studio")
     try:
         n, applied = committed_with_retries(
@@ -206,12 +222,6 @@ def sync_label_studio(project: ProjectDep, session: SessionDep) -> SyncResult:
         )
     except SyncFailed as exc:
         raise BadGateway(str(exc)) from None
-    return SyncResult(
-        annotations=n,
-        inserted=applied.inserted,
-        updated=applied.updated,
-        unchanged=applied.unchanged,
-        deleted=applied.deleted,
-        skipped=applied.skipped,
-        votes_version=applied.votes_version,
+    return SyncResult.model_validate(
+        store.sync_summary(n, applied) | {"votes_version": applied.votes_version}
     )

@@ -4,13 +4,18 @@ came from, plus the tool ids whose votes must go), then applied in one transacti
 The tool-specific parsers (label_studio.py, argilla.py, files.py) only read payloads; this module
 checks labels against the project (a 422 names the payload path), applies the duplicate policy,
 and calls the ingest layer (app/ingest.py, app/lifecycle.py), which knows no tool.
+
+A sync (`apply(..., lenient=True)`) is the exception to "one bad vote fails the request": an
+annotation that cannot be a vote is skipped and reported (`Rejected`), the others are stored.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.db.models import MAX_EXTERNAL_ID, Project
@@ -50,6 +55,29 @@ class ToolVote:
 
 
 @dataclass
+class Rejected:
+    """An annotation a lenient read (sync) could not turn into a vote: skipped and reported."""
+
+    ref: str | None  # the tool's annotation id, when it could be read
+    task: str | None  # the tool's task id
+    field: str  # JSON path of the problem in the payload
+    reason: str
+    kept: bool = False  # a vote stored from this annotation before stays as it was
+
+    def out(self) -> dict[str, Any]:
+        reason = self.reason
+        if self.kept:
+            reason += "; the vote stored from this annotation before is kept"
+        return {
+            "annotation": self.ref,
+            "task": self.task,
+            "field": self.field,
+            "reason": reason,
+            "kept_vote": self.kept,
+        }
+
+
+@dataclass
 class Parsed:
     votes: list[ToolVote] = field(default_factory=list)
     remove_refs: list[str] = field(default_factory=list)  # annotations deleted or cancelled
@@ -57,6 +85,7 @@ class Parsed:
     skipped: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     rows: int = 0
+    rejected: list[Rejected] = field(default_factory=list)  # lenient reads only
 
     def fail_if_errors(self) -> None:
         if self.errors:
@@ -72,24 +101,27 @@ class Applied:
     skipped: int
     duplicates: int
     votes_version: int
+    rejected: list[Rejected] = field(default_factory=list)
 
 
-def check_labels(project: Project, votes: list[ToolVote]) -> list[dict[str, Any]]:
+def label_problems(project: Project, votes: list[ToolVote]) -> list[tuple[ToolVote, str]]:
+    """The votes whose label is not one of the project's classes, each with the reason."""
     known = set(project.classes)
-    errors = []
+    out = []
     for v in votes:
         if isinstance(v.label, str) and v.label not in known and v.label.isdigit():
             v.label = int(v.label)  # e.g. crowd-kit CSV labels written as class indices
         if isinstance(v.label, str) and v.label not in known:
-            errors.append(
-                problem(
-                    v.path,
-                    f"unknown label {v.label!r}; the project's classes are {project.classes[:20]}",
-                )
+            out.append(
+                (v, f"unknown label {v.label!r}; the project's classes are {project.classes[:20]}")
             )
         elif isinstance(v.label, int) and not 0 <= v.label < len(project.classes):
-            errors.append(problem(v.path, f"class index {v.label} is out of range"))
-    return errors
+            out.append((v, f"class index {v.label} is out of range"))
+    return out
+
+
+def check_labels(project: Project, votes: list[ToolVote]) -> list[dict[str, Any]]:
+    return [problem(v.path, reason) for v, reason in label_problems(project, votes)]
 
 
 def dedupe(votes: list[ToolVote], policy: OnDuplicate) -> tuple[list[ToolVote], int, list[dict]]:  # type: ignore[type-arg]
@@ -124,11 +156,28 @@ def apply(
     on_duplicate: OnDuplicate = "last",
     *,
     keep_only_refs: bool = False,
+    lenient: bool = False,
 ) -> Applied:
     """Store `parsed` all or nothing (the caller commits). With `keep_only_refs` (sync), every
-    vote from `source` whose tool id is not among `parsed.votes` is deleted too."""
-    errors = list(parsed.errors) + check_labels(project, parsed.votes)
-    votes, dups, dup_errors = dedupe(parsed.votes, on_duplicate)
+    vote from `source` whose tool id is not among `parsed.votes` is deleted too, except the
+    votes of annotations in `parsed.rejected` (kept as they were, and said so) and a vote that a
+    new annotation of the same worker on the same item replaces (counted as updated).
+
+    `lenient` (sync): a vote whose label is not a class joins `parsed.rejected` instead of
+    failing the request. The caller has already moved the parser's per-annotation problems
+    there (label_studio.parse_export(lenient=True)); `parsed.errors` still fails it all."""
+    errors = list(parsed.errors)
+    rejected = list(parsed.rejected)
+    if lenient:
+        bad = label_problems(project, parsed.votes)
+        rejected += [Rejected(v.ref, v.task, v.path, reason) for v, reason in bad]
+        rejected.sort(key=lambda r: [int(n) for n in re.findall(r"\d+", r.field)])  # as read
+        bad_ids = {id(v) for v, _ in bad}
+        parsed_votes = [v for v in parsed.votes if id(v) not in bad_ids]
+    else:
+        errors += check_labels(project, parsed.votes)
+        parsed_votes = parsed.votes
+    votes, dups, dup_errors = dedupe(parsed_votes, on_duplicate)
     errors += dup_errors
     if errors:
         raise PayloadError(errors)
@@ -153,12 +202,27 @@ def apply(
                 "workers": [v.worker for v in votes if v.ref is not None],
             },
         ).votes
+    kept_refs = [r.ref for r in rejected if r.ref is not None]
     if keep_only_refs:
+        # Gone from the tool: a vote none of whose annotations is there any more. Not gone: a
+        # rejected annotation's vote (kept as it was), nor a vote the same worker's newer
+        # annotation on the same item replaces below (that is an update, not delete + insert).
         deleted += delete_votes_where(
             session,
             project,
-            "v.source = :s AND (v.tool_ref IS NULL OR v.tool_ref <> ALL(CAST(:refs AS text[])))",
-            {"s": source, "refs": refs},
+            """v.source = :s AND (v.tool_ref IS NULL OR v.tool_ref <> ALL(CAST(:keep AS text[])))
+            AND NOT EXISTS (
+                SELECT 1 FROM unnest(CAST(:items AS text[]), CAST(:workers AS text[]))
+                    AS n(item, worker)
+                JOIN items i ON i.project_id = :p AND i.external_id = n.item
+                JOIN workers w ON w.project_id = :p AND w.external_id = n.worker
+                WHERE i.id = v.item_id AND w.id = v.worker_id)""",
+            {
+                "s": source,
+                "keep": refs + kept_refs,
+                "items": [v.item for v in votes],
+                "workers": [v.worker for v in votes],
+            },
         ).votes
     inserted = updated = unchanged = 0
     if votes:
@@ -175,9 +239,23 @@ def apply(
         deleted += delete_tool_votes(
             session, project, source, refs=parsed.remove_refs, tasks=parsed.remove_tasks
         ).votes
+    if kept_refs:
+        still = set(
+            session.execute(
+                text(
+                    "SELECT tool_ref FROM votes WHERE project_id = :p AND source = :s "
+                    "AND tool_ref = ANY(CAST(:refs AS text[]))"
+                ),
+                {"p": project.id, "s": source, "refs": kept_refs},
+            ).scalars()
+        )
+        for r in rejected:
+            r.kept = r.ref in still
     session.expire(project, ["votes_version"])  # reloaded: ingest and deletes may have moved it
     version = project.votes_version
-    return Applied(inserted, updated, unchanged, deleted, parsed.skipped, dups, int(version))
+    return Applied(
+        inserted, updated, unchanged, deleted, parsed.skipped, dups, int(version), rejected
+    )
 
 
 def external_id(value: Any, path: str, errors: list[dict[str, Any]]) -> str:

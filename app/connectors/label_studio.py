@@ -16,13 +16,16 @@ the task id alone: Label Studio on SQLite reuses task ids after a delete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
-from app.connectors.common import Parsed, ToolVote, external_id, problem
+from app.connectors.common import Parsed, Rejected, ToolVote, external_id, problem
+from app.db.models import MAX_EXTERNAL_ID
 
 SOURCE = "label-studio"
 VOTE_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"}
@@ -188,10 +191,16 @@ def has_inline_annotations(body: dict[str, Any]) -> bool:
     )
 
 
-def parse_export(data: Any, from_name: str, item_field: str | None) -> Parsed:
+def parse_export(
+    data: Any, from_name: str, item_field: str | None, *, lenient: bool = False
+) -> Parsed:
     """Label Studio's JSON export (a list of tasks with `annotations`; cancelled ones included)
     or its JSON_MIN export (one row per annotation, task data flattened to the top level,
-    `annotator`, `annotation_id`, the control's name as a key; cancelled ones dropped)."""
+    `annotator`, `annotation_id`, the control's name as a key; cancelled ones dropped).
+
+    `lenient` (sync): an annotation that cannot be read as a vote goes to `out.rejected` (its
+    first problem) and the others are read; only problems of the export's shape (not a list,
+    a task that is not an object, `annotations` not a list) stay in `out.errors`."""
     out = Parsed()
     if not isinstance(data, list):
         out.errors.append(problem("$", "must be a JSON list (a Label Studio JSON export)"))
@@ -201,15 +210,56 @@ def parse_export(data: Any, from_name: str, item_field: str | None) -> Parsed:
             out.errors.append(problem(f"[{i}]", "must be an object"))
         elif "annotations" in row:  # JSON: a task
             anns = row["annotations"]
-            for j, a in enumerate(anns if isinstance(anns, list) else []):
+            if not isinstance(anns, list):
+                out.errors.append(problem(f"[{i}].annotations", "must be a list"))
+                continue
+            for j, a in enumerate(anns):
                 out.rows += 1
-                read_annotation(
-                    out, a, row, f"[{i}].annotations[{j}]", f"[{i}]", from_name, item_field
-                )
+                with _one_annotation(out, lenient, a, row.get("id")):
+                    read_annotation(
+                        out, a, row, f"[{i}].annotations[{j}]", f"[{i}]", from_name, item_field
+                    )
         else:  # JSON_MIN: one annotation, task data at the top level
             out.rows += 1
-            _read_min_row(out, row, i, from_name, item_field)
+            ann = {"id": row.get("annotation_id")}
+            with _one_annotation(out, lenient, ann, row.get("id")):
+                _read_min_row(out, row, i, from_name, item_field)
     return out
+
+
+@contextlib.contextmanager
+def _one_annotation(out: Parsed, lenient: bool, annotation: Any, task_id: Any) -> Iterator[None]:
+    """Lenient: what reading one annotation added to `out` is taken back when it added a
+    problem, and the annotation is recorded as rejected instead."""
+    if not lenient:
+        yield
+        return
+    n_errors, n_votes, n_remove, skipped = (
+        len(out.errors),
+        len(out.votes),
+        len(out.remove_refs),
+        out.skipped,
+    )
+    yield
+    if len(out.errors) == n_errors:
+        return
+    first = out.errors[n_errors]
+    del out.errors[n_errors:], out.votes[n_votes:], out.remove_refs[n_remove:]
+    out.skipped = skipped
+    ref = annotation.get("id") if isinstance(annotation, dict) else None
+    out.rejected.append(
+        Rejected(
+            ref=_id_text(ref),
+            task=_id_text(task_id),
+            field=str(first["field"]),
+            reason=str(first["reason"]),
+        )
+    )
+
+
+def _id_text(value: Any) -> str | None:
+    ok = isinstance(value, (str, int)) and not isinstance(value, bool)
+    return str(value) if ok and 1 <= len(str(value)) <= MAX_EXTERNAL_ID else None
 
 
 def _read_min_row(

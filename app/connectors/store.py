@@ -12,9 +12,9 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from app.connectors import argilla, label_studio
-from app.connectors.common import Applied, Parsed, apply
+from app.connectors.common import Applied, Parsed, apply, problem
 from app.db.models import Connector, Project
-from app.errors import NotFound
+from app.errors import NotFound, ValidationFailed
 
 log = logging.getLogger(__name__)
 SECRET_KEYS = {"label-studio": "token", "argilla": "secret"}
@@ -92,28 +92,36 @@ def request_sync(session: Session, project: Project) -> None:
     )
 
 
+REJECTIONS_SHOWN = 100  # rejected annotations listed in a sync's result; `rejected` counts all
+
+
 def sync_label_studio(
     session: Session, project: Project, connector: Connector
 ) -> tuple[int, Applied]:
     """Pull Label Studio's export and reconcile (the caller commits): add what is missing,
-    update what changed, remove what Label Studio no longer has. Returns (annotations, what
-    changed). Raises label_studio.SyncFailed when Label Studio cannot be read."""
+    update what changed, remove what Label Studio no longer has. An annotation that cannot be
+    a vote (a choice that is not a class, no result from the mapped control, the item field
+    missing from its task...) is skipped and reported in `Applied.rejected`; a vote stored from
+    it before is kept. Returns (annotations, what changed). Raises ValidationFailed when the
+    connector lacks what sync needs, label_studio.SyncFailed when Label Studio cannot be read
+    or its export is not a list of tasks."""
     c = connector.config
-    if not c.get("url") or not c.get("ls_project") or not connector.secret:
-        raise label_studio.SyncFailed(
-            "The connector needs url, ls_project and token for sync; PUT them first."
+    missing = [k for k in ("url", "ls_project") if not c.get(k)]
+    missing += [] if connector.secret else ["token"]
+    if missing:
+        raise ValidationFailed(
+            f"The connector needs {', '.join(missing)} for sync; PUT them first.",
+            errors=[problem(k, "needed for sync") for k in missing],
         )
-    data = label_studio.fetch_export(c["url"], int(c["ls_project"]), connector.secret)
-    parsed = label_studio.parse_export(data, c["from_name"], c.get("item_field"))
-    applied = apply(session, project, label_studio.SOURCE, parsed, "last", keep_only_refs=True)
-    summary = {
-        "annotations": parsed.rows,
-        "inserted": applied.inserted,
-        "updated": applied.updated,
-        "unchanged": applied.unchanged,
-        "deleted": applied.deleted,
-        "skipped": applied.skipped,
-    }
+    data = label_studio.fetch_export(c["url"], int(c["ls_project"]), connector.secret or "")
+    parsed = label_studio.parse_export(data, c["from_name"], c.get("item_field"), lenient=True)
+    if parsed.errors:
+        where = ", ".join(f"{e['field']} {e['reason']}" for e in parsed.errors[:3])
+        raise label_studio.SyncFailed(f"Label Studio's export could not be read: {where}")
+    applied = apply(
+        session, project, label_studio.SOURCE, parsed, "last", keep_only_refs=True, lenient=True
+    )
+    summary = sync_summary(parsed.rows, applied)
     session.execute(
         text(
             "UPDATE connectors SET last_sync_at = now(), last_sync = CAST(:s AS jsonb) "
@@ -121,14 +129,36 @@ def sync_label_studio(
         ),
         {"s": json.dumps(summary), "p": project.id},
     )
+    if applied.rejected:
+        log.warning(
+            "sync of project %s: %d annotation(s) rejected, first at %s: %s",
+            project.name,
+            len(applied.rejected),
+            applied.rejected[0].field,
+            applied.rejected[0].reason,
+        )
     return parsed.rows, applied
+
+
+def sync_summary(annotations: int, applied: Applied) -> dict[str, Any]:
+    """A sync's result, as the API answers it and `last_sync` keeps it (without the version)."""
+    return {
+        "annotations": annotations,
+        "inserted": applied.inserted,
+        "updated": applied.updated,
+        "unchanged": applied.unchanged,
+        "deleted": applied.deleted,
+        "skipped": applied.skipped,
+        "rejected": len(applied.rejected),
+        "rejections": [r.out() for r in applied.rejected[:REJECTIONS_SHOWN]],
+    }
 
 
 def sync_due(engine: Engine) -> list[int]:
     """The worker's periodic task: sync every Label Studio connector whose `sync_interval_s`
     has passed since its last sync. A failure is recorded in `last_sync` (and logged without
-    the token), and retried at the next interval."""
-    from app.errors import ValidationFailed
+    the token), and retried at the next interval. Rejected annotations do not fail it: the
+    summary in `last_sync` lists them."""
     from app.ingest import committed_with_retries
 
     with Session(engine) as session:
