@@ -136,11 +136,15 @@ class Vote(Base):
         ),
     )
 
+    # Both foreign keys are checked at commit (migration 0008: checked inside the ingest
+    # function they were re-planned per row, most of a bulk batch's time); cascades stay immediate.
     item_id: Mapped[int] = mapped_column(
-        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+        ForeignKey("items.id", ondelete="CASCADE", deferrable=True, initially="DEFERRED"),
+        primary_key=True,
     )
     worker_id: Mapped[int] = mapped_column(
-        ForeignKey("workers.id", ondelete="CASCADE"), primary_key=True
+        ForeignKey("workers.id", ondelete="CASCADE", deferrable=True, initially="DEFERRED"),
+        primary_key=True,
     )
     # Denormalized so project-wide scans (worker models, stats) need no join. No foreign key:
     # the item's own (which cascades) already ties the vote to its project, and a third FK

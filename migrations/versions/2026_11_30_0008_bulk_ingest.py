@@ -1,4 +1,6 @@
-"""a large vote batch is always planned for its own size: `softlabels_ingest_votes_batch`
+"""bulk ingest: large batches planned for their size, vote foreign keys checked at commit
+
+1. A large vote batch is always planned for its own size: `softlabels_ingest_votes_batch`.
 
 PL/pgSQL caches a plan per statement per connection and, after five calls, switches to one
 generic plan when that looks cheaper than the custom plans so far. Custom plans for 10k-vote
@@ -14,6 +16,16 @@ The wrapper sets `plan_cache_mode = force_custom_plan` for the call (a function'
 holds for everything it calls). Single votes keep the plain function: forcing custom plans
 there costs ~0.9 ms of re-planning per call (3.5 -> 4.3 ms measured on this machine), and their
 generic plan is costed for the size they have. app/ingest.py picks the function by batch size.
+
+2. The foreign keys of `votes` (to items and workers) are checked at commit, not at the end of
+the ingest statement. Fired inside the function, their per-row checks were re-planned every
+time (perf on the backend: 66% of a 10k batch in the after-trigger queue, half of that in the
+planner); fired at commit, outside it, they use their cached plans. Measured on one
+connection, 10 batches of 10k CIFAR-10H votes: 974 -> 529 ms per batch through the wrapper,
+959 -> 577 ms through the plain function. Nothing is given up: the function only inserts ids
+it has just found (items locked FOR UPDATE, workers FOR SHARE, so they cannot vanish before
+commit), a violation still aborts the transaction, and ON DELETE CASCADE actions are never
+deferred (PostgreSQL runs referential actions immediately).
 
 Revision ID: 0008
 Revises: 0007
@@ -32,7 +44,12 @@ depends_on: str | Sequence[str] | None = None
 ARGS = "bigint, text[], text[], text[], smallint[], text, text[], text[]"
 
 
+VOTE_FKS = ("fk_votes_item_id_items", "fk_votes_worker_id_workers")
+
+
 def upgrade() -> None:
+    for fk in VOTE_FKS:
+        op.execute(f"ALTER TABLE votes ALTER CONSTRAINT {fk} DEFERRABLE INITIALLY DEFERRED")
     op.execute(f"""
 CREATE FUNCTION softlabels_ingest_votes_batch({ARGS})
 RETURNS TABLE (inserted bigint, updated bigint, unchanged bigint, votes_version bigint)
@@ -43,4 +60,6 @@ AS $$ SELECT * FROM softlabels_ingest_votes($1, $2, $3, $4, $5, $6, $7, $8) $$
 
 
 def downgrade() -> None:
+    for fk in VOTE_FKS:
+        op.execute(f"ALTER TABLE votes ALTER CONSTRAINT {fk} NOT DEFERRABLE")
     op.execute(f"DROP FUNCTION softlabels_ingest_votes_batch({ARGS})")
