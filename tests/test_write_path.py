@@ -180,6 +180,17 @@ def test_classes_patched_in_one_process_are_seen_by_all(two_process_server: Live
         assert r.status_code == 200, r.text
 
 
+def items_rows_read(conn: psycopg.Connection) -> int:
+    """Rows of `items` read so far (sequential and index fetches), this connection's included."""
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    conn.execute("SELECT 1")  # the flush happens at the end of a statement
+    row = conn.execute(
+        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
+        " FROM pg_stat_user_tables WHERE relname = 'items'"
+    ).fetchone()
+    return int(row[0])  # type: ignore[index]
+
+
 def test_large_batch_never_runs_on_a_cached_generic_plan(isolated_database_url: str) -> None:
     """A PL/pgSQL function caches its statements' plans per connection and may switch to one
     generic plan, costed for an unnest of 10 rows. In CI that plan (made while the tables were
@@ -203,23 +214,14 @@ def test_large_batch_never_runs_on_a_cached_generic_plan(isolated_database_url: 
             (pid, items),
         )
 
-        def items_rows_read() -> int:
-            conn.execute("SELECT pg_stat_force_next_flush()")
-            conn.execute("SELECT 1")  # the flush happens at the end of a statement
-            row = conn.execute(
-                "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
-                " FROM pg_stat_user_tables WHERE relname = 'items'"
-            ).fetchone()
-            return int(row[0])  # type: ignore[index]
-
-        before = items_rows_read()
+        before = items_rows_read(conn)
         started = time.perf_counter()
         labels = "{" + ",".join(str(j % 2) for j in range(n)) + "}"
         inserted = conn.execute(
             ingest_sql(n), (pid, ["a", "b"], items, ["w"] * n, labels, "api", None, None)
         ).fetchone()[0]  # type: ignore[index]
         elapsed = time.perf_counter() - started
-        read = items_rows_read() - before
+        read = items_rows_read(conn) - before
     assert inserted == n
     # Custom plans read each of the batch's items a few times (insert check, lock, lookup,
     # count update); a generic plan's per-row scan of the project reads ~n*n/2 = 8M rows.
@@ -241,20 +243,11 @@ def test_first_batch_into_fresh_tables_finds_items_by_key(isolated_database_url:
             "INSERT INTO projects (name, classes) VALUES ('fresh', '{a,b}') RETURNING id"
         ).fetchone()[0]  # type: ignore[index]
 
-        def items_rows_read() -> int:
-            conn.execute("SELECT pg_stat_force_next_flush()")
-            conn.execute("SELECT 1")
-            row = conn.execute(
-                "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
-                " FROM pg_stat_user_tables WHERE relname = 'items'"
-            ).fetchone()
-            return int(row[0])  # type: ignore[index]
-
-        before = items_rows_read()
+        before = items_rows_read(conn)
         counts = conn.execute(
             ingest_sql(len(items)), (pid, ["a", "b"], items, workers, labels, "api", None, None)
         ).fetchone()
-        read = items_rows_read() - before
+        read = items_rows_read(conn) - before
         stored = conn.execute(
             "SELECT sum(n_votes), count(*) FROM items WHERE project_id = %s", (pid,)
         ).fetchone()
