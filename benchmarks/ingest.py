@@ -159,6 +159,22 @@ def proc_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def descendants(pids: list[int]) -> list[int]:
+    """Every process below these (the API processes `serve` starts), from /proc."""
+    found: list[int] = []
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            try:
+                kids = [int(x) for x in children.read_text().split()]
+            except OSError:
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
 class CpuMeter:
     """CPU seconds used during a run by some local processes and by this database's client
     backends (sampled every 0.1 s, so a backend that exits mid-run loses < 0.1 s).
@@ -181,12 +197,12 @@ class CpuMeter:
                 "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
             )
         ]
-        for pid in [*self.fixed, *backends]:
+        for pid in [*self.fixed, *descendants(self.fixed), *backends]:
             cpu = proc_cpu(pid)
             if cpu is None:
                 continue
             # A backend first seen mid-run started during it: count it from zero.
-            self.first.setdefault(pid, cpu if initial or pid in self.fixed else 0.0)
+            self.first.setdefault(pid, cpu if initial or pid not in backends else 0.0)
             self.last[pid] = cpu
 
     def __enter__(self) -> CpuMeter:
@@ -565,7 +581,8 @@ def machine(db: str) -> list[str]:
         f"Python {platform.python_version()}",
         f"- PostgreSQL: {version}",
         f"- PostgreSQL settings: {', '.join(f'{k}={v}' for k, v in sorted(settings.items()))}",
-        "- Client, API server (one uvicorn process) and PostgreSQL share the machine.",
+        "- Client, API server (`softlabels serve --no-worker --no-auth`: one API process per CPU) "
+        "and PostgreSQL share the machine.",
     ]
 
 
