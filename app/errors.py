@@ -101,6 +101,13 @@ class FitPending(AppError):
         )
 
 
+class ToolUnreachable(AppError):
+    """A labeling tool the service calls (a connector's sync) failed or could not be reached."""
+
+    status = 502
+    code = "tool_unreachable"
+
+
 class InternalError(AppError):
     status = 500
     code = "internal_error"

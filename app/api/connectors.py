@@ -31,7 +31,7 @@ from app.api.schemas import ErrorBody
 from app.connectors import store
 from app.connectors.label_studio import SyncFailed
 from app.db.models import Connector
-from app.errors import AppError, Unauthorized, ValidationFailed
+from app.errors import ToolUnreachable, Unauthorized, ValidationFailed
 from app.ingest import committed_with_retries
 from app.signing import BadSignature, verify
 
@@ -40,11 +40,6 @@ router = APIRouter(prefix="/v1/projects/{project}/connectors", tags=["connectors
 
 CONFIGS: dict[str, type[BaseModel]] = {"label-studio": LabelStudioConfig, "argilla": ArgillaConfig}
 _annotate = require("annotate")
-
-
-class BadGateway(AppError):
-    status = 502
-    code = "tool_unreachable"
 
 
 async def events_access(
@@ -221,7 +216,7 @@ def sync_label_studio(project: ProjectDep, session: SessionDep) -> SyncResult:
             session, lambda: store.sync_label_studio(session, project, connector)
         )
     except SyncFailed as exc:
-        raise BadGateway(str(exc)) from None
+        raise ToolUnreachable(str(exc)) from None
     return SyncResult.model_validate(
         store.sync_summary(n, applied) | {"votes_version": applied.votes_version}
     )
