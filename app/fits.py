@@ -240,6 +240,38 @@ def store_fit(conn: Connection, project_id: int, fit: Fit) -> None:
     )
 
 
+def fit_in_snapshot(
+    conn: Connection,
+    project_id: int,
+    n_classes: int,
+    spec: WorkerMethod,
+    params: MethodParams,
+    warm: Fit | None = None,
+) -> Fit:
+    """Fit on the votes `conn` sees: the caller holds the REPEATABLE READ transaction, so the
+    fit is for exactly the votes (and votes_version) of that snapshot. Not stored."""
+    version = conn.execute(
+        text("SELECT softlabels_votes_version(:p)"), {"p": project_id}
+    ).scalar_one()
+    pv = load_votes(conn, project_id, n_classes)
+    key = gold_key(conn, project_id) if uses_gold(spec.name, params) else ""
+    started = time.perf_counter()
+    # Indices are database-id order, and ids only grow, so the stored fit's rows line up with
+    # the first rows of the new one: a valid warm start even after new items or workers.
+    usable = warm is not None and np.array_equal(warm.item_ids, pv.item_ids[: len(warm.item_ids)])
+    result = spec.fit(pv.votes, params, warm.result if usable and warm else None)
+    return Fit(
+        spec.name,
+        params,
+        int(version),
+        pv.item_ids,
+        pv.worker_ids,
+        result,
+        time.perf_counter() - started,
+        gold_key=key,
+    )
+
+
 def compute_fit(
     engine: Engine,
     project_id: int,
@@ -250,27 +282,8 @@ def compute_fit(
 ) -> Fit:
     """Fit on the project's current votes (one REPEATABLE READ snapshot) and store it."""
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
-        version = conn.execute(
-            text("SELECT softlabels_votes_version(:p)"), {"p": project_id}
-        ).scalar_one()
-        pv = load_votes(conn, project_id, n_classes)
-        key = gold_key(conn, project_id) if uses_gold(spec.name, params) else ""
+        fit = fit_in_snapshot(conn, project_id, n_classes, spec, params, warm)
         conn.rollback()
-    started = time.perf_counter()
-    # Indices are database-id order, and ids only grow, so the stored fit's rows line up with
-    # the first rows of the new one: a valid warm start even after new items or workers.
-    usable = warm is not None and np.array_equal(warm.item_ids, pv.item_ids[: len(warm.item_ids)])
-    result = spec.fit(pv.votes, params, warm.result if usable and warm else None)
-    fit = Fit(
-        spec.name,
-        params,
-        int(version),
-        pv.item_ids,
-        pv.worker_ids,
-        result,
-        time.perf_counter() - started,
-        gold_key=key,
-    )
     with engine.begin() as conn:
         store_fit(conn, project_id, fit)
     return fit

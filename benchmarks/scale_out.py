@@ -256,7 +256,12 @@ def check(
         f"{len(wrong)}, extra {len(extra)}; items whose counts differ from a recount: "
         f"{bad_counts}",
         f"- training jobs: {len(succeeded)}/{len(statuses)} succeeded; started events per job: "
-        f"{sorted(started.values())}",
+        f"{sorted(started.values())}"
+        + "".join(
+            f"; job {j} {s['status']}: {str(s.get('error'))[:300]}"
+            for j, s in statuses.items()
+            if s["status"] != "succeeded"
+        ),
         f"- refits run: {refits_run}; most refit jobs queued at once for one key: {overlap}; "
         f"cached fits: {[(m, p, n) for m, p, n in fits]}",
         f"- failed requests: {len(errors)}" + (f" (first: {errors[0]})" if errors else ""),

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
+from app.ingest import ingest_sql
 from app.main import create_app
 from tests.helpers import Workers, db_rows, migrated_database
 
@@ -50,6 +53,10 @@ def workers(database_url: str, tmp_path: Path) -> Iterator[Workers]:
 
 @pytest.fixture(scope="module")
 def trainable(client: TestClient) -> str:
+    return make_trainable(client)
+
+
+def make_trainable(client: TestClient) -> str:
     """300 items, 6 features, 3 classes, 5 noisy votes each, gold on every item."""
     name = f"train-{uuid.uuid4().hex[:8]}"
     assert (
@@ -306,3 +313,54 @@ def test_worker_model_labels_train(client, trainable, workers) -> None:
     assert job["status"] == "succeeded", job
     assert job["config"]["labels"]["method"] == "dawid-skene"
     assert job["metrics"]["test"]["accuracy"] > 0.6
+
+
+def test_worker_model_job_succeeds_while_votes_keep_arriving(client, workers, database_url) -> None:
+    """A crowd still labeling: a vote lands every few milliseconds, so a fit made outside the
+    job's snapshot is always a version behind it. The job fits on the snapshot's own votes
+    (app/training/snapshot.py) instead of failing with "votes kept changing"."""
+    project = make_trainable(client)
+    pid = db_rows(database_url, "SELECT id FROM projects WHERE name = %s", project)[0][0]
+    stop = threading.Event()
+    written = 0
+
+    def keep_voting() -> None:
+        nonlocal written
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            while not stop.is_set():
+                conn.execute(
+                    ingest_sql(1),
+                    (
+                        pid,
+                        ["a", "b", "c"],
+                        [f"i{written % 300}"],
+                        [f"late{written}"],
+                        "{0}",
+                        "api",
+                        None,
+                        None,
+                    ),
+                )
+                written += 1
+                time.sleep(0.002)
+
+    writer = threading.Thread(target=keep_voting)
+    writer.start()
+    try:
+        workers.start()
+        job_id = submit(client, project, {**SMALL, "labels": {"method": "dawid-skene"}})
+        job = wait_for(client, job_id, TERMINAL)
+    finally:
+        stop.set()
+        writer.join()
+    assert written > 100, written  # the votes really kept changing during the job
+    assert job["status"] == "succeeded", job
+    # Its labels are the stored fit for the version it read: the API serves them for it.
+    version = job["metrics"]["targets"]["votes_version"]
+    fits = db_rows(
+        database_url,
+        "SELECT votes_version FROM label_fits f JOIN projects p ON p.id = f.project_id"
+        " WHERE p.name = %s AND f.method = 'dawid-skene'",
+        project,
+    )
+    assert fits and fits[0][0] >= version

@@ -5,7 +5,9 @@ votes, read in one REPEATABLE READ transaction so all of it is consistent.
 Same labels everywhere: a worker-model method's targets are the project's cached fit
 (app/fits.py) for the snapshot's votes_version, the very arrays `/soft-labels` exports for that
 version; when the cache is older, the fit is computed the way the API computes it (warm start
-from the cached fit) and stored, so the API then serves what the job trained on. The job
+from the cached fit) and stored, so the API then serves what the job trained on. While votes
+keep arriving (a crowd still labeling), a fit made outside the snapshot is always one version
+behind it: the last attempt fits on the snapshot's own votes, inside its transaction. The job
 records `targets_hash` (see `targets_hash`) so anyone can check it against an export.
 """
 
@@ -19,8 +21,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, text
 
+from app.aggregation.base import WorkerMethod
 from app.aggregation.registry import needs_votes, resolve_method
-from app.fits import Fit, current_fit
+from app.fits import Fit, current_fit, fit_in_snapshot, store_fit
 from app.training.data import TrainingData, build_training_data
 from app.training.errors import JobError
 
@@ -86,10 +89,12 @@ def freeze(
     )
     fit: Fit | None = None
     k = _n_classes(engine, project_id)
-    for _ in range(FIT_ATTEMPTS):
+    for attempt in range(FIT_ATTEMPTS):
         if needs_votes(spec):
             fit = current_fit(engine, project_id, k, spec, params, sync_max_votes=2**62)  # type: ignore[arg-type]
-        snap = _read(engine, project_id, labels, fit, model_targets, params)
+        last = attempt == FIT_ATTEMPTS - 1
+        in_snapshot = spec if isinstance(spec, WorkerMethod) and last else None
+        snap = _read(engine, project_id, labels, fit, model_targets, params, in_snapshot, k)
         if snap is not None:
             return snap
     raise JobError("the project's votes kept changing while the job read them; retry the job")
@@ -101,9 +106,13 @@ def _read(
     labels: Mapping[str, Any],
     fit: Fit | None,
     model_targets: ModelTargets,
-    params: dict[str, Any],
+    params: Any,
+    fit_here: WorkerMethod | None = None,
+    n_classes: int = 0,
 ) -> Snapshot | None:
-    """The snapshot, or None when `fit` is for another votes_version than the snapshot's."""
+    """The snapshot, or None when `fit` is for another votes_version than the snapshot's.
+    With `fit_here` (the worker method), such a fit is replaced by one made in the snapshot."""
+    refit: Fit | None = None
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         version = int(
             conn.execute(
@@ -111,8 +120,10 @@ def _read(
             ).scalar_one()
         )
         if fit is not None and fit.votes_version != version:
-            conn.rollback()
-            return None
+            if fit_here is None:
+                conn.rollback()
+                return None
+            fit = refit = fit_in_snapshot(conn, project_id, n_classes, fit_here, params, warm=fit)
         rows = conn.execute(
             text(
                 "SELECT id, external_id, features, counts, coalesce(gold, -1) FROM items "
@@ -136,6 +147,10 @@ def _read(
                 conn, project_id, params, np.asarray([r[0] for r in rows], np.int64)
             )
         conn.rollback()
+    if refit is not None:
+        # Stored like any fit (never over a newer one), so the API serves these labels too.
+        with engine.begin() as conn:
+            store_fit(conn, project_id, refit)
     if not rows:
         raise JobError("the project has no items with both features and votes")
     db_ids, ids, features, counts, gold = zip(*rows, strict=True)
