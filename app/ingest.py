@@ -171,13 +171,17 @@ _CALL_TEXT = (
 )
 
 
+def _function(n_votes: int) -> str:
+    return "_batch" if n_votes > BATCH_PLAN_MIN else ""
+
+
 def ingest_sql(n_votes: int) -> str:
     """The call for a batch of this size, for psycopg."""
-    return "SELECT * FROM " + _CALL.format("_batch" if n_votes > BATCH_PLAN_MIN else "")
+    return "SELECT * FROM " + _CALL.format(_function(n_votes))
 
 
 def _ingest_text(n_votes: int) -> TextClause:
-    return text("SELECT * FROM " + _CALL_TEXT.format("_batch" if n_votes > BATCH_PLAN_MIN else ""))
+    return text("SELECT * FROM " + _CALL_TEXT.format(_function(n_votes)))
 
 
 NO_PROJECT, CLASSES_CHANGED = "SLNOP", "SLCLS"  # the SQLSTATEs it raises

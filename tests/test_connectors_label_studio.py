@@ -309,6 +309,14 @@ def fake_ls() -> Iterator[FakeLabelStudio]:
     fake.server.shutdown()
 
 
+def connect(client: TestClient, project: str, fake: FakeLabelStudio, **extra: Any) -> str:
+    url = f"/v1/projects/{project}/connectors/label-studio"
+    cfg = {"from_name": "sentiment", "item_field": "ref", "url": fake.url, "ls_project": 1}
+    r = client.put(url, json=cfg | {"token": "a.b.c"} | extra)
+    assert r.status_code == 200, r.text
+    return url
+
+
 def test_sync_repairs_missed_events(
     client: TestClient, ls_project: str, database_url: str, fake_ls: FakeLabelStudio
 ) -> None:
@@ -322,18 +330,7 @@ def test_sync_repairs_missed_events(
     )
     have = stored(database_url, ls_project)
     assert ("item-9", "2", "neu") in have and ("item-3", "3", "pos") in have
-    url = f"/v1/projects/{ls_project}/connectors/label-studio"
-    r = client.put(
-        url,
-        json={
-            "from_name": "sentiment",
-            "item_field": "ref",
-            "url": fake_ls.url,
-            "ls_project": 1,
-            "token": "a.b.c",
-        },
-    )
-    assert r.status_code == 200, r.text
+    url = connect(client, ls_project, fake_ls)
     r = client.post(f"{url}/sync")
     assert r.status_code == 200, r.text
     out = r.json()
@@ -373,19 +370,7 @@ def test_periodic_sync_runs_when_due(
     from app.connectors.store import sync_due
     from app.db.session import make_engine
 
-    url = f"/v1/projects/{ls_project}/connectors/label-studio"
-    r = client.put(
-        url,
-        json={
-            "from_name": "sentiment",
-            "item_field": "ref",
-            "url": fake_ls.url,
-            "ls_project": 1,
-            "token": "a.b.c",
-            "sync_interval_s": 3600,
-        },
-    )
-    assert r.status_code == 200, r.text
+    url = connect(client, ls_project, fake_ls, sync_interval_s=3600)
     pid = db_rows(database_url, "SELECT id FROM projects WHERE name = %s", ls_project)[0][0]
     engine = make_engine(database_url)
     try:
@@ -416,17 +401,7 @@ def test_tasks_imported_with_annotations_request_a_sync(
     from app.connectors.store import sync_due
     from app.db.session import make_engine
 
-    url = f"/v1/projects/{ls_project}/connectors/label-studio"
-    client.put(
-        url,
-        json={
-            "from_name": "sentiment",
-            "item_field": "ref",
-            "url": fake_ls.url,
-            "ls_project": 1,
-            "token": "a.b.c",
-        },
-    )  # no periodic interval
+    connect(client, ls_project, fake_ls)  # no periodic interval
     pid = db_rows(database_url, "SELECT id FROM projects WHERE name = %s", ls_project)[0][0]
     engine = make_engine(database_url)
     try:
@@ -451,14 +426,6 @@ def annotation(data: list[dict[str, Any]], ann_id: int) -> tuple[int, int, dict[
             if a["id"] == ann_id:
                 return i, j, a
     raise KeyError(ann_id)
-
-
-def connect(client: TestClient, project: str, fake: FakeLabelStudio, **extra: Any) -> str:
-    url = f"/v1/projects/{project}/connectors/label-studio"
-    cfg = {"from_name": "sentiment", "item_field": "ref", "url": fake.url, "ls_project": 1}
-    r = client.put(url, json=cfg | {"token": "a.b.c"} | extra)
-    assert r.status_code == 200, r.text
-    return url
 
 
 def test_sync_stores_the_good_annotations_and_reports_the_bad(

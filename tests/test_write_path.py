@@ -193,11 +193,11 @@ def items_rows_read(conn: psycopg.Connection) -> int:
 
 def test_large_batch_never_runs_on_a_cached_generic_plan(isolated_database_url: str) -> None:
     """A PL/pgSQL function caches its statements' plans per connection and may switch to one
-    generic plan, costed for an unnest of 10 rows. In CI that plan (made while the tables were
-    tiny) probed a 10k-vote batch's items by scanning the whole project per row: 23 s per
-    statement, a 511k-vote import timed out. Large batches go through a wrapper that forces
-    custom plans (migration 0008, app/ingest.py `ingest_sql`): even on a connection that asks
-    for generic plans, a batch reads O(batch) item rows."""
+    generic plan, costed for an unnest of 10 rows. Made while the tables were tiny, that plan
+    probed a 10k-vote batch's items by scanning the whole project per row: a 511k-vote import
+    timed out in CI (23 s per statement when rerun locally in CI's test order). Large batches
+    go through a wrapper that forces custom plans (migration 0008, app/ingest.py `ingest_sql`):
+    even on a connection that asks for generic plans, a batch reads O(batch) item rows."""
     name = f"gp-{uuid.uuid4().hex[:10]}"
     n = 4000
     items = [f"i{j:05d}" for j in range(n)]

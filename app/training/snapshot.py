@@ -22,6 +22,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, text
 
 from app.aggregation.base import WorkerMethod
+from app.aggregation.params import MethodParams
 from app.aggregation.registry import needs_votes, resolve_method
 from app.fits import Fit, current_fit, fit_in_snapshot, store_fit
 from app.training.data import TrainingData, build_training_data
@@ -94,7 +95,7 @@ def freeze(
             fit = current_fit(engine, project_id, k, spec, params, sync_max_votes=2**62)  # type: ignore[arg-type]
         last = attempt == FIT_ATTEMPTS - 1
         in_snapshot = spec if isinstance(spec, WorkerMethod) and last else None
-        snap = _read(engine, project_id, labels, fit, model_targets, params, in_snapshot, k)
+        snap = _read(engine, project_id, labels, fit, model_targets, params, k, in_snapshot)
         if snap is not None:
             return snap
     raise JobError("the project's votes kept changing while the job read them; retry the job")
@@ -106,9 +107,9 @@ def _read(
     labels: Mapping[str, Any],
     fit: Fit | None,
     model_targets: ModelTargets,
-    params: Any,
-    fit_here: WorkerMethod | None = None,
-    n_classes: int = 0,
+    params: MethodParams,
+    n_classes: int,
+    fit_here: WorkerMethod | None,
 ) -> Snapshot | None:
     """The snapshot, or None when `fit` is for another votes_version than the snapshot's.
     With `fit_here` (the worker method), such a fit is replaced by one made in the snapshot."""
