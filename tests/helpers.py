@@ -25,8 +25,12 @@ from app.db.migrate import upgrade
 from app.serverctl import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
+# Files this project made and may redistribute (our Label Studio captures, tool exports).
+FIXTURES = REPO / "tests" / "fixtures"
+# Reference data we may not redistribute (CIFAR-10H, the truth-inference crowds, ...): a clone has
+# no ../shared, and the tests that need it skip with one line (see require_reference).
 SHARED_DATA = REPO.parent / "shared" / "data"
-__all__ = ["REPO", "SHARED_DATA", "free_port"]
+__all__ = ["FIXTURES", "REPO", "SHARED_DATA", "free_port"]
 
 # Access control (tests/test_auth*.py test it): the `settings` fixture has auth off, so an app a
 # test builds from it needs no key; the shared `client` runs with auth on and sends this key.
@@ -41,7 +45,7 @@ def require_reference(present: bool, what: str) -> None:
         return
     if os.environ.get("CI") or os.environ.get("SOFTLABELS_REQUIRE_REFERENCES"):
         pytest.fail(f"reference missing in CI: {what}")
-    pytest.skip(f"reference missing: {what}")
+    pytest.skip(f"reference missing: {what} (put it under {SHARED_DATA}; docs/development.md)")
 
 
 def _with_database(url: str, name: str) -> str:

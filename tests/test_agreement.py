@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-from pathlib import Path
 
 import krippendorff
 import numpy as np
@@ -20,9 +19,9 @@ from app.aggregation.agreement import (
     spammer_flags,
     votes_per_item_histogram,
 )
-from tests.helpers import require_reference
+from tests.helpers import SHARED_DATA, require_reference
 
-TRUTH_INFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "truth-inference"
+TRUTH_INFERENCE = SHARED_DATA / "truth-inference"
 
 
 # ---------------------------------------------------------------- helpers

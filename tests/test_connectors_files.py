@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import SHARED_DATA, assert_counts_recount, db_rows, version
+from tests.helpers import FIXTURES, assert_counts_recount, db_rows, version
 from tests.test_cli import cli
 from tests.test_connectors_label_studio import FINAL, stored
 
-EXPORTS = SHARED_DATA / "label-studio" / "exports"
-FIXTURES = Path(__file__).parent / "fixtures"
+EXPORTS = FIXTURES / "label-studio" / "exports"
 
 
 def new_project(client: TestClient, classes: list[str]) -> str:

@@ -1,5 +1,5 @@
 """Label Studio connector over HTTP with real Label Studio 1.23.2 requests
-(../shared/data/label-studio/webhooks, see its README): created, updated, redelivered,
+(tests/fixtures/label-studio/webhooks, see its README): created, updated, redelivered,
 deleted, task deleted, cancelled, bulk, unknown label, unmapped field; and a sync that repairs
 missed events against a fake Label Studio API serving the real JSON export."""
 
@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import SHARED_DATA, assert_counts_recount, db_rows, version
+from tests.helpers import FIXTURES, assert_counts_recount, db_rows, version
 
-LS = SHARED_DATA / "label-studio"
+LS = FIXTURES / "label-studio"
 SHARE_TOKEN = "Q3WM0UC6rly1DoOyhuibxDUsjaGhx7mxIJP9LO9q"  # in every body's `project`
 
 # What Label Studio holds at the end (exports/project.json): (item, user, label).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +17,9 @@ from app.aggregation.methods import (
     soft_labels,
 )
 from app.aggregation.params import ParamError
-from tests.helpers import require_reference
+from tests.helpers import SHARED_DATA, require_reference
 
-CIFAR10H = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10h"
+CIFAR10H = SHARED_DATA / "cifar10h"
 
 E = math.e
 D = np.array([3, 1, 0])

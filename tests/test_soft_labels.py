@@ -14,7 +14,6 @@ import random
 import re
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -25,9 +24,9 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from tests.helpers import require_reference
+from tests.helpers import SHARED_DATA, require_reference
 
-CIFAR10H = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10h"
+CIFAR10H = SHARED_DATA / "cifar10h"
 FORMATS = ("jsonl", "csv", "parquet")
 CLASSES = ["cat", "dog", "bird", "fish"]
 

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from app.training.data import TrainingData, build_training_data, split_eval
-from app.training.metrics import METRIC_KEYS, EvalSet, compute_metrics, evaluate
+from app.training.evaluate import evaluate
+from app.training.metrics import METRIC_KEYS, EvalSet, compute_metrics
 
 # Four gold-labelled items (K = 2) plus one without gold (-1), which gold metrics must skip.
 PROBS = np.array([[0.9, 0.1], [0.75, 0.25], [0.3, 0.7], [0.72, 0.28], [0.5, 0.5]])

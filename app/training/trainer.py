@@ -28,6 +28,7 @@ from torch import nn
 from app.training.config import TrainingConfig
 from app.training.data import TEST, TRAIN, VALIDATION, TrainingData, split_items
 from app.training.errors import JobError
+from app.training.evaluate import evaluate, predict_logits
 from app.training.losses import (
     distillation_term,
     hard_targets,
@@ -37,7 +38,7 @@ from app.training.losses import (
     with_distillation,
     with_lwr,
 )
-from app.training.metrics import EvalSet, evaluate, predict_logits, reliability_bins
+from app.training.metrics import EvalSet, reliability_bins
 from app.training.models import build_model, standardizer
 
 CHECKPOINT_FORMAT = 1
@@ -326,7 +327,7 @@ def _logits(model: nn.Module, feats: np.ndarray, device: torch.device, k: int) -
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
-    # torch's softmax, as in metrics.evaluate: the final figures equal the best epoch's exactly
+    # torch's softmax, as in evaluate.evaluate: the final figures equal the best epoch's exactly
     return torch.softmax(torch.from_numpy(np.asarray(z, np.float64)), dim=1).numpy()  # type: ignore[no-any-return]
 
 
