@@ -1,5 +1,6 @@
-"""MkDocs hook: write the service's OpenAPI schema next to the pages before each build, so the
-API reference page (rendered by neoteroi.mkdocsoad) is always the running code's schema."""
+"""MkDocs hook: before each build, write the pages that are made from other files, so the site
+never drifts from them: the home page from README.md (its links made relative to docs/), and the
+service's OpenAPI schema, which the API reference page renders (neoteroi.mkdocsoad)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,19 @@ from pathlib import Path
 from typing import Any
 
 
+def write_if_changed(path: Path, text: str) -> None:
+    # Rewriting an unchanged file would make `mkdocs serve` rebuild forever.
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
 def on_pre_build(config: Any) -> None:
+    from app.config import Settings
     from app.main import create_app
 
-    schema = create_app().openapi()
-    out = Path(config["docs_dir"]) / "openapi.json"
-    text = json.dumps(schema, indent=1, sort_keys=True) + "\n"
-    if not out.exists() or out.read_text() != text:  # rewriting it would loop `mkdocs serve`
-        out.write_text(text)
+    docs = Path(config["docs_dir"])
+    readme = (docs.parent / "README.md").read_text()
+    write_if_changed(docs / "index.md", readme.replace("](docs/", "]("))
+    # The schema needs no database: the app is built, never started.
+    schema = create_app(Settings(database_url="postgresql://docs-build/unused")).openapi()
+    write_if_changed(docs / "openapi.json", json.dumps(schema, indent=1, sort_keys=True) + "\n")

@@ -1,4 +1,4 @@
-"""The shell examples of the getting-started and connectors pages, run as pasted against a live
+"""The shell examples of the README and the getting-started and connectors pages, run as pasted against a live
 `softlabels serve` (auth on, the admin key it writes at its first start, a HOME of its own).
 
 Every ```bash block of those pages runs, in page order, in one bash with `set -euo pipefail`,
@@ -18,7 +18,7 @@ import pytest
 from tests.helpers import REPO, LiveServer, migrated_database
 
 DOCS = REPO / "docs"
-RUN_PAGES = ["getting-started.md", "connectors.md"]
+RUN_PAGES = ["../README.md", "getting-started.md", "connectors.md"]
 FENCE = re.compile(r"^```(\w*)\s*$")
 SNIPPET = re.compile(r'^\s*--8<-- "([^"]+)"\s*$')
 
@@ -85,7 +85,7 @@ def test_docs_examples_run_as_pasted(server_url: str, tmp_path: Path) -> None:
                 script = script.replace("http://127.0.0.1:8000", server.url)
                 # A folder of its own (files the examples write land there) that has the
                 # clone's .venv, as the repository the pages are read in does.
-                work = tmp_path / page.removesuffix(".md")
+                work = tmp_path / Path(page).stem
                 work.mkdir()
                 (work / ".venv").symlink_to(REPO / ".venv")
                 run = subprocess.run(
