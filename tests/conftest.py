@@ -10,6 +10,7 @@ tests that run workers or need real commits across connections get their own
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,26 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from tests.helpers import ADMIN_HEADERS, ADMIN_KEY, LiveServer, embedded_data_dir, migrated_database
+
+PROCESS_MARKERS = ("slow", "embedded", "browser")
+
+
+@pytest.fixture(autouse=True)
+def quick_lane_starts_no_process(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quick lane (`-m "not slow"`) is what a developer runs after every edit: a test that
+    starts a server, worker, CLI or other subprocess belongs to a marked lane, and fails here
+    if it is not marked. (Session fixtures, such as an embedded server, start before this.)"""
+    if any(request.node.get_closest_marker(m) for m in PROCESS_MARKERS):
+        return
+
+    def refuse(self: subprocess.Popen, args: object, *rest: object, **kw: object) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} started a process ({args!r}); mark it slow (pytest.mark.slow)"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture(scope="session")

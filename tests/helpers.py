@@ -45,7 +45,7 @@ def require_reference(present: bool, what: str) -> None:
         return
     if os.environ.get("CI") or os.environ.get("SOFTLABELS_REQUIRE_REFERENCES"):
         pytest.fail(f"reference missing in CI: {what}")
-    pytest.skip(f"reference missing: {what} (put it under {SHARED_DATA}; docs/development.md)")
+    pytest.skip(f"reference missing: {what}")
 
 
 def _with_database(url: str, name: str) -> str:

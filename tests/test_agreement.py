@@ -158,7 +158,8 @@ def test_alpha_accepts_float_counts_of_whole_numbers() -> None:
 @pytest.mark.parametrize("dataset", ["d_sentiment", "s4_Dog_data"])
 def test_alpha_on_real_crowd_data(dataset: str) -> None:
     path = TRUTH_INFERENCE / dataset / "answers.csv"
-    require_reference(path.exists(), f"{path} (shared/data/truth-inference)")
+    where = "../shared/data/truth-inference beside the clone"
+    require_reference(path.exists(), f"{path} ({where})")
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     items = {v: i for i, v in enumerate(sorted({r["item"] for r in rows}))}

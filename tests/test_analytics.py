@@ -157,6 +157,7 @@ def test_next_items_routing(client, project) -> None:
     assert client.get(url, params={"strategy": "random"}).status_code == 422
 
 
+@pytest.mark.slow
 def test_large_project_reads_never_wait_on_a_fit(
     settings: Settings, isolated_database_url: str, tmp_path: Path
 ) -> None:

@@ -308,6 +308,7 @@ def test_token_bucket_refills() -> None:
 # --- --no-auth, and the first start --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_no_auth_is_refused_off_loopback(settings: Settings) -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("::")
@@ -331,6 +332,7 @@ def fresh_database(server_url: str) -> Iterator[str]:
         yield url
 
 
+@pytest.mark.slow
 def test_first_start_makes_an_admin_key_file(fresh_database: str, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if k != "SOFTLABELS_ADMIN_KEY"}
@@ -381,6 +383,7 @@ def test_first_start_makes_an_admin_key_file(fresh_database: str, tmp_path: Path
         server.stop()
 
 
+@pytest.mark.slow
 def test_cli_keys_create_list_revoke(api: TestClient, database_url: str) -> None:
     project = make_project(api)
     env = {**os.environ, "DATABASE_URL": database_url}

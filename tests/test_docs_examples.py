@@ -1,5 +1,6 @@
-"""The shell examples of the README and the getting-started and connectors pages, run as pasted against a live
-`softlabels serve` (auth on, the admin key it writes at its first start, a HOME of its own).
+"""The shell examples of the README and the getting-started and connectors pages, run as
+pasted against a live `softlabels serve` (auth on, the admin key it writes at its first start,
+a HOME of its own).
 
 Every ```bash block of those pages runs, in page order, in one bash with `set -euo pipefail`,
 except a block right after a `<!-- not run: <reason> -->` line (starting the service, commands

@@ -234,7 +234,9 @@ def test_huge_counts_and_extreme_temperatures() -> None:
 
 def test_cifar10h_published_probs() -> None:
     present = (CIFAR10H / "counts.npy").exists() and (CIFAR10H / "probs.npy").exists()
-    require_reference(present, f"CIFAR-10H data in {CIFAR10H} (counts.npy, probs.npy)")
+    require_reference(
+        present, f"CIFAR-10H counts.npy, probs.npy in {CIFAR10H} (../shared/data beside the clone)"
+    )
     counts = np.load(CIFAR10H / "counts.npy")
     probs = np.load(CIFAR10H / "probs.npy")
     assert counts.shape == probs.shape == (10000, 10)

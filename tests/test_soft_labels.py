@@ -422,7 +422,10 @@ def cifar_votes(counts: np.ndarray, item_ids: list[str]) -> Iterator[dict[str, A
 @pytest.mark.timeout(1200)  # 511k votes through the API on a 2-core machine
 def test_cifar10h_soft_labels_reproduced(client: TestClient) -> None:
     """511,000 votes in through the API; the export equals the published soft labels exactly."""
-    require_reference((CIFAR10H / "counts.npy").exists(), f"CIFAR-10H data in {CIFAR10H}")
+    require_reference(
+        (CIFAR10H / "counts.npy").exists(),
+        f"CIFAR-10H counts.npy in {CIFAR10H} (../shared/data beside the clone)",
+    )
     counts = np.load(CIFAR10H / "counts.npy")
     probs = np.load(CIFAR10H / "probs.npy")
     gold = np.load(CIFAR10H / "cifar10_test_labels.npy")

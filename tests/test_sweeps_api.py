@@ -76,6 +76,7 @@ def export_rows(client: TestClient, project: str, **params: object) -> list[dict
     return [json.loads(line) for line in r.text.splitlines()]
 
 
+@pytest.mark.slow
 def test_job_trains_on_the_labels_the_api_exports(env) -> None:
     """Defect 2: a job refitted the worker model from scratch while the API served a fit warm-
     started from the previous votes; EM could end elsewhere. Now the job uses the served fit

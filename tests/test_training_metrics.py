@@ -145,6 +145,7 @@ def test_split_eval_per_item_and_seed() -> None:
     assert not (a & ~split_eval(IDS, seed=1, eval_fraction=0.4)).any()
 
 
+@pytest.mark.slow
 def test_split_eval_same_in_another_process() -> None:
     code = (
         "from app.training.data import split_eval; import sys; "
