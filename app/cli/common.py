@@ -1,16 +1,19 @@
 """What every command shares: the console, the --data-dir option, settings, the database
-(embedded or DATABASE_URL) opened for one command, and one-line errors."""
+(embedded or DATABASE_URL) opened for one command, and one-line errors (`OneLineErrors`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from sqlalchemy import Engine
+from typer.core import TyperGroup
 
 from app.config import Settings, get_settings
 
@@ -35,6 +38,103 @@ class CliError(Exception):
 
 def fail(message: str, code: int = 1) -> NoReturn:
     raise CliError(message, code)
+
+
+def say_error(message: str) -> None:
+    """One red line on stderr: newlines folded, never wrapped, never read as rich markup."""
+    line = " ".join(message.split())
+    console.print(f"softlabels: {line}", style="red", markup=False, highlight=False, soft_wrap=True)
+
+
+def error_line(exc: BaseException) -> tuple[str, int]:
+    """The one line, and the exit code, for a failure of a command."""
+    import httpx
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(exc, CliError):
+        return exc.message, exc.code
+    if isinstance(exc, httpx.HTTPError):
+        try:
+            url = exc.request.url
+            where = f"{url.scheme}://{url.netloc.decode()}"
+        except RuntimeError:  # an error raised without its request
+            where = "the service"
+        if isinstance(exc, httpx.ConnectError):
+            return (
+                f"cannot connect to {where}: {exc or 'connection failed'} (is the service "
+                "running? `softlabels serve` starts one; --url names another)",
+                1,
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return f"no answer from {where} in time ({type(exc).__name__})", 1
+        return f"talking to {where}: {type(exc).__name__}: {exc}", 1
+    if isinstance(exc, OperationalError):
+        first = (str(exc.orig or exc).strip().splitlines() or [""])[0]
+        return f"database error: {first}", 1
+    if isinstance(exc, OSError):
+        if exc.strerror and exc.filename is not None:
+            return f"{exc.strerror}: {exc.filename}", 1
+        return f"{type(exc).__name__}: {exc}", 1
+    return (
+        f"{type(exc).__name__}: {exc} (a bug? SOFTLABELS_DEBUG=1 shows the traceback)",
+        1,
+    )
+
+
+class OneLineErrors(TyperGroup):
+    """The root command: every failure is one line on stderr and a non-zero exit, never a
+    traceback -- usage errors, CliError, HTTP errors (connection refused included), database
+    and file errors alike. In one place, so a new command gets it without a try/except.
+
+    It wraps `main`, which both the `softlabels` entry point and typer's CliRunner call.
+    SOFTLABELS_DEBUG=1 lets an exception through, with its traceback.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        # typer >= 0.20 vendors click; its exceptions are not click's.
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+        if not standalone_mode:
+            return super().main(
+                args, prog_name, complete_var, standalone_mode, windows_expand_args, **extra
+            )
+        try:
+            # Not standalone: exceptions come here instead of typer's rich error boxes; a
+            # typer.Exit (and --help, Ctrl+C) comes back as its exit code.
+            rv = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except NoArgsIsHelpError as exc:
+            if exc.format_message().strip():  # with rich, typer has printed the help already
+                exc.show()
+            sys.exit(exc.exit_code)
+        except UsageError as exc:
+            path = exc.ctx.command_path if exc.ctx else "softlabels"
+            say_error(f"{exc.format_message()} (see `{path} --help`)")
+            sys.exit(exc.exit_code)
+        except ClickException as exc:
+            say_error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            say_error("aborted")
+            sys.exit(1)
+        except Exception as exc:
+            if _debug():
+                raise
+            message, code = error_line(exc)
+            say_error(message)
+            sys.exit(code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _debug() -> bool:
+    return os.environ.get("SOFTLABELS_DEBUG", "") not in ("", "0")
 
 
 def settings_for(data_dir: Path | None = None, **overrides: object) -> Settings:
