@@ -315,3 +315,19 @@ def test_the_entry_point_prints_one_line(tmp_path: Path) -> None:
     )
     assert r.returncode == 1 and r.stdout == "", r
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("softlabels: cannot connect"), r.stderr
+
+
+def test_a_service_that_does_not_answer_is_one_line() -> None:
+    import socket
+
+    import httpx
+
+    from app.cli.common import error_line
+
+    with socket.socket() as s:  # listens (the kernel accepts) but never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        with pytest.raises(httpx.ReadTimeout) as e:
+            httpx.get(f"{url}/v1/projects", timeout=0.3)
+    assert error_line(e.value) == (f"no answer from {url} in time (ReadTimeout)", 1)

@@ -5,6 +5,7 @@ needs a missing extra says which `pip install` fixes it. Also runs the client's 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -20,8 +21,6 @@ import pytest
 
 from tests.helpers import REPO, LiveServer, server_with_worker
 
-pytestmark = pytest.mark.slow  # a virtualenv, pip, a server and a worker
-
 ADMIN = f"sl_dist-admin-{uuid.uuid4().hex}"
 CLIENT_DIR = REPO / "clients" / "python"
 EXAMPLES = REPO / "docs" / "examples"
@@ -30,6 +29,25 @@ NOT_INSTALLED = [
     *("torch", "fastapi", "uvicorn", "app", "migrations", "sqlalchemy", "psycopg"),
     *("pandas", "pyarrow", "numpy", "datasets"),
 ]
+
+
+def test_the_server_does_not_import_the_client() -> None:
+    """The service's package never imports the client, nor ships it."""
+    from setuptools import find_packages
+
+    imports = []
+    for path in sorted((REPO / "app").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                imports += [(path, a.name) for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imports.append((path, node.module))
+    assert len(imports) > 100  # the scan sees the package's imports
+    bad = [(p, m) for p, m in imports if m.split(".")[0] == "softlabels_client"]
+    bad += [(p, m) for p, m in imports if m == "app.client" or m.startswith("app.client.")]
+    assert bad == []
+    packages = find_packages(str(REPO), include=["app*", "migrations*"])  # as pyproject.toml
+    assert "app" in packages and not [p for p in packages if "client" in p.split(".")]
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +95,7 @@ def run_py(python: Path, code_or_file: str | Path, cwd: Path, **env: str) -> str
     return r.stdout
 
 
+@pytest.mark.slow  # a virtualenv and pip
 def test_client_installs_alone_without_torch_or_the_server(
     fresh_python: Path, tmp_path: Path
 ) -> None:
@@ -123,6 +142,7 @@ print(json.dumps({"records": records, "hints": hints}))
 """
 
 
+@pytest.mark.slow  # a virtualenv, pip, a server and a worker
 def test_client_alone_works_against_a_live_server(
     fresh_python: Path, server: LiveServer, tmp_path: Path
 ) -> None:
@@ -151,6 +171,7 @@ def test_client_alone_works_against_a_live_server(
     ]
 
 
+@pytest.mark.slow  # a virtualenv, pip, a server and a worker
 def test_quickstart_example_runs_in_the_bare_client(
     fresh_python: Path, server: LiveServer, tmp_path: Path
 ) -> None:
@@ -175,6 +196,7 @@ def test_quickstart_example_runs_in_the_bare_client(
     assert info["n_items"] == 3 and info["n_votes"] == 7, info
 
 
+@pytest.mark.slow  # a server, a worker and a training job
 @pytest.mark.parametrize("example", ["client_pandas.py", "client_torch.py", "client_hf.py"])
 def test_examples_with_extras_run(server: LiveServer, tmp_path: Path, example: str) -> None:
     """The examples that need extras, in this environment (which has them all)."""
