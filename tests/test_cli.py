@@ -331,3 +331,29 @@ def test_a_service_that_does_not_answer_is_one_line() -> None:
         with pytest.raises(httpx.ReadTimeout) as e:
             httpx.get(f"{url}/v1/projects", timeout=0.3)
     assert error_line(e.value) == (f"no answer from {url} in time (ReadTimeout)", 1)
+
+
+def test_serve_on_a_taken_port_is_one_line() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        # Refused before any database is touched: --no-migrate and no worker, but none is reached.
+        r = run_in_process("serve", "--port", str(port), "--no-worker", "--no-migrate")
+    assert r.exit_code == 1, r.output
+    assert one_line(r).startswith(f"softlabels: cannot listen on 127.0.0.1:{port}: "), r.output
+
+
+def test_worker_on_an_unmigrated_database_is_one_line(env, server_url: str) -> None:
+    from tests.helpers import create_database, drop_database
+
+    url = create_database(server_url, prefix="softlabels_bare")
+    try:
+        env(DATABASE_URL=url)
+        r = run_in_process("worker")
+    finally:
+        drop_database(server_url, url)
+    assert r.exit_code == 1, r.output
+    assert "not migrated" in one_line(r) and "softlabels migrate" in r.stderr, r.output

@@ -171,23 +171,39 @@ def database_url(settings: Settings, *, create: bool = False) -> Iterator[str]:
 @contextmanager
 def migrated_engine(settings: Settings, pool_size: int = 1) -> Iterator[Engine]:
     """An engine on the service's database, which must exist and be fully migrated."""
-    from sqlalchemy.exc import OperationalError
-
-    from app.db.migrate import is_current
     from app.db.session import make_engine
 
     with database_url(settings) as url:
         engine = make_engine(url, pool_size=pool_size)
         try:
-            try:
-                current = is_current(engine, url)
-            except OperationalError as exc:
-                fail(f"cannot reach the database: {str(exc.orig).strip().splitlines()[0]}")
-            if not current:
-                fail("the database is not migrated to this version: run `softlabels migrate`.")
+            _require_current(engine, url)
             yield engine
         finally:
             engine.dispose()
+
+
+def require_migrated(url: str) -> None:
+    """Fail in one line unless the database at `url` is reachable and fully migrated."""
+    from app.db.session import make_engine
+
+    engine = make_engine(url, pool_size=1)
+    try:
+        _require_current(engine, url)
+    finally:
+        engine.dispose()
+
+
+def _require_current(engine: Engine, url: str) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from app.db.migrate import is_current
+
+    try:
+        current = is_current(engine, url)
+    except OperationalError as exc:
+        fail(f"cannot reach the database: {str(exc.orig).strip().splitlines()[0]}")
+    if not current:
+        fail("the database is not migrated to this version: run `softlabels migrate`.")
 
 
 def cli_key(settings: Settings) -> str | None:
