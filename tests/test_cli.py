@@ -357,3 +357,21 @@ def test_worker_on_an_unmigrated_database_is_one_line(env, server_url: str) -> N
         drop_database(server_url, url)
     assert r.exit_code == 1, r.output
     assert "not migrated" in one_line(r) and "softlabels migrate" in r.stderr, r.output
+
+
+def test_a_bad_import_file_is_one_line(
+    env, database_url: str, project: str, tmp_path: Path
+) -> None:
+    env(DATABASE_URL=database_url)
+    bad = tmp_path / "export.json"
+    bad.write_text("not json")
+    r = run_in_process("import", "label-studio", str(bad), "-p", project, "--from-name", "c")
+    assert r.exit_code == 1, r.output
+    line = one_line(r)
+    assert line.startswith(f"softlabels: {bad}: $: not valid JSON") and "nothing was stored" in line
+    binary = tmp_path / "votes.csv"
+    binary.write_bytes(b"item,worker,label\n\xb0\xff,w,cat\n")
+    r = run_in_process("import-votes", str(binary), "-p", project)
+    assert r.exit_code == 2, r.output
+    assert one_line(r) == f"softlabels: {binary} is not UTF-8 text (invalid start byte at byte 18)"
+    assert stored_votes(database_url, project) == set()

@@ -51,8 +51,12 @@ def error_line(exc: BaseException) -> tuple[str, int]:
     import httpx
     from sqlalchemy.exc import OperationalError
 
+    from app.errors import AppError
+
     if isinstance(exc, CliError):
         return exc.message, exc.code
+    if isinstance(exc, AppError):  # the service's own errors, raised by the code a command runs
+        return f"{exc.code}: {exc.detail}", 1
     if isinstance(exc, httpx.HTTPError):
         try:
             url = exc.request.url
