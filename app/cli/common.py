@@ -103,9 +103,6 @@ class OneLineErrors(TyperGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
-        # typer >= 0.20 vendors click; its exceptions are not click's.
-        from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
-
         if not standalone_mode:
             return super().main(
                 args, prog_name, complete_var, standalone_mode, windows_expand_args, **extra
@@ -114,27 +111,35 @@ class OneLineErrors(TyperGroup):
             # Not standalone: exceptions come here instead of typer's rich error boxes; a
             # typer.Exit (and --help, Ctrl+C) comes back as its exit code.
             rv = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
-        except NoArgsIsHelpError as exc:
-            if exc.format_message().strip():  # with rich, typer has printed the help already
-                exc.show()
-            sys.exit(exc.exit_code)
-        except UsageError as exc:
-            path = exc.ctx.command_path if exc.ctx else "softlabels"
-            say_error(f"{exc.format_message()} (see `{path} --help`)")
-            sys.exit(exc.exit_code)
-        except ClickException as exc:
-            say_error(exc.format_message())
-            sys.exit(exc.exit_code)
         except typer.Abort:
             say_error("aborted")
             sys.exit(1)
         except Exception as exc:
+            if _is_click_error(exc):
+                _click_error(exc)
             if _debug():
                 raise
             message, code = error_line(exc)
             say_error(message)
             sys.exit(code)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _is_click_error(exc: Exception) -> bool:
+    # Click's ClickException family (usage errors, bad parameters), duck-typed: typer vendors
+    # its own copy of click in recent versions and uses click itself in older ones.
+    return hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)
+
+
+def _click_error(exc: Any) -> NoReturn:
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `softlabels keys`: the help, as before
+        if exc.format_message().strip():  # with rich, typer has printed it already
+            exc.show()
+        sys.exit(exc.exit_code)
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    say_error(f"{exc.format_message()}{hint}")
+    sys.exit(exc.exit_code)
 
 
 def _debug() -> bool:
