@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -64,12 +65,18 @@ def fresh_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Made --without-pip and filled by this environment's pip (`pip --python`): the same install
     into the same kind of venv, without ensurepip's ~30 s of installing pip itself into it.
     """
-    venv = tmp_path_factory.mktemp("client-venv") / "venv"
+    tmp = tmp_path_factory.mktemp("client-venv")
+    venv = tmp / "venv"
+    # pip builds in the source tree: build from a copy, so that no build/ of an earlier run
+    # (with files since deleted) reaches the wheel, and the repository stays clean.
+    source = shutil.copytree(
+        CLIENT_DIR, tmp / "src", ignore=shutil.ignore_patterns("build", "*.egg-info")
+    )
     started = time.monotonic()
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     r = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", str(CLIENT_DIR)],
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", str(source)],
         capture_output=True,
         text=True,
         timeout=600,
