@@ -375,3 +375,37 @@ def test_a_bad_import_file_is_one_line(
     assert r.exit_code == 2, r.output
     assert one_line(r) == f"softlabels: {binary} is not UTF-8 text (invalid start byte at byte 18)"
     assert stored_votes(database_url, project) == set()
+
+
+@pytest.mark.slow  # a server with a worker, and six training jobs
+def test_sweep_runs_and_prints_its_report(server_url: str, tmp_path: Path) -> None:
+    import httpx
+
+    from tests.helpers import server_with_worker
+
+    key = f"sl_cli-admin-{uuid.uuid4().hex}"
+    with server_with_worker(server_url, tmp_path, "softlabels_clisweep", key) as live:
+        api = httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {key}"})
+        name = f"sweep-{uuid.uuid4().hex[:8]}"
+        r = api.post("/v1/projects", json={"name": name, "classes": CLASSES, "n_features": 2})
+        assert r.status_code == 201, r.text
+        centres = [(0, 0), (4, 0), (0, 4)]
+        items = [
+            {"id": f"i{i}", "features": [centres[i % 3][0] + i % 5 / 5, centres[i % 3][1]],
+             "gold": i % 3}
+            for i in range(60)
+        ]  # fmt: skip
+        assert api.post(f"/v1/projects/{name}/items", json={"items": items}).status_code == 200
+        votes = [
+            {"item": f"i{i}", "worker": f"w{w}", "label": i % 3} for i in range(60) for w in (1, 2)
+        ]
+        assert api.post(f"/v1/projects/{name}/votes", json={"votes": votes}).status_code == 200
+        r = run_in_process(
+            "sweep", "--project", name, "--url", live.url, "--key", key,
+            "--method", "normalized", "--method", "majority", "--loss", "soft-ce",
+            "--seeds", "0,1", "--base", '{"epochs": 2}',
+        )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    # The two recipes asked for and the hard-label baseline the sweep adds, two seeds each.
+    assert "6 training jobs queued" in r.output and '"succeeded": 6' in r.output, r.output
+    assert "hard-ce on majority" in r.output and "recommended:" in r.output, r.output
