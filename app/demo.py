@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from app.client import Client, Job, SoftlabelsError
+from app.cli.api import Api, q
+from app.cli.common import CliError
 
 CLASSES = [str(d) for d in range(10)]
 
@@ -72,10 +73,6 @@ RECIPES: list[tuple[str, dict[str, Any]]] = [
 STUDENT = ("distilled student (T=4, a=0.5)", {"labels": {"method": "normalized"}})
 
 
-def wait(job: Job, timeout: float = 1800) -> dict[str, Any]:
-    return job.wait(timeout=timeout, poll=0.25, raise_on_failure=False).data
-
-
 def run_demo(
     base_url: str,
     out_dir: Path,
@@ -89,40 +86,51 @@ def run_demo(
 
     x, gold = load_digits(return_X_y=True)
     auth = (headers or {}).get("Authorization", "")
-    client = Client(base_url, key=auth.removeprefix("Bearer ") or None, timeout=120)
-    try:
-        client.project(project)
+    with Api(base_url, auth.removeprefix("Bearer ") or None, timeout=120) as api:
+        return _run_demo(api, x, gold, out_dir, project, crowd, log, sweep)
+
+
+def _run_demo(
+    api: Api,
+    x: np.ndarray,
+    gold: np.ndarray,
+    out_dir: Path,
+    project: str,
+    crowd: Crowd,
+    log: Any,
+    sweep: bool,
+) -> list[dict[str, Any]]:
+    if api.exists(f"/v1/projects/{q(project)}"):
         project = f"{project}-{int(time.time())}"  # taken: make a new one
-    except SoftlabelsError as exc:
-        if exc.status != 404:
-            raise
-    client.create_project(project, CLASSES, description="softlabels demo: sklearn digits")
+    api.post(
+        "/v1/projects",
+        {"name": project, "classes": CLASSES, "description": "softlabels demo: sklearn digits"},
+    )
     items = [
         {"id": f"digit-{i}", "features": x[i].tolist(), "gold": int(gold[i])}
         for i in range(len(gold))
     ]
-    client.add_items(project, items)
+    api.upload(f"/v1/projects/{q(project)}/items", "items", items, batch_size=5_000)
     votes = simulate_votes(x, gold, crowd)
-    client.add_votes(project, votes)
+    api.upload(f"/v1/projects/{q(project)}/votes", "votes", votes, batch_size=10_000)
     log(
         f"project {project!r}: {len(items)} images, {len(votes)} votes from "
         f"{crowd.n_workers} simulated annotators"
     )
 
     results = []
-    jobs = {}
-    for name, cfg in RECIPES:
-        jobs[name] = client.train(project, cfg)
-    finished = {name: wait(job) for name, job in jobs.items()}
+    jobs_path = f"/v1/projects/{q(project)}/training-jobs"
+    jobs = {name: api.post(jobs_path, cfg)["id"] for name, cfg in RECIPES}
+    finished = {name: api.wait_job(job_id) for name, job_id in jobs.items()}
     teacher = finished["soft-ce on normalized"]
     student_cfg = {
         **STUDENT[1],
         "distill": {"teacher_job": teacher["id"], "temperature": 4.0, "alpha": 0.5},
     }
-    finished[STUDENT[0]] = wait(client.train(project, student_cfg))
+    finished[STUDENT[0]] = api.wait_job(api.post(jobs_path, student_cfg)["id"])
     for name, job in finished.items():
         if job["status"] != "succeeded":
-            raise RuntimeError(f"{name}: job {job['id']} {job['status']}: {job['error']}")
+            raise CliError(f"{name}: training job {job['id']} {job['status']}: {job['error']}")
         ev = job["metrics"]["test"]  # the test split: never used for early stopping
         results.append(
             {
@@ -136,9 +144,9 @@ def run_demo(
             }
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    figure(client, results, x, project, out_dir / "demo.png")
+    figure(api, results, x, project, out_dir / "demo.png")
     if sweep:
-        run_demo_sweep(client, project, out_dir, log)
+        run_demo_sweep(api, project, out_dir, log)
     return results
 
 
@@ -152,14 +160,14 @@ SWEEP = {
 }
 
 
-def run_demo_sweep(client: Client, project: str, out_dir: Path, log: Any = print) -> None:
+def run_demo_sweep(api: Api, project: str, out_dir: Path, log: Any = print) -> None:
     """The sweep of the demo: 3 label methods x 2 losses x 3 seeds, ranked by test accuracy;
     report written to <out>/sweep.json and sweep.md (the README's table)."""
     import json
 
     from app.cli.sweep import markdown, run_sweep
 
-    result = run_sweep(client.http, project, SWEEP, log=log)
+    result = run_sweep(api.http, project, SWEEP, log=log)
     (out_dir / "sweep.json").write_text(json.dumps(result, indent=2))
     (out_dir / "sweep.md").write_text(markdown(result, ("nll", "ece", "kl_human")) + "\n")
     log(markdown(result, ("nll", "ece", "kl_human")))
@@ -172,7 +180,7 @@ def _seconds_between(start: str, end: str) -> float:
 
 
 def figure(
-    client: Client, results: list[dict[str, Any]], x: np.ndarray, project: str, path: Path
+    api: Api, results: list[dict[str, Any]], x: np.ndarray, project: str, path: Path
 ) -> None:
     import matplotlib
 
@@ -187,7 +195,10 @@ def figure(
     fig, (ax_rel, ax_curve) = plt.subplots(1, 2, figsize=(12, 5))
     bins = np.linspace(0, 1, 16)
     for r in results:
-        probs = np.asarray(client.job(r["job"]).predict(items=[ids[i] for i in held])["probs"])
+        pred_path = f"/v1/training-jobs/{int(r['job'])}/predict"
+        probs = np.asarray(
+            api.post(pred_path, {"items": [ids[i] for i in held]}, retry=True)["probs"]
+        )
         conf, pred = probs.max(axis=1), probs.argmax(axis=1)
         which = np.clip(np.digitize(conf, bins) - 1, 0, 14)
         xs, ys = [], []

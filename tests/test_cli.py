@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import REPO, assert_counts_match_votes, stored_votes
+from tests.helpers import REPO, assert_counts_match_votes, free_port, stored_votes
 
 CLASSES = ["cat", "dog", "bird"]  # the `project` fixture's classes
 
@@ -197,3 +197,215 @@ def test_export_refuses_bad_method_or_param(database_url: str, project: str, tmp
         assert r.returncode == 2 and word in r.stderr, (flags, r.stderr)
     r = cli(database_url, "export", "--project", "no-such-project", "-o", str(out))
     assert r.returncode == 2 and "no-such-project" in r.stderr
+
+
+# --- every failure is one line ---------------------------------------------------------------
+# In-process through typer's CliRunner (the same root command, OneLineErrors, as the
+# `softlabels` entry point), so these run in the quick lane.
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch):
+    """Set environment variables for an in-process command: settings are cached per process."""
+    from app.config import get_settings
+
+    def set_env(**values: str | None) -> None:
+        for name, value in values.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield set_env
+    get_settings.cache_clear()  # monkeypatch restores the variables after this
+
+
+def run_in_process(*args: str):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "80"}, prog_name="softlabels")
+
+
+def one_line(result) -> str:
+    """The failure's only stderr line; no traceback, nothing swallowed."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("softlabels: ") and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_sweep_and_demo_without_a_server_fail_in_one_line(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for args in (
+        ["sweep", "--project", "p", "--url", url, "--key", "k"],
+        ["demo", "--url", url, "--key", "k", "--out", str(tmp_path)],
+    ):
+        r = run_in_process(*args)
+        assert r.exit_code == 1, (args, r.output)
+        line = one_line(r)
+        assert f"cannot connect to {url}" in line and "softlabels serve" in line, line
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["sweep"], ["--project", "softlabels sweep --help"]),
+        (["sweep", "-p", "x", "--base", "{nope"], ["--base", "not JSON"]),
+        (["sweep", "-p", "x", "--seeds", "0,one"], ["--seeds", "integers"]),
+        (["import-votes", "/no/such/votes.csv", "-p", "x"], ["/no/such/votes.csv", "not exist"]),
+        (["import", "crowdkit", "/no/such/answers.csv", "-p", "x"], ["/no/such/answers.csv"]),
+        (["export", "-p", "x", "-o", "x.jsonl", "--format", "xml"], ["--format"]),
+        (["no-such-command"], ["no-such-command"]),
+    ],
+)
+def test_bad_arguments_fail_in_one_line(args: list[str], words: list[str]) -> None:
+    r = run_in_process(*args)
+    assert r.exit_code == 2, r.output
+    line = one_line(r)
+    assert all(w in line for w in words), line
+
+
+def test_missing_database_fails_in_one_line(env, server_url: str, tmp_path: Path) -> None:
+    from sqlalchemy.engine import make_url
+
+    env(DATABASE_URL=None)  # the embedded server, in a data dir that holds none
+    r = run_in_process("keys", "list", "--data-dir", str(tmp_path / "none"))
+    assert r.exit_code == 1 and "no database in" in one_line(r), r.output
+    absent = make_url(server_url).set(database=f"absent_{uuid.uuid4().hex[:8]}")
+    env(DATABASE_URL=absent.render_as_string(hide_password=False))
+    r = run_in_process("keys", "list")
+    assert r.exit_code == 1, r.output
+    line = one_line(r)
+    assert "database" in line and absent.database in line, line
+
+
+def test_unwritable_output_fails_in_one_line(
+    env, database_url: str, project: str, tmp_path: Path
+) -> None:
+    env(DATABASE_URL=database_url)
+    out = tmp_path / "no-such-dir" / "x.jsonl"
+    r = run_in_process("export", "-p", project, "-o", str(out))
+    assert r.exit_code == 1, r.output
+    assert one_line(r) == f"softlabels: No such file or directory: {out}"
+
+
+@pytest.mark.slow  # starts a server process
+def test_an_error_answer_is_one_line_with_its_code(live_server) -> None:
+    r = run_in_process("sweep", "--project", "no-such-project", "--url", live_server.url)
+    assert r.exit_code == 1, r.output
+    line = one_line(r)
+    assert "POST /v1/projects/no-such-project/training-sweeps: 404 not_found:" in line, line
+    assert "no-such-project" in line.split("not_found:")[1], line
+
+
+@pytest.mark.slow  # spawns the command itself, as a user types it
+def test_the_entry_point_prints_one_line(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "softlabels"), "sweep", "-p", "p", "--url", url],
+        env={**os.environ, "SOFTLABELS_KEY": "k", "COLUMNS": "80"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1 and r.stdout == "", r
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("softlabels: cannot connect"), r.stderr
+
+
+def test_a_service_that_does_not_answer_is_one_line() -> None:
+    import socket
+
+    import httpx
+
+    from app.cli.common import error_line
+
+    with socket.socket() as s:  # listens (the kernel accepts) but never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        with pytest.raises(httpx.ReadTimeout) as e:
+            httpx.get(f"{url}/v1/projects", timeout=0.3)
+    assert error_line(e.value) == (f"no answer from {url} in time (ReadTimeout)", 1)
+
+
+def test_serve_on_a_taken_port_is_one_line() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        # Refused before any database is touched: --no-migrate and no worker, but none is reached.
+        r = run_in_process("serve", "--port", str(port), "--no-worker", "--no-migrate")
+    assert r.exit_code == 1, r.output
+    assert one_line(r).startswith(f"softlabels: cannot listen on 127.0.0.1:{port}: "), r.output
+
+
+def test_worker_on_an_unmigrated_database_is_one_line(env, server_url: str) -> None:
+    from tests.helpers import create_database, drop_database
+
+    url = create_database(server_url, prefix="softlabels_bare")
+    try:
+        env(DATABASE_URL=url)
+        r = run_in_process("worker")
+    finally:
+        drop_database(server_url, url)
+    assert r.exit_code == 1, r.output
+    assert "not migrated" in one_line(r) and "softlabels migrate" in r.stderr, r.output
+
+
+def test_a_bad_import_file_is_one_line(
+    env, database_url: str, project: str, tmp_path: Path
+) -> None:
+    env(DATABASE_URL=database_url)
+    bad = tmp_path / "export.json"
+    bad.write_text("not json")
+    r = run_in_process("import", "label-studio", str(bad), "-p", project, "--from-name", "c")
+    assert r.exit_code == 1, r.output
+    line = one_line(r)
+    assert line.startswith(f"softlabels: {bad}: $: not valid JSON") and "nothing was stored" in line
+    binary = tmp_path / "votes.csv"
+    binary.write_bytes(b"item,worker,label\n\xb0\xff,w,cat\n")
+    r = run_in_process("import-votes", str(binary), "-p", project)
+    assert r.exit_code == 2, r.output
+    assert one_line(r) == f"softlabels: {binary} is not UTF-8 text (invalid start byte at byte 18)"
+    assert stored_votes(database_url, project) == set()
+
+
+@pytest.mark.slow  # a server with a worker, and six training jobs
+def test_sweep_runs_and_prints_its_report(server_url: str, tmp_path: Path) -> None:
+    import httpx
+
+    from tests.helpers import server_with_worker
+
+    key = f"sl_cli-admin-{uuid.uuid4().hex}"
+    with server_with_worker(server_url, tmp_path, "softlabels_clisweep", key) as live:
+        api = httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {key}"})
+        name = f"sweep-{uuid.uuid4().hex[:8]}"
+        r = api.post("/v1/projects", json={"name": name, "classes": CLASSES, "n_features": 2})
+        assert r.status_code == 201, r.text
+        centres = [(0, 0), (4, 0), (0, 4)]
+        items = [
+            {"id": f"i{i}", "features": [centres[i % 3][0] + i % 5 / 5, centres[i % 3][1]],
+             "gold": i % 3}
+            for i in range(60)
+        ]  # fmt: skip
+        assert api.post(f"/v1/projects/{name}/items", json={"items": items}).status_code == 200
+        votes = [
+            {"item": f"i{i}", "worker": f"w{w}", "label": i % 3} for i in range(60) for w in (1, 2)
+        ]
+        assert api.post(f"/v1/projects/{name}/votes", json={"votes": votes}).status_code == 200
+        r = run_in_process(
+            "sweep", "--project", name, "--url", live.url, "--key", key,
+            "--method", "normalized", "--method", "majority", "--loss", "soft-ce",
+            "--seeds", "0,1", "--base", '{"epochs": 2}',
+        )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    # The two recipes asked for and the hard-label baseline the sweep adds, two seeds each.
+    assert "6 training jobs queued" in r.output and '"succeeded": 6' in r.output, r.output
+    assert "hard-ce on majority" in r.output and "recommended:" in r.output, r.output

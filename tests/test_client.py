@@ -1,4 +1,4 @@
-"""The Python client (app.client) against a live `softlabels serve --worker`, auth on."""
+"""The Python client (softlabels_client) against a live `softlabels serve --worker`, auth on."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from softlabels_client import Client, JobFailed, SoftlabelsError
 
-from app.client import Client, JobFailed, SoftlabelsError
 from tests.helpers import LiveServer, server_with_worker
 
 pytestmark = pytest.mark.slow  # starts worker processes

@@ -45,7 +45,10 @@ def import_votes(
     from app.db.session import make_sessionmaker
 
     with migrated_engine(settings_for(data_dir)) as engine:
-        _import_votes(engine, make_sessionmaker(engine), file, project, batch_size)
+        try:
+            _import_votes(engine, make_sessionmaker(engine), file, project, batch_size)
+        except UnicodeDecodeError as exc:
+            fail(f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start})", code=2)
 
 
 def _import_votes(engine: Engine, factory: Any, file: Path, project: str, batch_size: int) -> None:

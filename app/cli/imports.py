@@ -57,7 +57,11 @@ def _run(
                 session, lambda: apply(session, proj, "import", parsed, policy)
             )
         except ValidationFailed as exc:
-            for e in (exc.errors or [])[:20]:
+            problems = exc.errors or []
+            if len(problems) == 1:  # the one problem is the one line
+                e = problems[0]
+                fail(f"{file}: {e['field']}: {e['reason']}; nothing was stored.")
+            for e in problems[:20]:
                 console.print(f"  {e['field']}: {e['reason']}")
             fail(f"{file}: {exc.detail}")
     touched = out.inserted + out.updated

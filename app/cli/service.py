@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from app.cli.common import DataDirOpt, console, database_url, fail, settings_for
+from app.cli.common import (
+    DataDirOpt,
+    console,
+    database_url,
+    fail,
+    require_migrated,
+    settings_for,
+)
 from app.config import Settings, get_settings
 from app.serverctl import die_with_parent
 
@@ -61,6 +68,7 @@ def serve(
         refuse_open_no_auth(auth, host)
     except RuntimeError as exc:
         fail(str(exc), code=2)
+    _require_free_port(host, port)
     processes = workers or os.cpu_count() or 1
     base = settings_for(data_dir, host=host, port=port, auth=auth, api_processes=processes)
     with database_url(base, create=True) as url:
@@ -115,6 +123,20 @@ def serve(
                     worker_proc.kill()
 
 
+def _require_free_port(host: str, port: int) -> None:
+    """Fail in one line if the address is taken, before the database is started and migrated:
+    uvicorn would report it only later, as log lines, after saying it listens."""
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            s.bind(addr)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc} (pick another --port)")
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes `Settings()` in another process equal `settings`."""
     return {
@@ -140,8 +162,11 @@ def worker_cmd(data_dir: DataDirOpt = None) -> None:
     from app.logging import configure_logging
     from app.worker import run_worker
 
-    configure_logging()  # JSON lines, like the API's
     with database_url(settings_for(data_dir)) as url:
+        # Before the worker's threads start: an unreachable or unmigrated database is one line,
+        # not a logged traceback from each thread.
+        require_migrated(url)
+        configure_logging()  # JSON lines, like the API's
         run_worker(settings_for(data_dir, database_url=url))
 
 

@@ -1,7 +1,8 @@
 """`softlabels sweep`: post a training sweep to a running service, wait, print its report.
 
 Registered in app/cli/__init__.py. The HTTP helpers (`run_sweep`, `report_table`) are shared
-with the demo (app/demo.py) and the music-genre benchmark.
+with the demo (app/demo.py) and the music-genre benchmark. An error answer raises ServiceError
+(app/cli/api.py), one line with the service's error code and detail.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from app.cli.api import DEFAULT_URL, check, q
+from app.cli.common import fail
+
 
 def run_sweep(
     client: httpx.Client,
@@ -23,10 +27,8 @@ def run_sweep(
     log: Any = print,
 ) -> dict[str, Any]:
     """POST the sweep, poll until every cell has ended, return the final sweep object."""
-    r = client.post(f"/v1/projects/{project}/training-sweeps", json=body)
-    if r.status_code != 202:
-        raise RuntimeError(f"sweep refused ({r.status_code}): {r.text}")
-    sweep = r.json()
+    path = f"/v1/projects/{q(project)}/training-sweeps"
+    sweep = check(client.post(path, json=body)).json()
     log(f"sweep {sweep['id']}: {len(sweep['cells'])} training jobs queued")
     deadline = time.monotonic() + timeout
     last = None
@@ -34,7 +36,7 @@ def run_sweep(
         if time.monotonic() > deadline:
             raise TimeoutError(f"sweep {sweep['id']} did not finish in {timeout} s")
         time.sleep(1.0)
-        sweep = client.get(f"/v1/projects/{project}/training-sweeps/{sweep['id']}").json()
+        sweep = check(client.get(f"{path}/{sweep['id']}")).json()
         if sweep["jobs"] != last:
             last = sweep["jobs"]
             log(f"  jobs: {json.dumps(last, sort_keys=True)}")
@@ -84,7 +86,7 @@ def markdown(sweep: dict[str, Any], extra: tuple[str, ...] = ("nll", "ece")) -> 
 
 def sweep(
     project: Annotated[str, typer.Option("--project", "-p", help="Project name.")],
-    url: Annotated[str, typer.Option(help="The service.")] = "http://127.0.0.1:8000",
+    url: Annotated[str, typer.Option(help="The service.")] = DEFAULT_URL,
     method: Annotated[
         list[str] | None,
         typer.Option(
@@ -111,14 +113,18 @@ def sweep(
 
     console = Console(width=140)
     labels = [
-        json.loads(m) if m.strip().startswith("{") else {"method": m}
+        _json(m, "--method") if m.strip().startswith("{") else {"method": m}
         for m in (method or ["majority", "normalized", "dawid-skene"])
     ]
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--seeds {seeds!r}: write comma-separated integers, e.g. 0,1,2", code=2)
     body = {
         "labels": labels,
         "losses": loss or ["hard-ce", "soft-ce"],
-        "seeds": [int(s) for s in seeds.split(",") if s.strip()],
-        "base": json.loads(base),
+        "seeds": seed_list,
+        "base": _json(base, "--base"),
         "metric": metric,
         "split": split,
     }
@@ -128,11 +134,7 @@ def sweep(
         key = cli_key(settings_for())
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     with httpx.Client(base_url=url, timeout=120, headers=headers) as client:
-        try:
-            result = run_sweep(client, project, body, log=console.print)
-        except RuntimeError as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from None
+        result = run_sweep(client, project, body, log=console.print)
     rep = result["report"]
     table = Table(title=f"sweep {result['id']}: {rep['metric']} on the {rep['split']} split")
     for col in ("rank", "recipe", "mean ± sd", "vs baseline [95% CI]", "nll", "ece", "seeds"):
@@ -143,3 +145,10 @@ def sweep(
     if rep["recommended"]:
         console.print(f"[bold]recommended:[/bold] {rep['recommended']['name']}")
         console.print(rep["recommended"]["reason"])
+
+
+def _json(text: str, option: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"{option} {text!r} is not JSON: {exc.msg} (column {exc.colno})", code=2)

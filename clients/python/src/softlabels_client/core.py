@@ -5,6 +5,9 @@ the service stores idempotently: re-sending a stored vote changes nothing) are r
 connection errors, 429 (after its Retry-After), 502, 503 and 504, with exponential backoff.
 Creating a training job, a project or a key is never retried: a lost answer must not create
 two. Every error answer raises `SoftlabelsError`, carrying the service's error body.
+
+Only httpx is imported here; pandas, pyarrow, torch and datasets are imported by the calls that
+need them (see _extras.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import IO, Any
 from urllib.parse import quote
 
 import httpx
+
+from softlabels_client._extras import need
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRY_STATUSES = {429, 502, 503, 504}
@@ -346,21 +351,29 @@ class Client:
         min_votes: int = 1,
         **params: Any,
     ) -> Any:
-        """Every item's soft label as a pandas DataFrame (as_="pandas") or a pyarrow Table
-        (as_="arrow"): columns item, n_votes, gold and p_<class> for each class."""
+        """Every item's soft label: a pandas DataFrame (as_="pandas", the `pandas` extra) or a
+        pyarrow Table (as_="arrow", the `arrow` extra) with columns item, n_votes, gold and
+        p_<class> for each class; or a list of dicts {"item", "n_votes", "probs", "gold"?}
+        (as_="records", no extra needed; "probs" is None for an item with no votes)."""
         import io
 
-        import pyarrow.parquet as pq
-
+        if as_ not in ("pandas", "arrow", "records"):
+            raise ValueError('as_ must be "pandas", "arrow" or "records"')
         buf = io.BytesIO()
+        if as_ == "records":
+            import json
+
+            self.export(project, buf, format="jsonl", method=method, min_votes=min_votes, **params)
+            return [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
+        # Checked before the download, so a missing extra fails at once.
+        call = f'Client.soft_labels(as_="{as_}")'
+        if as_ == "pandas":
+            need("pandas", "pandas", call)
+        pq = need("pyarrow.parquet", as_, call)
         self.export(project, buf, format="parquet", method=method, min_votes=min_votes, **params)
         buf.seek(0)
         table = pq.read_table(buf)
-        if as_ == "arrow":
-            return table
-        if as_ == "pandas":
-            return table.to_pandas()
-        raise ValueError('as_ must be "pandas" or "arrow"')
+        return table if as_ == "arrow" else table.to_pandas()
 
     # --- analytics --------------------------------------------------------------------------
 
@@ -435,7 +448,8 @@ class Client:
     ) -> Any:
         """A torch Dataset of (features, soft target) float32 tensors, one per item with
         features and at least `min_votes` votes; `.items` and `.classes` say which is which."""
-        from app.client.data import SoftLabelDataset
+        need("torch", "torch", "Client.torch_dataset()")
+        from softlabels_client.data import SoftLabelDataset
 
         return SoftLabelDataset.from_rows(
             self._training_rows(project, method, min_votes, params), self.project(project)
@@ -445,8 +459,9 @@ class Client:
         self, project: str, method: str = "normalized", *, min_votes: int = 1, **params: Any
     ) -> Any:
         """A Hugging Face `datasets.Dataset` (item, features, soft_label, n_votes, gold);
-        needs the `datasets` package."""
-        from app.client.hf import to_hf_dataset
+        needs the `datasets` extra."""
+        need("datasets", "datasets", "Client.hf_dataset()")  # before fetching every row
+        from softlabels_client.hf import to_hf_dataset
 
         return to_hf_dataset(self._training_rows(project, method, min_votes, params))
 

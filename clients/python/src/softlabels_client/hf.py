@@ -1,18 +1,15 @@
-"""A Hugging Face `datasets.Dataset` of soft labels, where that package is installed."""
+"""A Hugging Face `datasets.Dataset` of soft labels (the `datasets` extra)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from softlabels_client._extras import need
+
 
 def to_hf_dataset(rows: Sequence[dict[str, Any]]) -> Any:
-    try:
-        import datasets
-    except ImportError:
-        raise ImportError(
-            "hf_dataset() needs the Hugging Face `datasets` package: pip install datasets"
-        ) from None
+    datasets = need("datasets", "datasets", "Client.hf_dataset()")
     return datasets.Dataset.from_dict(
         {
             "item": [r["item"] for r in rows],
