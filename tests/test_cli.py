@@ -10,26 +10,41 @@ import re
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import REPO, assert_counts_match_votes, free_port, stored_votes
+from tests.helpers import assert_counts_match_votes, free_port, stored_votes
 
 CLASSES = ["cat", "dog", "bird"]  # the `project` fixture's classes
 
 
-def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        env={**os.environ, "DATABASE_URL": database_url, "COLUMNS": "200"},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+@dataclass
+class CliRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(database_url: str, *args: str) -> CliRun:
+    """`softlabels *args` on `database_url`, in this process through typer's CliRunner and the
+    same root command as the entry point (so it runs in the quick lane; one test below runs the
+    entry point as a process). Settings are cached per process: cleared around the call."""
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from app.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        env = {"DATABASE_URL": database_url, "COLUMNS": "200"}
+        r = CliRunner().invoke(app, list(args), env=env, prog_name="softlabels")
+    finally:
+        get_settings.cache_clear()
+    return CliRun(r.exit_code, r.stdout, r.stderr)
 
 
 def write_votes(path: Path, rows: list[tuple[str, str, str]], header=("item", "worker", "label")):
