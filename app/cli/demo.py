@@ -17,9 +17,15 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     url: Annotated[
-        str | None, typer.Option(help="A running service; default: start one (embedded DB).")
+        str | None,
+        typer.Option(
+            envvar="SOFTLABELS_URL",
+            help="A running service (or env SOFTLABELS_URL); default: start one (embedded DB).",
+        ),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Where to write demo.png.")] = Path("demo-out"),
+    out: Annotated[
+        Path, typer.Option(help="Where to write demo.md (the tables), demo.png and sweep.*.")
+    ] = Path("demo-out"),
     project: Annotated[str, typer.Option(help="Project name to create.")] = "digits-demo",
     data_dir: DataDirOpt = None,
     key: Annotated[
@@ -60,19 +66,54 @@ def demo(
     finally:
         if server is not None:
             server.stop(30)
-    table = Table(title="softlabels demo: held-out digits (20%), same MLP, same seed")
-    for col in ("recipe", "accuracy", "nll", "ece", "kl_human", "epochs", "train s", "POST→done s"):
+    n_test = results[0]["n_eval"] if results else 0
+    title = f"softlabels demo: the test split ({n_test} held-out digits), same MLP, same seed"
+    table = Table(title=title)
+    for col in COLUMNS:
         table.add_column(col, justify="left" if col == "recipe" else "right")
     for r in results:
-        table.add_row(
-            r["recipe"],
-            f"{r['accuracy']:.4f}",
-            f"{r['nll']:.4f}",
-            f"{r['ece']:.4f}",
-            f"{r['kl_human']:.4f}",
-            str(r["epochs"]),
-            f"{r['seconds']:.1f}",
-            f"{r['post_to_done']:.1f}",
-        )
+        table.add_row(*row(r))
     Console(width=max(Console().width, 120)).print(table)
-    console.print(f"figure: {out / 'demo.png'}")
+    write_report(out, title, results)
+    console.print(f"tables: {out / 'demo.md'}; figure: {out / 'demo.png'}")
+
+
+COLUMNS = ("recipe", "accuracy", "nll", "ece", "kl_human", "epochs", "train s", "POST→done s")
+
+
+def row(r: dict) -> list[str]:
+    return [
+        r["recipe"],
+        *(f"{r[k]:.4f}" for k in ("accuracy", "nll", "ece", "kl_human")),
+        str(r["epochs"]),
+        f"{r['seconds']:.1f}",
+        f"{r['post_to_done']:.1f}",
+    ]
+
+
+def write_report(out: Path, title: str, results: list[dict]) -> None:
+    """demo.md: the run's date, command and machine, the recipes' table and the sweep's, so the
+    figures quoted in the docs are this file's."""
+    import os
+    import platform
+    import shlex
+    import sys
+    from datetime import UTC, datetime
+
+    sweep = out / "sweep.md"
+    lines = [
+        "# softlabels demo",
+        "",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `softlabels {shlex.join(sys.argv[1:])}` "
+        f"({platform.machine()}, {os.cpu_count()} CPUs; CPU training, one worker).",
+        "",
+        f"## {title}",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+        *("| " + " | ".join(row(r)) + " |" for r in results),
+        "",
+    ]
+    if sweep.exists():
+        lines += ["## The sweep: 3 label methods x 2 losses x 3 seeds", "", sweep.read_text()]
+    (out / "demo.md").write_text("\n".join(lines))

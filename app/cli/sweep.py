@@ -86,7 +86,9 @@ def markdown(sweep: dict[str, Any], extra: tuple[str, ...] = ("nll", "ece")) -> 
 
 def sweep(
     project: Annotated[str, typer.Option("--project", "-p", help="Project name.")],
-    url: Annotated[str, typer.Option(help="The service.")] = DEFAULT_URL,
+    url: Annotated[
+        str, typer.Option(envvar="SOFTLABELS_URL", help="The service (or env SOFTLABELS_URL).")
+    ] = DEFAULT_URL,
     method: Annotated[
         list[str] | None,
         typer.Option(
