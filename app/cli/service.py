@@ -60,7 +60,6 @@ def serve(
     from app.auth.bootstrap import KEY_FILE, bootstrap_admin_key, refuse_open_no_auth, secret_value
     from app.db.migrate import upgrade
     from app.logging import configure_logging
-    from app.main import create_app
 
     # Access control: --no-auth only on loopback; with auth on, a first admin key if none.
     auth = get_settings().auth if auth is None else auth
@@ -99,6 +98,8 @@ def serve(
         try:
             configure_logging()  # JSON lines with request ids (app/logging.py)
             if processes == 1:
+                from app.main import create_app  # only here: N processes import it themselves
+
                 uvicorn.run(
                     create_app(settings), host=host, port=port, log_config=None, access_log=False
                 )
