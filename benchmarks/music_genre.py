@@ -203,7 +203,14 @@ def main() -> None:
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    out: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)"}
+    from datetime import UTC, datetime
+
+    out: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
+        "run": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "command": "PYTHONPATH=. .venv/bin/python benchmarks/music_genre.py "
+        + " ".join(sys.argv[1:]),
+    }
     try:
         settings = Settings(DATABASE_URL=url, data_dir=log.parent, auth=False)
         with TestClient(create_app(settings)) as client:
@@ -228,6 +235,8 @@ def write_markdown(out: dict[str, Any], path: Path) -> None:
 
     lines = ["# Which target to train on: sweeps over a real and a simulated crowd", ""]
     lines.append(f"Machine: {out['machine']}; one worker, one torch thread.")
+    if "run" in out:
+        lines.append(f"Run {out['run']}: `{out['command'].strip()}` (DATABASE_URL set).")
     if "music" in out:
         m = out["music"]
         lines += [
