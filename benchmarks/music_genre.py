@@ -233,15 +233,15 @@ def main() -> None:
 def write_markdown(out: dict[str, Any], path: Path) -> None:
     from app.cli.sweep import markdown
 
-    lines = ["# Which target to train on: sweeps over a real and a simulated crowd", ""]
-    lines.append(f"Machine: {out['machine']}; one worker, one torch thread.")
+    # No title of its own: docs/training.md includes this file under its heading.
+    lines = [f"Machine: {out['machine']}; one worker, one torch thread.")
     if "run" in out:
         lines.append(f"Run {out['run']}: `{out['command'].strip()}` (DATABASE_URL set).")
     if "music" in out:
         m = out["music"]
         lines += [
             "",
-            "## Music genre (700 songs with AMT votes; figures on the 300 gold-only songs)",
+            "##### Music genre (700 songs with AMT votes; figures on the 300 gold-only songs)",
             "",
             f"Linear model; {len(m['sweep']['cells'])} jobs in {m['seconds']:.0f} s. "
             f"crowdlab uses job {m['oos_job']}'s 5-fold out-of-sample predictions.",
@@ -260,7 +260,7 @@ def write_markdown(out: dict[str, Any], path: Path) -> None:
         d = out["demo"]
         lines += [
             "",
-            "## Demo crowd (1,797 digits, 8 simulated votes each; figures on the test split)",
+            "##### Demo crowd (1,797 digits, 8 simulated votes each; figures on the test split)",
             "",
             f"MLP [64]; {len(d['sweep']['cells'])} jobs in {d['seconds']:.0f} s.",
             "",

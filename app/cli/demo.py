@@ -101,13 +101,12 @@ def write_report(out: Path, title: str, results: list[dict]) -> None:
     from datetime import UTC, datetime
 
     sweep = out / "sweep.md"
+    # No title of its own: the docs include this file under their heading for the demo.
     lines = [
-        "# softlabels demo",
-        "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `softlabels {shlex.join(sys.argv[1:])}` "
         f"({platform.machine()}, {os.cpu_count()} CPUs; CPU training, one worker).",
         "",
-        f"## {title}",
+        f"#### {title.removeprefix('softlabels demo: ')}",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
@@ -115,5 +114,5 @@ def write_report(out: Path, title: str, results: list[dict]) -> None:
         "",
     ]
     if sweep.exists():
-        lines += ["## The sweep: 3 label methods x 2 losses x 3 seeds", "", sweep.read_text()]
+        lines += ["#### The sweep: 3 label methods x 2 losses x 3 seeds", "", sweep.read_text()]
     (out / "demo.md").write_text("\n".join(lines))
