@@ -234,7 +234,7 @@ def write_markdown(out: dict[str, Any], path: Path) -> None:
     from app.cli.sweep import markdown
 
     # No title of its own: docs/training.md includes this file under its heading.
-    lines = [f"Machine: {out['machine']}; one worker, one torch thread.")
+    lines = [f"Machine: {out['machine']}; one worker, one torch thread."]
     if "run" in out:
         lines.append(f"Run {out['run']}: `{out['command'].strip()}` (DATABASE_URL set).")
     if "music" in out:
