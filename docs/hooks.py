@@ -29,6 +29,24 @@ def training_config_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def settings_table() -> str:
+    """Every environment variable the service reads, with its default, from `Settings`."""
+    from app.config import Settings
+
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    prefix = Settings.model_config.get("env_prefix", "")
+    for name, field in Settings.model_fields.items():
+        env = field.validation_alias if isinstance(field.validation_alias, str) else None
+        env = env or f"{prefix}{name}".upper()
+        if field.default_factory is not None:
+            default = "per-user data dir" if name == "data_dir" else "computed"
+        else:
+            default = "unset" if field.default is None else json.dumps(field.default, default=str)
+        meaning = (field.description or "").replace("|", "\\|").replace("\n", " ")
+        rows.append(f"| `{env}` | `{default}` | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
 def on_pre_build(config: Any) -> None:
     from app.config import Settings
     from app.main import create_app
@@ -40,4 +58,5 @@ def on_pre_build(config: Any) -> None:
     schema = create_app(Settings(database_url="postgresql://docs-build/unused")).openapi()
     (docs / "generated").mkdir(exist_ok=True)
     write_if_changed(docs / "generated" / "training-config.md", training_config_table())
+    write_if_changed(docs / "generated" / "settings.md", settings_table())
     write_if_changed(docs / "openapi.json", json.dumps(schema, indent=1, sort_keys=True) + "\n")
