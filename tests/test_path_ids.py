@@ -12,7 +12,17 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-TRICKY = ["amb/votes/w0", "amb2/soft-label", "a/b", "100%", "%2F", "sp ace?#", "x\ny", "..", "next/x"]
+TRICKY = [
+    "amb/votes/w0",
+    "amb2/soft-label",
+    "a/b",
+    "100%",
+    "%2F",
+    "sp ace?#",
+    "x\ny",
+    "..",
+    "next/x",
+]
 
 
 def q(value: str) -> str:
@@ -38,7 +48,9 @@ def test_delete_vote_of_item_with_slashes_deletes_only_that_vote(
     client: TestClient, project: str
 ) -> None:
     # Both the item "amb" with worker w0's vote and the item "amb/votes/w0" exist.
-    put_votes(client, project, [("amb", "w0", 0), ("amb/votes/w0", "w1", 1), ("amb/votes/w0", "w0", 2)])
+    put_votes(
+        client, project, [("amb", "w0", 0), ("amb/votes/w0", "w1", 1), ("amb/votes/w0", "w0", 2)]
+    )
     p = f"/v1/projects/{project}"
     r = client.delete(f"{p}/items/{q('amb/votes/w0')}")
     assert r.status_code == 200, r.text
@@ -47,7 +59,9 @@ def test_delete_vote_of_item_with_slashes_deletes_only_that_vote(
 
 
 def test_delete_one_vote_with_tricky_item_and_worker(client: TestClient, project: str) -> None:
-    put_votes(client, project, [("amb", "w0", 0), ("amb/votes/w0", "a/b", 1), ("amb/votes/w0", "w0", 1)])
+    put_votes(
+        client, project, [("amb", "w0", 0), ("amb/votes/w0", "a/b", 1), ("amb/votes/w0", "w0", 1)]
+    )
     r = client.delete(f"/v1/projects/{project}/items/{q('amb/votes/w0')}/votes/{q('a/b')}")
     assert r.status_code == 200, r.text
     assert r.json()["deleted_votes"] == 1

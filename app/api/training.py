@@ -209,4 +209,13 @@ def predict(body: PredictIn, job: JobDep, session: SessionDep, models: ModelCach
     from app.training.trainer import predict_probs
 
     probs = predict_probs(model, np.asarray(rows, dtype=np.float32))
+    bad = [
+        {"index": i, "field": "features", "reason": "too large for the model (no finite output)"}
+        for i in np.flatnonzero(~np.isfinite(probs).all(axis=1)).tolist()
+    ]
+    if bad:
+        # A float32 feature far outside the training range overflows the network's logits.
+        raise ValidationFailed(
+            f"{plural(len(bad), 'feature vector')} gave no finite probabilities.", errors=bad
+        )
     return PredictOut(classes=project.classes, probs=probs.tolist())
