@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     max_items_per_request: int = Field(default=50_000, ge=1)
     # Bytes; a larger body gets 413 before it is read whole (50k votes with 256-char ids fit).
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # An Argilla event sent without a key is read at most this far before its signature is
+    # checked (events are a few kB; the general limit above is for 50k-vote batches).
+    max_event_bytes: int = Field(default=1024 * 1024, ge=1024)
     export_chunk_rows: int = Field(default=5_000, ge=1)
     # Connections per API process for the vote write path (an async pool beside the engine's).
     write_pool_size: int = Field(default=10, ge=1)

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import StreamingResponse
 
-from app import lifecycle
 import app.api.paths  # noqa: F401  (registers the {item:id} path convertor)
+from app import lifecycle
 from app.api.connector_schemas import DeletedOut, ExcludedOut, ProjectDeletedOut
 from app.api.deps import EngineDep, ProjectDep, ServicesDep, SessionDep, SettingsDep, require
 from app.errors import ValidationFailed
