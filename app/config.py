@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import platformdirs
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +43,23 @@ class Settings(BaseSettings):
     # Intra-op threads for training in a worker. Small models train fastest on one thread
     # (measured: 2 threads were up to 10x slower on a 2-core machine); 0 = torch's default.
     torch_threads: int = Field(default=1, ge=0)
+
+    # The address policy (app/outbound.py) for every URL the service fetches or posts to:
+    # loopback, private, link-local and other non-public addresses are refused unless inside
+    # one of these comma-separated networks, e.g. "127.0.0.0/8,::1/128" for a Label Studio or
+    # webhook receiver on this machine.
+    allowed_networks: str = ""
+    # One deadline for a whole outbound exchange (redirects included) and a cap on the reply.
+    outbound_deadline_s: float = Field(default=60.0, gt=0)
+    outbound_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from app.outbound import parse_networks
+
+        parse_networks(value)  # ValueError names the bad entry
+        return value
 
     # Access control (app/auth.py). Off only for local experiments on a loopback address.
     auth: bool = True

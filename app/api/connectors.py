@@ -41,6 +41,7 @@ from app.errors import (
     ValidationFailed,
 )
 from app.ingest import committed_with_retries
+from app.outbound import Policy, refuse_url
 from app.signing import MAX_TOLERANCE_S, BadSignature, check_headers, verify
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,12 @@ def _out(request: Request, project: str, c: Connector) -> ConnectorOut:
 
 @router.put("/{tool}", response_model=ConnectorOut, dependencies=[Depends(require("admin"))])
 def put_connector(
-    request: Request, project: ProjectDep, tool: Tool, body: dict[str, Any], session: SessionDep
+    request: Request,
+    project: ProjectDep,
+    tool: Tool,
+    body: dict[str, Any],
+    session: SessionDep,
+    services: ServicesDep,
 ) -> ConnectorOut:
     """Set the mapping. Label Studio: `{"from_name", "item_field"}` (+ `url`, `ls_project`,
     `token` for sync); Argilla: `{"question", "secret"}`. The token / secret is stored and never
@@ -150,6 +156,8 @@ def put_connector(
             ],
         ) from None
     values = config.model_dump(mode="json", exclude_unset=False)
+    if values.get("url"):
+        refuse_url(str(values["url"]), Policy.from_settings(services.settings))
     if tool == "label-studio" and "token" not in config.model_fields_set:
         values.pop("token")
     c = store.put(session, project, tool, values)
@@ -270,7 +278,9 @@ async def connector_events(
         },
     },
 )
-def sync_label_studio(project: ProjectDep, session: SessionDep) -> SyncResult:
+def sync_label_studio(
+    project: ProjectDep, session: SessionDep, services: ServicesDep
+) -> SyncResult:
     """Pull the project's annotations from Label Studio and reconcile: add what is missing,
     update what changed, remove what Label Studio no longer has. Repairs missed webhooks
     (Label Studio never retries one). An annotation that cannot be a vote (a choice that is not
@@ -280,7 +290,10 @@ def sync_label_studio(project: ProjectDep, session: SessionDep) -> SyncResult:
     connector = store.get(session, project, "label-studio")
     try:
         n, applied = committed_with_retries(
-            session, lambda: store.sync_label_studio(session, project, connector)
+            session,
+            lambda: store.sync_label_studio(
+                session, project, connector, Policy.from_settings(services.settings)
+            ),
         )
     except SyncFailed as exc:
         raise ToolUnreachable(str(exc)) from None
