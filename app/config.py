@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     # Worker-model fits over more votes than this run in the worker; reads meanwhile get the
     # last fit, marked stale (app/fits.py). Smaller projects refit inside the request.
     fit_sync_max_votes: int = Field(default=200_000, ge=0)
+    # And only while the fit's estimated cost (votes x max_iter x starts, x Newton rounds for
+    # GLAD) is at most this (every method's defaults at 200k votes are within it) ...
+    fit_sync_max_work: float = Field(default=1.2e8, ge=0)
+    # ... and it ends within this many seconds; past it, the fit moves to the worker.
+    fit_sync_max_s: float = Field(default=20.0, gt=0)
+    # In-request fits one API process runs at once; a request finding none free gets 503.
+    fit_concurrency: int = Field(default=2, ge=1)
 
     # Training jobs: a worker that stops heart-beating for this long is presumed dead.
     job_heartbeat_timeout_s: float = Field(default=60.0, gt=0)

@@ -62,10 +62,12 @@ def app_from_env() -> FastAPI:
 
     die_with_parent()
     configure_logging()
-    return create_app(get_settings())
+    return create_app(get_settings(), exit_after_shutdown=True)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, exit_after_shutdown: bool = False) -> FastAPI:
+    """`exit_after_shutdown`: for `serve`'s processes only, which must end once stopped even
+    while a thread still runs a request's work."""
     settings = settings or get_settings()
     if not settings.database_url:
         raise RuntimeError(
@@ -83,6 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await services.close()
+            if exit_after_shutdown:
+                from app.serverctl import exit_soon
+
+                exit_soon()
 
     app = FastAPI(
         title="softlabels",

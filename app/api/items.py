@@ -103,9 +103,7 @@ def get_items(
     )
 
 
-@router.get(
-    "/items/{item:id}", response_model=ItemDetail, dependencies=[Depends(require("read"))]
-)
+@router.get("/items/{item:id}", response_model=ItemDetail, dependencies=[Depends(require("read"))])
 def get_item(engine: EngineDep, project: ProjectDep, item: str) -> ItemDetail:
     """One item: counts, gold, features, metadata, and every vote (worker, label, times)."""
     with engine.connect() as conn:

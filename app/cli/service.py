@@ -11,7 +11,7 @@ import typer
 
 from app.cli.common import DataDirOpt, console, database_url, fail, settings_for
 from app.config import Settings, get_settings
-from app.serverctl import die_with_parent
+from app.serverctl import GRACE_S, die_with_parent, exit_soon
 
 db_app = typer.Typer(help="The embedded PostgreSQL in the data dir.", no_args_is_help=True)
 
@@ -92,7 +92,12 @@ def serve(
             configure_logging()  # JSON lines with request ids (app/logging.py)
             if processes == 1:
                 uvicorn.run(
-                    create_app(settings), host=host, port=port, log_config=None, access_log=False
+                    create_app(settings),
+                    host=host,
+                    port=port,
+                    log_config=None,
+                    access_log=False,
+                    timeout_graceful_shutdown=GRACE_S,
                 )
             else:
                 # Each process builds its app from the environment (app.main.app_from_env).
@@ -105,6 +110,7 @@ def serve(
                     port=port,
                     log_config=None,
                     access_log=False,
+                    timeout_graceful_shutdown=GRACE_S,
                 )
         finally:
             if worker_proc is not None:
@@ -113,6 +119,8 @@ def serve(
                     worker_proc.wait(15)
                 except subprocess.TimeoutExpired:
                     worker_proc.kill()
+    # Everything is stopped; a thread still inside a request's fit must not keep the process.
+    exit_soon(1.0)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
