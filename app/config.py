@@ -47,6 +47,19 @@ class Settings(BaseSettings):
 
     # Training jobs: a worker that stops heart-beating for this long is presumed dead.
     job_heartbeat_timeout_s: float = Field(default=60.0, gt=0)
+    # A worker runs training jobs and background work (webhook deliveries, refits, connector
+    # syncs) side by side, each with its own concurrency (app/worker.py).
+    training_concurrency: int = Field(default=1, ge=1)
+    background_concurrency: int = Field(default=2, ge=1)
+    # Training configs a client may ask for (checked when the job is created; an admin raises
+    # them here): epochs, optimizer steps (epochs x batches per epoch), model parameters, and
+    # the wall time after which a running job stops as if cancelled.
+    training_max_epochs: int = Field(default=1000, ge=1)
+    training_max_steps: int = Field(default=1_000_000, ge=1)
+    training_max_params: int = Field(default=50_000_000, ge=1)
+    training_max_s: float = Field(default=3600.0, gt=0)
+    # Training jobs one project may have queued or running at once.
+    training_max_active_per_project: int = Field(default=4, ge=1)
     # Intra-op threads for training in a worker. Small models train fastest on one thread
     # (measured: 2 threads were up to 10x slower on a 2-core machine); 0 = torch's default.
     torch_threads: int = Field(default=1, ge=0)

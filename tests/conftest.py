@@ -21,6 +21,11 @@ from fastapi.testclient import TestClient
 # the address policy (app/outbound.py) refuses by default: allow it for the whole session
 # (LiveServer and worker processes inherit it). tests/test_outbound.py proves the default refuses.
 os.environ.setdefault("SOFTLABELS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
+# Tests share projects that collect queued training jobs no worker runs, and use long jobs
+# (10000 epochs) to have one running: raise those two training limits for the session.
+# tests/test_training_limits.py sets the limits it tests explicitly.
+os.environ.setdefault("SOFTLABELS_TRAINING_MAX_ACTIVE_PER_PROJECT", "1000")
+os.environ.setdefault("SOFTLABELS_TRAINING_MAX_EPOCHS", "10000")
 
 from app.config import Settings
 from app.main import create_app
