@@ -38,7 +38,8 @@ class RawPathRouting:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path") if scope["type"] == "http" else None
         if raw:  # absent only with servers that do not keep it; then routing is as before
-            scope = {**scope, "path": routing_path(raw)}
+            # In place: the access log (outer middleware) reads the route the router sets here.
+            scope["path"] = routing_path(raw)
         await self.app(scope, receive, send)
 
 
