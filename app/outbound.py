@@ -146,10 +146,9 @@ def _origin(u: httpx.URL) -> tuple[str, str, int | None]:
 
 def _pinned(u: httpx.URL, ip: IPAddress) -> tuple[httpx.URL, dict[str, str], dict[str, object]]:
     """The URL with the checked address as its host; Host and the TLS name stay the URL's."""
-    literal = f"[{ip}]" if ip.version == 6 else str(ip)
     host_header = u.netloc.decode("ascii")
     extensions: dict[str, object] = {"sni_hostname": u.host} if u.scheme == "https" else {}
-    return u.copy_with(host=literal.strip("[]")), {"Host": host_header}, extensions
+    return u.copy_with(host=str(ip)), {"Host": host_header}, extensions
 
 
 def request(

@@ -103,6 +103,9 @@ async def events_access(
     return await _annotate(caller, request, services)
 
 
+events_access.required_scope = "annotate"  # type: ignore[attr-defined]  # for route_scope()
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length", "")
@@ -115,9 +118,6 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"An event body is at most {limit} bytes.")
         parts.append(chunk)
     return b"".join(parts)
-
-
-events_access.required_scope = "annotate"  # type: ignore[attr-defined]  # for route_scope()
 
 
 def _out(request: Request, project: str, c: Connector) -> ConnectorOut:
@@ -200,12 +200,12 @@ def _result(action: str, applied: Any) -> EventResult:
     dependencies=[Depends(events_access)],
 )
 async def connector_events(
-    request: Request, project: ProjectDep, tool: Tool, session: SessionDep
+    request: Request, project: ProjectDep, tool: Tool, session: SessionDep, services: ServicesDep
 ) -> EventResult:
     """The URL the tool's webhook points at. Idempotent (the tool's annotation / response id is
     the key), all or nothing; an unknown label or unmapped field is a 422 naming the JSON path.
     Actions without votes (e.g. TASKS_CREATED, PROJECT_UPDATED) are acknowledged and ignored."""
-    settings = request.app.state.services.settings
+    settings = services.settings
     signed_only = getattr(request.state, "signed_webhook", False)
     raw = await read_body(
         request, settings.max_event_bytes if signed_only else settings.max_body_bytes
