@@ -249,3 +249,25 @@ def test_argilla_records_import_odd_values(client: TestClient, project: str, val
         content=json.dumps(records),
     )
     assert_4xx(r)
+
+
+@pytest.mark.parametrize(
+    ("signature", "body"),
+    [("garbage", b"{}"), ("v1,@@@", b"{}"), ("v1,AAAA", b"\xff\xfe"), ("v2,x v1", b"{}")],
+)
+def test_malformed_signatures_and_bodies_are_a_401(
+    client: TestClient, argilla: tuple[str, str], signature: str, body: bytes
+) -> None:
+    """standardwebhooks 1.1.0 raises ValueError for a signature without a comma and
+    UnicodeDecodeError for a body that is not UTF-8: both must be a refusal, not a 500."""
+    headers = {
+        "webhook-id": f"msg_{uuid.uuid4().hex}",
+        "webhook-timestamp": str(int(time.time())),
+        "webhook-signature": signature,
+        "Authorization": "",
+    }
+    r = client.post(
+        f"/v1/projects/{argilla[0]}/connectors/argilla/events", content=body, headers=headers
+    )
+    assert r.status_code == 401, r.text
+    assert r.json()["error"] == "unauthorized"
