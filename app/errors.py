@@ -101,6 +101,19 @@ class FitPending(AppError):
         )
 
 
+class FitsBusy(AppError):
+    """This API process already runs as many in-request fits as it may; retry shortly."""
+
+    status = 503
+    code = "fits_busy"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The server is busy fitting other requests' models; retry in a few seconds.",
+            headers={"Retry-After": "2"},
+        )
+
+
 class ToolUnreachable(AppError):
     """A labeling tool the service calls (a connector's sync) failed or could not be reached."""
 

@@ -7,7 +7,6 @@ large the project grows.
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine
+
+from app import csv_safe
 
 Format = Literal["jsonl", "csv", "parquet"]
 MEDIA_TYPES: dict[str, str] = {
@@ -118,10 +119,7 @@ def jsonl(chunks: Iterator[Chunk]) -> Iterator[bytes]:
 
 def csv_rows(chunks: Iterator[Chunk], classes: list[str]) -> Iterator[bytes]:
     buf = io.StringIO()
-    # CRLF (RFC 4180, the csv module's default), not "\n": the writer quotes a field only for the
-    # characters of its line terminator, so with "\n" a lone "\r" in an item id or class name
-    # went out unquoted and split the row for every reader.
-    writer = csv.writer(buf, lineterminator="\r\n")
+    writer = csv_safe.writer(buf)  # CRLF, and no cell a spreadsheet would run as a formula
     writer.writerow(["item", "n_votes", "gold", *class_columns(classes)])
     no_probs = [""] * len(classes)  # an item with no votes: empty cells, as null in JSONL
     for ch in chunks:

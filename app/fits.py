@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +19,9 @@ import numpy as np
 from sqlalchemy import Connection, Engine, text
 
 from app.aggregation.base import VoteArrays, WorkerMethod, WorkerModelFit
+from app.aggregation.budget import FitOverBudget, time_budget
 from app.aggregation.params import MethodParams
-from app.errors import FitPending
+from app.errors import FitPending, FitsBusy
 
 # PostgreSQL's binary COPY row for (bigint, bigint, smallint): a field count, then each field
 # as (length, value), all big-endian. Parsing it with one np.frombuffer keeps 10M votes cheap.
@@ -298,6 +300,32 @@ def n_votes(conn: Connection, project_id: int) -> int:
     )
 
 
+@dataclass(frozen=True)
+class SyncBudget:
+    """What a fit inside an API request may cost; more goes to the worker (see module doc).
+
+    `max_work`: votes x iterations x starts (x Newton rounds for GLAD), an estimate of the fit's
+    cost made before it starts; `max_s`: wall-clock seconds, checked each EM iteration;
+    `slots`: fits this process runs at once (a request finding none free gets 503)."""
+
+    max_work: float
+    max_s: float
+    slots: threading.BoundedSemaphore
+
+
+# `auto` (and /methods/compare) fits every worker model twice (held-out split, then the winner):
+# about this many vote-iterations per vote with the methods' defaults.
+AUTO_WORK_PER_VOTE = 4000
+
+
+def fit_work(n_votes: int, params: dict[str, Any], method: str = "") -> float:
+    if method == "auto":
+        return float(n_votes) * AUTO_WORK_PER_VOTE
+    starts = int(params.get("n_restarts", 0)) + int(params.get("n_starts", 1))
+    rounds = int(params.get("m_step_iter", 1))
+    return float(n_votes) * max(1, int(params.get("max_iter", 1))) * max(1, starts) * rounds
+
+
 def current_fit(
     engine: Engine,
     project_id: int,
@@ -307,8 +335,13 @@ def current_fit(
     *,
     sync_max_votes: int,
     request_refit: Any = None,
+    budget: SyncBudget | None = None,
 ) -> Fit:
-    """The fit for the project's current votes, or the last one marked stale (see module doc)."""
+    """The fit for the project's current votes, or the last one marked stale (see module doc).
+
+    With `budget` (the API), a fit is done in the request only while it stays within it: one
+    estimated too costly, one that runs past the time budget, goes to the worker like a large
+    project's."""
     with engine.connect() as conn:
         version = conn.execute(
             text("SELECT softlabels_votes_version(:p)"), {"p": project_id}
@@ -318,8 +351,22 @@ def current_fit(
         key = gold_key(conn, project_id) if uses_gold(spec.name, params) else ""
     if cached is not None and cached.votes_version == version and cached.gold_key == key:
         return cached
-    if request_refit is None or size <= sync_max_votes:
+    if request_refit is None or (budget is None and size <= sync_max_votes):
         return compute_fit(engine, project_id, n_classes, spec, params, warm=cached)
+    if (
+        budget is not None
+        and size <= sync_max_votes
+        and fit_work(size, params, spec.name) <= budget.max_work
+    ):
+        if not budget.slots.acquire(blocking=False):
+            raise FitsBusy()
+        try:
+            with time_budget(budget.max_s):
+                return compute_fit(engine, project_id, n_classes, spec, params, warm=cached)
+        except FitOverBudget:
+            pass  # the worker fits it without a deadline
+        finally:
+            budget.slots.release()
     request_refit()
     if cached is None:
         raise FitPending(spec.name)  # a 503 with Retry-After (app/errors.py)

@@ -75,11 +75,16 @@ def encode_cursor(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _no_constant(name: str) -> Any:
+    # json.loads accepts Infinity and NaN by default; no cursor this service writes holds one.
+    raise ValueError(f"not JSON: {name}")
+
+
 def decode_cursor(cursor: str, expect: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        data = json.loads(raw, parse_constant=_no_constant)
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         raise CursorError("not a cursor this service made") from None
     if not isinstance(data, dict) or data.get("s") != expect:
         raise CursorError("made for another sort, order or method; start again without it")
@@ -280,14 +285,15 @@ def list_items(
             min_votes,
             cache,
         )
-    except (KeyError, TypeError, ValueError, IndexError):
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError):
         if state is None:
             raise
         raise CursorError("not a cursor this service made") from None
 
 
 def _bigint(value: Any) -> int:
-    if not isinstance(value, int) or not 0 <= value < 2**63:
+    # Every number a cursor holds is a non-negative bigint; JSON's true is a Python int too.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
         raise ValueError("bad key")
     return value
 
@@ -307,9 +313,7 @@ def _list_items(
     cache: OrderCache,
 ) -> Page:
     if sort in COMPUTED:
-        start = int(state["o"]) if state else (offset or 0)
-        if start < 0:
-            raise ValueError("negative position")
+        start = _bigint(state["o"]) if state else (offset or 0)
         # A cursor names the snapshot its first page was cut from: later pages page through
         # that same order (no rescoring, no fingerprint query) while it stays cached.
         fp: tuple[Any, ...] | None = tuple(state["f"]) if state else None
@@ -333,7 +337,7 @@ def _list_items(
         return Page(len(ordered), _page_rows(found, classes, probs), nxt)
 
     if state:
-        total = int(state["t"])
+        total = _bigint(state["t"])
     else:
         total = int(
             conn.execute(

@@ -15,7 +15,7 @@ from app.aggregation.crowdlab import ModelMethod
 from app.aggregation.methods import CountsMethod
 from app.aggregation.params import MethodParams
 from app.aggregation.registry import Method
-from app.fits import Fit, current_fit, params_key
+from app.fits import Fit, SyncBudget, current_fit, params_key
 from app.tasks import defer_refit
 
 
@@ -41,6 +41,7 @@ def labeler(
     *,
     sync_max_votes: int,
     queue: procrastinate.App | None = None,
+    budget: SyncBudget | None = None,
 ) -> Labeler:
     """`queue` given (the API): large projects refit in the worker and reads get the last fit.
     None (CLI, worker): always fit now."""
@@ -77,6 +78,7 @@ def labeler(
         params,
         sync_max_votes=sync_max_votes,
         request_refit=request_refit if queue is not None else None,
+        budget=budget,
     )
     return Labeler(
         spec.name, params, fit.votes_version, fit.stale, lambda ids, counts: fit.probs_for(ids), fit

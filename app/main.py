@@ -26,6 +26,7 @@ from app.api import (
 )
 from app.api.deps import ERROR_RESPONSES
 from app.api.error_handlers import install_error_handlers
+from app.api.paths import RawPathRouting
 from app.auth.bootstrap import refuse_open_no_auth
 from app.config import Settings, get_settings
 from app.limits import BodySizeLimit
@@ -33,8 +34,7 @@ from app.logging import RequestContext
 from app.services import Services
 from app.ui import install_ui
 
-# The items router comes last: its /items/{item} must not shadow /items/next or
-# /items/{item}/soft-label.
+# The items router comes last: its /items/{item} must not shadow /items/next.
 ROUTERS = (
     health,
     projects,
@@ -62,10 +62,12 @@ def app_from_env() -> FastAPI:
 
     die_with_parent()
     configure_logging()
-    return create_app(get_settings())
+    return create_app(get_settings(), exit_after_shutdown=True)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, exit_after_shutdown: bool = False) -> FastAPI:
+    """`exit_after_shutdown`: for `serve`'s processes only, which must end once stopped even
+    while a thread still runs a request's work."""
     settings = settings or get_settings()
     if not settings.database_url:
         raise RuntimeError(
@@ -83,6 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await services.close()
+            if exit_after_shutdown:
+                from app.serverctl import exit_soon
+
+                exit_soon()
 
     app = FastAPI(
         title="softlabels",
@@ -100,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Access control: document the shared errors (401/403/404/422/429/503) on keyed routes.
         app.include_router(module.router, responses=None if module is health else ERROR_RESPONSES)
     install_ui(app)  # the dashboard at /ui, offline /docs and /redoc
+    # Innermost: routing sees each path segment as sent, so an id holding "/" stays one id.
+    app.add_middleware(RawPathRouting)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)  # outermost: X-Request-ID, access log, the 500 catch-all
     return app

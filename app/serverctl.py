@@ -27,14 +27,33 @@ def free_port() -> int:
 
 
 def die_with_parent() -> None:
-    """Have the kernel SIGTERM this process when its parent dies. If `serve` is killed (SIGKILL
+    """Have the kernel kill this process when its parent dies. If `serve` is killed (SIGKILL
     skips its cleanup), its job worker and its API processes (`--workers N`) must not live on
     as orphans holding the port and database connections; a job that was running is requeued by
-    the next worker's stalled-job sweep."""
+    the next worker's stalled-job sweep. SIGKILL, not SIGTERM: a process in the middle of a fit
+    finished it first (uvicorn waits for requests in flight), and orphans were found burning CPU
+    minutes after their `serve` was gone; with the parent gone there is nothing to shut down
+    gracefully for."""
     if sys.platform == "linux":
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+# Seconds `serve` gives requests in flight once told to stop; then they are cancelled, and a
+# process still held by a thread (a fit runs in one) exits anyway.
+GRACE_S = 10
+
+
+def exit_soon(seconds: float = GRACE_S) -> None:
+    """End this process in `seconds` unless it has ended by then: at interpreter exit Python
+    waits for every non-daemon thread, and a thread-pool thread running a fit cannot be
+    cancelled."""
+    import threading
+
+    timer = threading.Timer(seconds, os._exit, (0,))
+    timer.daemon = True
+    timer.start()
 
 
 class ServerProcess:

@@ -6,6 +6,7 @@ Built by create_app's lifespan; routes reach each through an `Annotated` depende
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import procrastinate
@@ -18,6 +19,7 @@ from app.auth.keys import KeyStore
 from app.auth.ratelimit import RateLimiter
 from app.config import Settings
 from app.db.session import libpq_url, make_engine, make_sessionmaker
+from app.fits import SyncBudget
 from app.items import OrderCache
 from app.project_cache import ProjectCache
 from app.tasks import make_queue
@@ -36,6 +38,7 @@ class Services:
     pool: AsyncConnectionPool
     projects: ProjectCache
     item_orders: OrderCache  # GET /items: computed sort orders, pinned by cursors
+    fit_budget: SyncBudget  # what a fit inside a request may cost (app/fits.py)
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -63,6 +66,11 @@ class Services:
             ),
             projects=ProjectCache(),
             item_orders=OrderCache(),
+            fit_budget=SyncBudget(
+                settings.fit_sync_max_work,
+                settings.fit_sync_max_s,
+                threading.BoundedSemaphore(settings.fit_concurrency),
+            ),
         )
 
     async def start(self) -> None:

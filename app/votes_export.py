@@ -10,7 +10,6 @@ as every method leaves them out.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine, text
 
+from app import csv_safe
 from app.export import _Drain, one_line_each
 
 VoteFormat = Literal["jsonl", "csv", "parquet", "crowdkit", "peerannot"]
@@ -89,7 +89,7 @@ def _jsonl(chunks: Iterator[list[tuple]]) -> Iterator[bytes]:  # type: ignore[ty
 
 def _csv(chunks: Iterator[list[tuple]]) -> Iterator[bytes]:  # type: ignore[type-arg]
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180, as app/export.py
+    writer = csv_safe.writer(buf)  # CRLF, and no cell a spreadsheet would run as a formula
     writer.writerow(COLUMNS)
     for rows in chunks:
         writer.writerows((r[0], r[1], r[2], r[3].isoformat(), r[4].isoformat(), r[5]) for r in rows)
@@ -116,7 +116,7 @@ def _parquet(chunks: Iterator[list[tuple]]) -> Iterator[bytes]:  # type: ignore[
 
 def _crowdkit(chunks: Iterator[list[tuple]]) -> Iterator[bytes]:  # type: ignore[type-arg]
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
+    writer = csv_safe.writer(buf)
     writer.writerow(["task", "worker", "label"])
     for rows in chunks:
         writer.writerows((r[0], r[1], r[2]) for r in rows)

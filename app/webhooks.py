@@ -22,14 +22,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import procrastinate
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
+from app import outbound
 from app.signing import sign
 
 log = logging.getLogger(__name__)
@@ -103,16 +102,31 @@ class DeliveryFailed(Exception):
     """Raised to have procrastinate retry the delivery (with backoff)."""
 
 
-def _post(url: str, headers: dict[str, str], body: bytes) -> tuple[int | None, str | None]:
-    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+# A receiver's reply is not used: read at most this much of it, then drop it.
+REPLY_BYTES = 64 * 1024
+
+
+def _post(
+    url: str, headers: dict[str, str], body: bytes, policy: outbound.Policy | None = None
+) -> tuple[int | None, str | None]:
+    """Status and error of one delivery attempt, under the address policy. The error names what
+    failed (refused by the policy, no connection, the deadline), not the receiver's reply."""
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
-            return resp.status, None
-    except urllib.error.HTTPError as exc:
-        return exc.code, f"HTTP {exc.code}"
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return None, f"{type(exc).__name__}: {reason}"[:300]
+        reply = outbound.request(
+            "POST",
+            url,
+            headers=headers,
+            body=body,
+            deadline_s=TIMEOUT_S,
+            max_bytes=REPLY_BYTES,
+            truncate=True,
+            policy=policy,
+        )
+    except outbound.OutboundError as exc:
+        return None, str(exc)[:300]
+    if 200 <= reply.status < 300:
+        return reply.status, None
+    return reply.status, f"HTTP {reply.status}"
 
 
 def deliver(engine: Engine, delivery_id: int) -> None:

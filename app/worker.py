@@ -6,8 +6,14 @@ jobs whose worker died (no heartbeat) and requeues or fails them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 import threading
+from typing import Any
+
+import procrastinate
 
 from app.config import Settings
 from app.connectors.store import sync_due
@@ -20,6 +26,45 @@ from app.webhooks import deliver
 
 log = logging.getLogger(__name__)
 
+# Training jobs run for minutes to hours; deliveries, refits and syncs take seconds. Each side
+# has its own procrastinate worker (its own concurrency), so background work never waits
+# behind a training job.
+TRAINING_QUEUES = ["training"]
+BACKGROUND_QUEUES = [q for q in QUEUES if q not in TRAINING_QUEUES]
+
+
+async def _run_queues(queue: procrastinate.App, settings: Settings, timeout: float) -> None:
+    common: dict[str, Any] = {
+        "wait": True,
+        "fetch_job_polling_interval": 1.0,
+        # procrastinate's own worker heartbeat must stay fresher than our timeout, or the
+        # sweep would take a live worker's queue entry for a lost one.
+        "update_heartbeat_interval": max(timeout / 4, 0.5),
+        "stalled_worker_timeout": max(timeout, 2.0),
+        # Two workers share this loop: one signal handler stops both (below).
+        "install_signal_handlers": False,
+    }
+    async with queue.open_async():
+        both = asyncio.gather(
+            queue.run_worker_async(
+                queues=TRAINING_QUEUES,
+                concurrency=settings.training_concurrency,
+                name=worker_name(),
+                **common,
+            ),
+            queue.run_worker_async(
+                queues=BACKGROUND_QUEUES,
+                concurrency=settings.background_concurrency,
+                name=f"{worker_name()}:background",
+                **common,
+            ),
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, both.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await both
+
 
 def run_worker(settings: Settings) -> None:
     url = settings.database_url or ""
@@ -30,7 +75,7 @@ def run_worker(settings: Settings) -> None:
     engine = make_engine(url, pool_size=3)
     timeout = settings.job_heartbeat_timeout_s
     handlers = Handlers(
-        train=lambda job_id: run_training_job(engine, job_id, timeout),
+        train=lambda job_id: run_training_job(engine, job_id, timeout, settings.training_max_s),
         refit=lambda project_id, method, params: refit_now(engine, project_id, method, params),
         webhook=lambda delivery_id: deliver(engine, delivery_id),
         sync=lambda: sync_due(engine),
@@ -54,17 +99,7 @@ def run_worker(settings: Settings) -> None:
     sweeper.start()
     log.info("worker %s: waiting for jobs", worker_name())
     try:
-        queue.run_worker(
-            queues=QUEUES,
-            concurrency=1,
-            name=worker_name(),
-            wait=True,
-            fetch_job_polling_interval=1.0,
-            # procrastinate's own worker heartbeat must stay fresher than our timeout, or the
-            # sweep would take a live worker's queue entry for a lost one.
-            update_heartbeat_interval=max(timeout / 4, 0.5),
-            stalled_worker_timeout=max(timeout, 2.0),
-        )
+        asyncio.run(_run_queues(queue, settings, timeout))
     finally:
         stop.set()
         engine.dispose()

@@ -18,6 +18,16 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+# The fake Label Studio servers and webhook receivers of the tests listen on loopback, which
+# the address policy (app/outbound.py) refuses by default: allow it for the whole session
+# (LiveServer and worker processes inherit it). tests/test_outbound.py proves the default refuses.
+os.environ.setdefault("SOFTLABELS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
+# Tests share projects that collect queued training jobs no worker runs, and use long jobs
+# (10000 epochs) to have one running: raise those two training limits for the session.
+# tests/test_training_limits.py sets the limits it tests explicitly.
+os.environ.setdefault("SOFTLABELS_TRAINING_MAX_ACTIVE_PER_PROJECT", "1000")
+os.environ.setdefault("SOFTLABELS_TRAINING_MAX_EPOCHS", "10000")
+
 from app.config import Settings
 from app.main import create_app
 from tests.helpers import ADMIN_HEADERS, ADMIN_KEY, LiveServer, embedded_data_dir, migrated_database

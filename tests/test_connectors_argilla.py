@@ -156,7 +156,7 @@ def test_bad_and_stale_signatures(
     client: TestClient, ar_project: str, secret: str, database_url: str
 ) -> None:
     r = deliver(client, ar_project, new_secret(), event())  # another secret
-    assert r.status_code == 401 and "does not match" in r.json()["detail"]
+    assert r.status_code == 401 and "does not verify" in r.json()["detail"]
     r = deliver(client, ar_project, secret, event(), ts=int(time.time()) - 3600)
     assert r.status_code == 401 and "stale" in r.json()["detail"]
     # Tampered body: signed one thing, sent another.
@@ -212,3 +212,91 @@ def test_records_file_import(client: TestClient, ar_project: str, database_url: 
     assert ("item-1", ANN, "pos") in got
     assert ("b4d3d5b1-2a8f-4d4a-9b64-6a2a7c2b8e21", ANN, "neg") in got
     assert_counts_recount(database_url, ar_project)
+
+
+def signed(secret: str, raw: bytes, msg_id: str = "m-probe") -> dict[str, str]:
+    ts = int(time.time())
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(secret, msg_id, ts, raw),
+        "Authorization": "",
+    }
+
+
+def test_without_a_key_unknown_project_connector_and_signature_look_the_same(
+    client: TestClient, ar_project: str, secret: str
+) -> None:
+    """A probe without a key learns nothing about which projects exist or have a connector."""
+    raw = json.dumps(event()).encode()
+    other = f"ls-{uuid.uuid4().hex[:8]}"
+    assert (
+        client.post("/v1/projects", json={"name": other, "classes": ["a", "b"]}).status_code == 201
+    )
+    answers = [
+        client.post(f"/v1/projects/{p}/connectors/argilla/events", content=raw, headers=h)
+        for p, h in [
+            ("no-such-project", signed(secret, raw)),  # unknown project
+            (other, signed(secret, raw)),  # project without an Argilla connector
+            (ar_project, signed(new_secret(), raw)),  # wrong secret
+        ]
+    ]
+    assert [r.status_code for r in answers] == [401, 401, 401]
+    assert len({r.text for r in answers}) == 1, [r.text for r in answers]
+    assert answers[0].json()["error"] == "unauthorized"
+
+
+def test_without_a_key_a_large_body_is_refused_before_it_is_read(
+    client: TestClient, ar_project: str, secret: str
+) -> None:
+    raw = b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    r = client.post(
+        f"/v1/projects/{ar_project}/connectors/argilla/events",
+        content=raw,
+        headers=signed(secret, raw),
+    )
+    assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
+    # To an unknown project the same body is the same 401 as any probe, not a 413.
+    r = client.post(
+        "/v1/projects/nope/connectors/argilla/events", content=raw, headers=signed(secret, raw)
+    )
+    assert r.status_code == 401
+
+
+def test_without_a_key_webhooks_are_rate_limited(settings: Any) -> None:
+    from app.main import create_app
+
+    limited = settings.model_copy(update={"rate_limit_per_s": 1, "rate_limit_burst": 2})
+    with TestClient(create_app(limited)) as c:
+        codes = [
+            c.post(
+                "/v1/projects/nope/connectors/argilla/events",
+                content=b"{}",
+                headers=signed(new_secret(), b"{}"),
+            ).status_code
+            for _ in range(6)
+        ]
+    assert 429 in codes and set(codes) <= {401, 429}, codes
+
+
+def test_a_replayed_event_changes_nothing(
+    client: TestClient, ar_project: str, secret: str, database_url: str
+) -> None:
+    """The same message id within the tolerance window: a deleted vote stays deleted."""
+    created = json.dumps(event()).encode()
+    replay_headers = signed(secret, created, msg_id=f"msg_{uuid.uuid4().hex}")
+    url = f"/v1/projects/{ar_project}/connectors/argilla/events"
+    r = client.post(url, content=created, headers=replay_headers)
+    assert r.status_code == 200 and r.json()["inserted"] == 1, r.text
+    rid = EVENT["data"]["id"]
+    gone = {"type": "response.deleted", "version": 1, "timestamp": "t", "data": {"id": rid}}
+    assert deliver(client, ar_project, secret, gone).json()["deleted"] == 1
+    v = version(database_url, ar_project)
+    r = client.post(url, content=created, headers=replay_headers)  # captured and replayed
+    assert r.status_code == 200, r.text
+    assert r.json()["ignored"] is True and r.json()["action"] == "replayed"
+    assert stored(database_url, ar_project) == set()
+    assert version(database_url, ar_project) == v
+    # A new message (a real redelivery has its own id... or the same: either way idempotent).
+    r = deliver(client, ar_project, secret, event())
+    assert r.json()["inserted"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -214,7 +215,8 @@ def test_item_detail(client: TestClient, world: dict) -> None:
     p = world["name"]
     i = int(np.argmax(world["counts"].sum(1)))
     item = world["ids"][i]
-    r = client.get(f"/v1/projects/{p}/items/{item}")  # the id has a "/" in it
+    # The id has a "/" in it: sent percent-encoded, as one path segment (tests/test_path_ids.py).
+    r = client.get(f"/v1/projects/{p}/items/{quote(item, safe='')}")
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["item"] == item and body["classes"] == CLASSES
@@ -227,7 +229,7 @@ def test_item_detail(client: TestClient, world: dict) -> None:
     assert all(v["worker"].startswith("w") and v["created_at"] for v in body["votes"])
     assert len({v["worker"] for v in body["votes"]}) == len(body["votes"])
     # The soft-label route under the same prefix still answers.
-    sl = client.get(f"/v1/projects/{p}/items/{item}/soft-label")
+    sl = client.get(f"/v1/projects/{p}/items/{quote(item, safe='')}/soft-label")
     assert sl.status_code == 200 and sl.json()["item"] == item
     r = client.get(f"/v1/projects/{p}/items/nope")
     assert r.status_code == 404 and r.json()["error"] == "not_found"

@@ -44,7 +44,7 @@ def test_delete_one_vote(client: TestClient, project: str, database_url: str) ->
     assert label(client, project, "a")["probs"] == [1.0, 0.0, 0.0]
     assert_counts_recount(database_url, project)
     # An id with "/" works as in the soft-label route.
-    r = client.delete(f"/v1/projects/{project}/items/c/with%20slash/votes/w2")
+    r = client.delete(f"/v1/projects/{project}/items/c%2Fwith%20slash/votes/w2")
     assert r.status_code == 200, r.text
     assert_counts_recount(database_url, project)
     # Gone: a second delete is a 404, and nothing moves.
@@ -142,15 +142,16 @@ def test_exclude_and_include(client: TestClient, project: str, database_url: str
 def test_delete_item(client: TestClient, project: str, database_url: str) -> None:
     seed(client, project)
     v0 = version(database_url, project)
-    r = client.delete(f"/v1/projects/{project}/items/c/with%20slash")
+    r = client.delete(f"/v1/projects/{project}/items/c%2Fwith%20slash")
     assert r.status_code == 200 and r.json()["deleted_votes"] == 2, r.text
     assert version(database_url, project) == v0 + 1
-    assert client.get(f"/v1/projects/{project}/items/c/with%20slash/soft-label").status_code == 404
+    r = client.get(f"/v1/projects/{project}/items/c%2Fwith%20slash/soft-label")
+    assert r.status_code == 404
     assert_counts_recount(database_url, project)
     assert client.get(f"/v1/projects/{project}").json()["n_votes"] == 5
     export = client.get(f"/v1/projects/{project}/soft-labels").text.splitlines()
     assert sorted(json.loads(x)["item"] for x in export) == ["a", "b"]
-    assert client.delete(f"/v1/projects/{project}/items/c/with%20slash").status_code == 404
+    assert client.delete(f"/v1/projects/{project}/items/c%2Fwith%20slash").status_code == 404
 
 
 def test_delete_project_needs_confirmation(

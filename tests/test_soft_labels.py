@@ -64,6 +64,14 @@ def export(client: TestClient, project: str, fmt: str, params: dict[str, Any]) -
     return r.content
 
 
+def unquote_cell(cell: str) -> str:
+    """A CSV cell as stored: exports prefix formula-leading cells with "'" (app/csv_safe.py;
+    tests/test_csv_safety.py checks which)."""
+    if cell[:1] == "'" and cell[1:2] in ("=", "+", "-", "@", "\t", "\r", "|", "%"):
+        return cell[1:].replace("\\|", "|")
+    return cell
+
+
 def parse_export(fmt: str, content: bytes, classes: list[str]) -> dict[str, dict[str, Any]]:
     """Any export format -> {item: {"n_votes", "probs" (None if no votes), "gold"}}, in order."""
     rows: list[dict[str, Any]] = []
@@ -83,9 +91,9 @@ def parse_export(fmt: str, content: bytes, classes: list[str]) -> dict[str, dict
             item, n_votes, gold, *probs = cells
             rows.append(
                 {
-                    "item": item,
+                    "item": unquote_cell(item),
                     "n_votes": int(n_votes),
-                    "gold": gold or None,
+                    "gold": unquote_cell(gold) or None,
                     "probs": None if probs == [""] * len(classes) else [float(p) for p in probs],
                 }
             )

@@ -146,6 +146,17 @@ def test_lifecycle(client: TestClient, trainable: str, workers: Workers) -> None
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "features"
     missing = client.post(f"/v1/training-jobs/{job_id}/predict", json={"items": ["nope"]})
     assert missing.status_code == 422 and missing.json()["errors"][0]["index"] == 0
+    # Features the model overflows on: a 422 naming the rows, never null probabilities.
+    big = 3.4e38
+    huge = [feats[0].tolist(), [big, -big] * 3, [big] * 6, [-big, big] * 3, [-big] * 6]
+    r = client.post(f"/v1/training-jobs/{job_id}/predict", json={"features": huge})
+    if r.status_code == 200:  # this model kept every row finite
+        assert all(p is not None and np.isfinite(p).all() for p in r.json()["probs"]), r.text
+    else:
+        assert r.status_code == 422, r.text
+        assert 0 not in [e["index"] for e in r.json()["errors"]]
+    r = client.post(f"/v1/training-jobs/{job_id}/predict", json={"features": [[1e39] * 6]})
+    assert r.status_code == 422 and r.json()["errors"][0]["index"] == 0
     listed = client.get(f"/v1/projects/{trainable}/training-jobs").json()["jobs"]
     assert listed[0]["id"] >= job_id and [j["id"] for j in listed] == sorted(
         (j["id"] for j in listed), reverse=True

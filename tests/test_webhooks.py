@@ -257,3 +257,45 @@ def test_settled_by_entropy_after_excluding_a_dissenter(
         f"webhook:{sub['id']}:item:z",
     )
     assert queued == [(1,)]
+
+
+def test_a_delivery_does_not_wait_behind_a_training_job(
+    app_client: TestClient, receiver: Receiver, worker: Any
+) -> None:
+    """One project's long training job runs while another project's webhook is delivered: the
+    worker runs training and background work side by side."""
+    c = app_client
+    trainer = f"wh-{uuid.uuid4().hex[:8]}"
+    assert c.post("/v1/projects", json={"name": trainer, "classes": ["x", "y"]}).status_code == 201
+    items = [{"id": f"i{i}", "features": [float(i % 7), float(i % 3)]} for i in range(400)]
+    assert c.post(f"/v1/projects/{trainer}/items", json={"items": items}).status_code == 200
+    votes = [
+        {"item": f"i{i}", "worker": f"w{w}", "label": (i + w) % 2}
+        for i in range(400)
+        for w in range(3)
+    ]
+    assert c.post(f"/v1/projects/{trainer}/votes", json={"votes": votes}).status_code == 200
+    r = c.post(
+        f"/v1/projects/{trainer}/training-jobs",
+        json={"epochs": 1000, "batch_size": 1, "labels": {"method": "normalized"}},
+    )
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + 60
+    while c.get(f"/v1/training-jobs/{job_id}").json()["status"] != "running":
+        assert time.monotonic() < deadline, "the training job never started"
+        time.sleep(0.2)
+
+    other = f"wh-{uuid.uuid4().hex[:8]}"
+    assert c.post("/v1/projects", json={"name": other, "classes": ["x", "y"]}).status_code == 201
+    receiver.secret = subscribe(c, other, receiver.url, events=["item.settled"], settle_votes=1)[
+        "secret"
+    ]
+    vote = {"votes": [{"item": "a", "worker": "w1", "label": "x"}]}
+    assert c.post(f"/v1/projects/{other}/votes", json=vote).status_code == 200
+    try:
+        got = receiver.wait_for(1, timeout=30)
+        assert got[0]["data"]["item"] == "a"
+        assert c.get(f"/v1/training-jobs/{job_id}").json()["status"] == "running"
+    finally:
+        c.post(f"/v1/training-jobs/{job_id}/cancel")

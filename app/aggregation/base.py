@@ -143,8 +143,9 @@ def max_iter_spec(default: int) -> ParamSpec:
         default=default,
         doc="maximum number of EM iterations (one E-step and one M-step each); 0 returns the "
         "initialization's posteriors",
-        check=lambda v: 0 <= v <= 100_000,
-        rule="an integer in [0, 100000]",
+        # Bounded so that one request cannot ask for hours of work; defaults are 50-100.
+        check=lambda v: 0 <= v <= 1000,
+        rule="an integer in [0, 1000]",
     )
 
 

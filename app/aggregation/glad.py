@@ -62,8 +62,8 @@ PARAMS: dict[str, ParamSpec] = {
         doc="maximum Newton rounds per M-step (each updates all abilities, then all "
         "difficulties); the M-step need not converge (generalized EM): 3 rounds gave the "
         "fastest fits at unchanged accuracy in benchmarks/worker_models.py",
-        check=lambda v: 1 <= v <= 1000,
-        rule="an integer in [1, 1000]",
+        check=lambda v: 1 <= v <= 100,
+        rule="an integer in [1, 100]",
     ),
     "m_step_tol": ParamSpec(
         name="m_step_tol",

@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import Engine
 
+import app.api.paths  # noqa: F401  (registers the {worker:id} path convertor)
 from app import reads
 from app.aggregation import agreement
 from app.aggregation.registry import get_method
@@ -227,7 +228,7 @@ def list_workers(
 
 
 @router.get(
-    "/workers/{worker}", response_model=WorkerDetail, dependencies=[Depends(require("read"))]
+    "/workers/{worker:id}", response_model=WorkerDetail, dependencies=[Depends(require("read"))]
 )
 def get_worker(
     project: ProjectDep,

@@ -77,7 +77,12 @@ class ArgillaConfig(Strict):
         description="The item id: the record's external_id (falls back to its id), or its id.",
     )
     worker_field: Literal["id", "username"] = "id"
-    tolerance_s: int = Field(default=300, ge=1, le=86400, description="Max timestamp age.")
+    tolerance_s: int = Field(
+        default=300,
+        ge=1,
+        le=300,
+        description="Max timestamp age, seconds; at most the Standard Webhooks window of 300.",
+    )
 
 
 class ConnectorOut(BaseModel):

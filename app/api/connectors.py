@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
+from sqlalchemy import Engine, text
 
 from app.api.connector_schemas import (
     ArgillaConfig,
@@ -28,12 +30,19 @@ from app.api.connector_schemas import (
 )
 from app.api.deps import Caller, ProjectDep, ServicesDep, SessionDep, bearer, get_caller, require
 from app.api.schemas import ErrorBody
-from app.connectors import store
+from app.connectors import replay, store
 from app.connectors.label_studio import SyncFailed
 from app.db.models import Connector
-from app.errors import ToolUnreachable, Unauthorized, ValidationFailed
+from app.errors import (
+    PayloadTooLarge,
+    RateLimited,
+    ToolUnreachable,
+    Unauthorized,
+    ValidationFailed,
+)
 from app.ingest import committed_with_retries
-from app.signing import BadSignature, verify
+from app.outbound import Policy, refuse_url
+from app.signing import MAX_TOLERANCE_S, BadSignature, check_headers, verify
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/projects/{project}/connectors", tags=["connectors"])
@@ -42,24 +51,73 @@ CONFIGS: dict[str, type[BaseModel]] = {"label-studio": LabelStudioConfig, "argil
 _annotate = require("annotate")
 
 
+# One answer for an unknown project, a project without an Argilla connector (or secret) and a
+# signature that does not verify: a caller without a key learns nothing about which it was.
+REFUSED = "Argilla webhook refused: the signature does not verify for this URL."
+
+
+def _argilla_secret(engine: Engine, project: str) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT c.secret FROM connectors c JOIN projects p ON p.id = c.project_id "
+                "WHERE p.name = :n AND c.tool = 'argilla'"
+            ),
+            {"n": project},
+        ).scalar_one_or_none()
+
+
 async def events_access(
     request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller | None:
-    """An annotate key; or, for Argilla only and without a key, a Standard Webhooks signature
-    (checked by the route against the connector's secret)."""
+    """An annotate key; or, for Argilla only and without a key, a Standard Webhooks signature.
+
+    Without a key, everything that can be refused before the body is read is refused here with
+    one 401, after the per-address rate limit; the route then reads at most `max_event_bytes`
+    and checks the signature over them."""
     if (
         credentials is None
         and request.path_params.get("tool") == "argilla"
         and request.headers.get("webhook-signature")
     ):
+        address = request.client.host if request.client else ""
+        wait = services.limiter.wait_s(("signed-webhook", address))
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            raise RateLimited(
+                f"Too many webhook requests from this address; retry in {seconds} s.",
+                headers={"Retry-After": str(seconds)},
+            )
+        try:
+            check_headers(dict(request.headers))
+        except BadSignature as exc:
+            raise Unauthorized(f"Argilla webhook refused: {exc}.") from None
+        project = str(request.path_params.get("project", ""))
+        if not await run_in_threadpool(_argilla_secret, services.engine, project):
+            raise Unauthorized(REFUSED)
+        request.state.signed_webhook = True  # the route reads at most max_event_bytes
         return None
     caller = await get_caller(request, services, credentials)
     return await _annotate(caller, request, services)
 
 
 events_access.required_scope = "annotate"  # type: ignore[attr-defined]  # for route_scope()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"An event body is at most {limit} bytes.")
+    parts, seen = [], 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise PayloadTooLarge(f"An event body is at most {limit} bytes.")
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _out(request: Request, project: str, c: Connector) -> ConnectorOut:
@@ -75,7 +133,12 @@ def _out(request: Request, project: str, c: Connector) -> ConnectorOut:
 
 @router.put("/{tool}", response_model=ConnectorOut, dependencies=[Depends(require("admin"))])
 def put_connector(
-    request: Request, project: ProjectDep, tool: Tool, body: dict[str, Any], session: SessionDep
+    request: Request,
+    project: ProjectDep,
+    tool: Tool,
+    body: dict[str, Any],
+    session: SessionDep,
+    services: ServicesDep,
 ) -> ConnectorOut:
     """Set the mapping. Label Studio: `{"from_name", "item_field"}` (+ `url`, `ls_project`,
     `token` for sync); Argilla: `{"question", "secret"}`. The token / secret is stored and never
@@ -93,6 +156,8 @@ def put_connector(
             ],
         ) from None
     values = config.model_dump(mode="json", exclude_unset=False)
+    if values.get("url"):
+        refuse_url(str(values["url"]), Policy.from_settings(services.settings))
     if tool == "label-studio" and "token" not in config.model_fields_set:
         values.pop("token")
     c = store.put(session, project, tool, values)
@@ -135,12 +200,17 @@ def _result(action: str, applied: Any) -> EventResult:
     dependencies=[Depends(events_access)],
 )
 async def connector_events(
-    request: Request, project: ProjectDep, tool: Tool, session: SessionDep
+    request: Request, project: ProjectDep, tool: Tool, session: SessionDep, services: ServicesDep
 ) -> EventResult:
     """The URL the tool's webhook points at. Idempotent (the tool's annotation / response id is
     the key), all or nothing; an unknown label or unmapped field is a 422 naming the JSON path.
     Actions without votes (e.g. TASKS_CREATED, PROJECT_UPDATED) are acknowledged and ignored."""
-    raw = await request.body()
+    settings = services.settings
+    signed_only = getattr(request.state, "signed_webhook", False)
+    raw = await read_body(
+        request, settings.max_event_bytes if signed_only else settings.max_body_bytes
+    )
+    headers = dict(request.headers)
 
     def work() -> EventResult:
         connector = store.get(session, project, tool)
@@ -148,9 +218,9 @@ async def connector_events(
             try:
                 verify(
                     connector.secret or "",
-                    dict(request.headers),
+                    headers,
                     raw,
-                    float(connector.config.get("tolerance_s", 300)),
+                    float(connector.config.get("tolerance_s", MAX_TOLERANCE_S)),
                 )
             except BadSignature as exc:
                 raise Unauthorized(f"Argilla webhook refused: {exc}.") from None
@@ -166,9 +236,14 @@ async def connector_events(
                 "The body must be a JSON object.",
                 errors=[{"index": None, "field": "body", "reason": "not an object"}],
             )
-        action, applied = committed_with_retries(
-            session, lambda: store.handle_event(session, project, connector, body)
-        )
+        msg_id = headers.get("webhook-id", "") if tool == "argilla" else ""
+
+        def handle() -> tuple[str, Any]:
+            if msg_id and not replay.first_delivery(session, project.id, tool, msg_id):
+                return "replayed", None  # this message id was applied already
+            return store.handle_event(session, project, connector, body)
+
+        action, applied = committed_with_retries(session, handle)
         result = _result(action, applied)
         # Never the body: it carries the tool's secrets (Label Studio's share token). The
         # action and what it changed, to tell later which events arrived and did what.
@@ -203,7 +278,9 @@ async def connector_events(
         },
     },
 )
-def sync_label_studio(project: ProjectDep, session: SessionDep) -> SyncResult:
+def sync_label_studio(
+    project: ProjectDep, session: SessionDep, services: ServicesDep
+) -> SyncResult:
     """Pull the project's annotations from Label Studio and reconcile: add what is missing,
     update what changed, remove what Label Studio no longer has. Repairs missed webhooks
     (Label Studio never retries one). An annotation that cannot be a vote (a choice that is not
@@ -213,7 +290,10 @@ def sync_label_studio(project: ProjectDep, session: SessionDep) -> SyncResult:
     connector = store.get(session, project, "label-studio")
     try:
         n, applied = committed_with_retries(
-            session, lambda: store.sync_label_studio(session, project, connector)
+            session,
+            lambda: store.sync_label_studio(
+                session, project, connector, Policy.from_settings(services.settings)
+            ),
         )
     except SyncFailed as exc:
         raise ToolUnreachable(str(exc)) from None

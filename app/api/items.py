@@ -1,8 +1,8 @@
 """GET /items (a sorted, paged list) and GET /items/{item} (one item with its votes).
 
-Thin: the SQL and the paging live in app/items.py. Included after the soft-label and analytics
-routers, so `/items/next` and `/items/{item}/soft-label` keep their meaning (an item literally
-named "next" is read through its soft label or the export)."""
+Thin: the SQL and the paging live in app/items.py. Included after the analytics router, so
+`/items/next` keeps its meaning (an item literally named "next" is read through its soft label or
+the export). Ids are one path segment, percent-encoded (app/api/paths.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-import app.api.paths  # noqa: F401  (registers the {item:item_id} path convertor)
+import app.api.paths  # noqa: F401  (registers the {item:id} path convertor)
 from app.api.deps import EngineDep, ProjectDep, ServicesDep, require
 from app.api.item_schemas import ItemDetail, ItemPage, ItemRow, ItemVote
 from app.api.method_query import (
@@ -103,9 +103,7 @@ def get_items(
     )
 
 
-@router.get(
-    "/items/{item:item_id}", response_model=ItemDetail, dependencies=[Depends(require("read"))]
-)
+@router.get("/items/{item:id}", response_model=ItemDetail, dependencies=[Depends(require("read"))])
 def get_item(engine: EngineDep, project: ProjectDep, item: str) -> ItemDetail:
     """One item: counts, gold, features, metadata, and every vote (worker, label, times)."""
     with engine.connect() as conn:

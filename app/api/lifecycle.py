@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import StreamingResponse
 
+import app.api.paths  # noqa: F401  (registers the {item:id} path convertor)
 from app import lifecycle
-from app.api import soft_labels  # noqa: F401  (registers the item_id path convertor)
 from app.api.connector_schemas import DeletedOut, ExcludedOut, ProjectDeletedOut
 from app.api.deps import EngineDep, ProjectDep, ServicesDep, SessionDep, SettingsDep, require
 from app.errors import ValidationFailed
@@ -34,7 +34,7 @@ def _deleted(d: lifecycle.Deleted) -> DeletedOut:
 
 
 @router.delete(
-    "/items/{item:item_id}/votes/{worker}",
+    "/items/{item:id}/votes/{worker:id}",
     response_model=DeletedOut,
     dependencies=[Depends(require("annotate"))],
 )
@@ -50,7 +50,7 @@ def delete_vote(
 
 
 @router.delete(
-    "/workers/{worker}/votes",
+    "/workers/{worker:id}/votes",
     response_model=DeletedOut,
     dependencies=[Depends(require("admin"))],
 )
@@ -77,7 +77,7 @@ def _exclude(session: SessionDep, project: ProjectDep, worker: str, flag: bool) 
 
 
 @router.post(
-    "/workers/{worker}/exclude",
+    "/workers/{worker:id}/exclude",
     response_model=ExcludedOut,
     dependencies=[Depends(require("admin"))],
 )
@@ -88,7 +88,7 @@ def exclude_worker(project: ProjectDep, worker: WorkerPath, session: SessionDep)
 
 
 @router.post(
-    "/workers/{worker}/include",
+    "/workers/{worker:id}/include",
     response_model=ExcludedOut,
     dependencies=[Depends(require("admin"))],
 )
@@ -98,7 +98,7 @@ def include_worker(project: ProjectDep, worker: WorkerPath, session: SessionDep)
 
 
 @router.delete(
-    "/items/{item:item_id}", response_model=DeletedOut, dependencies=[Depends(require("admin"))]
+    "/items/{item:id}", response_model=DeletedOut, dependencies=[Depends(require("admin"))]
 )
 def delete_item(project: ProjectDep, item: ItemPath, session: SessionDep) -> DeletedOut:
     """Delete an item with its votes, features, gold label and metadata."""

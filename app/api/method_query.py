@@ -83,6 +83,7 @@ def labeler_from_request(
         params,
         sync_max_votes=services.settings.fit_sync_max_votes,
         queue=services.queue,
+        budget=services.fit_budget,
     )
 
 

@@ -20,6 +20,7 @@ from app.db.models import Project
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.export import MEDIA_TYPES, Chunk, Format, serialize
 from app.model_loop import model_view
+from app.records import index_text
 from app.services import Services
 from app.training.serving import checkpoint_bytes
 
@@ -84,12 +85,12 @@ def export_model_predictions(
     (computed now, so items added after the job are included). Rows are predictions, not human
     labels: `"prediction": true` in JSONL, header `X-Predictions: true` in every format."""
     raw = method.removeprefix("model:")
-    if not raw.isdigit() or int(raw) < 1:
+    job_id = index_text(raw)
+    if job_id is None or job_id < 1:
         raise ValidationFailed(
             "method=model:<job id> needs a numeric job id.",
             errors=[{"index": None, "field": "method", "reason": "expected model:<job id>"}],
         )
-    job_id = int(raw)
     engine = services.engine
     with engine.connect() as conn:
         job = conn.execute(

@@ -13,7 +13,7 @@ from pydantic import (
 )
 
 from app.db.models import NAME_PATTERN
-from app.records import ClassName, ExternalId, ItemIn, Strict, VoteIn, no_nul
+from app.records import ClassName, ExternalId, Feature, ItemIn, Strict, VoteIn, no_nul
 
 # --- projects ---------------------------------------------------------------------------------
 
@@ -165,9 +165,7 @@ class TrainingJobList(BaseModel):
 
 
 class PredictIn(Strict):
-    features: list[list[Annotated[float, Field(allow_inf_nan=False)]]] | None = Field(
-        default=None, min_length=1, max_length=10_000
-    )
+    features: list[list[Feature]] | None = Field(default=None, min_length=1, max_length=10_000)
     items: list[ExternalId] | None = Field(default=None, min_length=1, max_length=10_000)
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-import app.api.paths  # noqa: F401  (registers the {item:item_id} path convertor)
+import app.api.paths  # noqa: F401  (registers the {item:id} path convertor)
 from app.api.deps import ProjectDep, ServicesDep, SessionDep, require
 from app.api.method_query import (
     AlphaQuery,
@@ -32,7 +32,7 @@ router = APIRouter(prefix="/v1/projects/{project}", tags=["soft labels"])
 
 
 @router.get(
-    "/items/{item:item_id}/soft-label",
+    "/items/{item:id}/soft-label",
     response_model=SoftLabel,
     dependencies=[Depends(require("read"))],
 )

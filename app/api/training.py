@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Query, Response, status
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from app.api.deps import ModelCacheDep, ProjectDep, QueueDep, SessionDep, require
+from app.api.deps import (
+    ModelCacheDep,
+    ProjectDep,
+    QueueDep,
+    SessionDep,
+    SettingsDep,
+    require,
+)
 from app.api.schemas import PredictIn, PredictOut, TrainingJobList, TrainingJobOut
+from app.config import Settings
 from app.db.models import Project, TrainingJob
 from app.errors import Conflict, NotFound, ValidationFailed, plural
 from app.model_loop import check_crowdlab_job
@@ -52,16 +62,33 @@ def _invalid(field: str, reason: str) -> ValidationFailed:
     dependencies=[Depends(require("train"))],
 )
 def create_training_job(
-    config: TrainingConfig, project: ProjectDep, session: SessionDep, queue: QueueDep
+    config: TrainingConfig,
+    project: ProjectDep,
+    session: SessionDep,
+    queue: QueueDep,
+    settings: SettingsDep,
 ) -> TrainingJobOut:
     """Queue a training job. The config is checked now: an impossible one is a 422 here,
-    never a job that fails later."""
+    never a job that fails later; one past the server's training limits is a 422 naming the
+    limit (an admin raises them, docs/security.md)."""
     conn = session.connection()
-    if usable_items(conn, project.id) == 0:
+    n_items = usable_items(conn, project.id)
+    if n_items == 0:
         raise _invalid(
             "features",
             "the project has no item with both a feature vector and a "
             "vote; POST features to /items first",
+        )
+    check_limits(config, settings, n_items, project.n_features or 0, len(project.classes))
+    active = session.scalar(
+        select(func.count())
+        .select_from(TrainingJob)
+        .where(TrainingJob.project_id == project.id, TrainingJob.status.in_(("queued", "running")))
+    )
+    if (active or 0) >= settings.training_max_active_per_project:
+        raise Conflict(
+            f"The project has {active} training jobs queued or running, the most it may "
+            "(SOFTLABELS_TRAINING_MAX_ACTIVE_PER_PROJECT); wait for one to end or cancel one."
         )
     if config.label_method == "crowdlab":  # issue 12: needs an out-of-sample job
         check_crowdlab_job(conn, project.id, config.label_params.get("job"), "labels.job")
@@ -83,6 +110,37 @@ def create_training_job(
     enqueue(conn, queue, job.id)  # same transaction as the row
     session.refresh(job)
     return job_out(job, project.name)
+
+
+def model_params(config: TrainingConfig, n_features: int, n_classes: int) -> int:
+    """Weights and biases of the configured model."""
+    widths = [n_features, *getattr(config.model, "hidden", []), n_classes]
+    return sum(a * b + b for a, b in itertools.pairwise(widths))
+
+
+def check_limits(
+    config: TrainingConfig, settings: Settings, n_items: int, n_features: int, n_classes: int
+) -> None:
+    """The server's training limits: a job that would run for hours or build a model of
+    billions of weights is refused before it is queued."""
+    steps = config.epochs * math.ceil(n_items / config.batch_size)
+    checks = [
+        ("epochs", config.epochs, settings.training_max_epochs, "SOFTLABELS_TRAINING_MAX_EPOCHS"),
+        ("batch_size", steps, settings.training_max_steps, "SOFTLABELS_TRAINING_MAX_STEPS"),
+        (
+            "model",
+            model_params(config, n_features, n_classes),
+            settings.training_max_params,
+            "SOFTLABELS_TRAINING_MAX_PARAMS",
+        ),
+    ]
+    what = {"epochs": "epochs", "batch_size": "optimizer steps", "model": "model weights"}
+    for field, value, limit, env in checks:
+        if value > limit:
+            raise _invalid(
+                field,
+                f"{value} {what[field]} is over this server's limit of {limit} ({env})",
+            )
 
 
 @router.get(
@@ -209,4 +267,13 @@ def predict(body: PredictIn, job: JobDep, session: SessionDep, models: ModelCach
     from app.training.trainer import predict_probs
 
     probs = predict_probs(model, np.asarray(rows, dtype=np.float32))
+    bad = [
+        {"index": i, "field": "features", "reason": "too large for the model (no finite output)"}
+        for i in np.flatnonzero(~np.isfinite(probs).all(axis=1)).tolist()
+    ]
+    if bad:
+        # A float32 feature far outside the training range overflows the network's logits.
+        raise ValidationFailed(
+            f"{plural(len(bad), 'feature vector')} gave no finite probabilities.", errors=bad
+        )
     return PredictOut(classes=project.classes, probs=probs.tolist())

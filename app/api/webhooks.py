@@ -15,9 +15,10 @@ from app.api.connector_schemas import (
     SubscriptionList,
     SubscriptionOut,
 )
-from app.api.deps import ProjectDep, SessionDep, require
+from app.api.deps import ProjectDep, ServicesDep, SessionDep, require
 from app.db.models import Project, WebhookDelivery, WebhookSubscription
 from app.errors import NotFound, ValidationFailed
+from app.outbound import Policy, refuse_url
 from app.signing import new_secret
 
 router = APIRouter(prefix="/v1/projects/{project}/webhooks", tags=["webhooks"])
@@ -55,7 +56,7 @@ def _get(session: SessionDep, project: Project, sub_id: int) -> WebhookSubscript
     dependencies=[Depends(require("admin"))],
 )
 def create_subscription(
-    project: ProjectDep, body: SubscriptionIn, session: SessionDep
+    project: ProjectDep, body: SubscriptionIn, session: SessionDep, services: ServicesDep
 ) -> SubscriptionOut:
     """Subscribe a URL to events. The signing secret (`whsec_...`) is in this answer only:
     verify each delivery's `webhook-signature` with it (Standard Webhooks)."""
@@ -66,6 +67,8 @@ def create_subscription(
                 {"index": None, "field": "settle_votes", "reason": "required for item.settled"}
             ],
         )
+    # Checked again at each delivery (DNS can change); refused here to say so at once.
+    refuse_url(str(body.url), Policy.from_settings(services.settings))
     secret = new_secret()
     s = WebhookSubscription(
         project_id=project.id,

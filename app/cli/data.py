@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from app.aggregation.params import MethodParams
 from app.cli.common import DataDirOpt, console, fail, migrated_engine, settings_for
 from app.config import Settings
+from app.records import index_text
 
 
 def register(app: typer.Typer) -> None:
@@ -126,9 +127,10 @@ def _import_votes(engine: Engine, factory: Any, file: Path, project: str, batch_
 def _label(raw: str | None, names: set[str]) -> str | int | None:
     # A CSV cell is text. A class name wins; otherwise a cell of digits is a class index, as in
     # the API's integer labels (so classes named "1", "2" are never misread as indices).
-    if raw is None or raw in names or not raw.isdigit():
+    if raw is None or raw in names:
         return raw
-    return int(raw)
+    index = index_text(raw)
+    return raw if index is None else index
 
 
 def _report_bad_batch(exc: Exception, lines: list[int], totals: dict[str, int]) -> None:

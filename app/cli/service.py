@@ -18,7 +18,7 @@ from app.cli.common import (
     settings_for,
 )
 from app.config import Settings, get_settings
-from app.serverctl import die_with_parent
+from app.serverctl import GRACE_S, die_with_parent, exit_soon
 
 db_app = typer.Typer(help="The embedded PostgreSQL in the data dir.", no_args_is_help=True)
 
@@ -101,7 +101,12 @@ def serve(
                 from app.main import create_app  # only here: N processes import it themselves
 
                 uvicorn.run(
-                    create_app(settings), host=host, port=port, log_config=None, access_log=False
+                    create_app(settings),
+                    host=host,
+                    port=port,
+                    log_config=None,
+                    access_log=False,
+                    timeout_graceful_shutdown=GRACE_S,
                 )
             else:
                 # Each process builds its app from the environment (app.main.app_from_env).
@@ -114,6 +119,7 @@ def serve(
                     port=port,
                     log_config=None,
                     access_log=False,
+                    timeout_graceful_shutdown=GRACE_S,
                 )
         finally:
             if worker_proc is not None:
@@ -122,6 +128,8 @@ def serve(
                     worker_proc.wait(15)
                 except subprocess.TimeoutExpired:
                     worker_proc.kill()
+    # Everything is stopped; a thread still inside a request's fit must not keep the process.
+    exit_soon(1.0)
 
 
 def _require_free_port(host: str, port: int) -> None:

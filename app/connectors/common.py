@@ -25,6 +25,7 @@ from app.ingest import (
     ingest_votes,
 )
 from app.lifecycle import delete_tool_votes, delete_votes_where
+from app.records import index_text
 
 OnDuplicate = Literal["last", "first", "error"]
 
@@ -109,8 +110,14 @@ def label_problems(project: Project, votes: list[ToolVote]) -> list[tuple[ToolVo
     known = set(project.classes)
     out = []
     for v in votes:
-        if isinstance(v.label, str) and v.label not in known and v.label.isdigit():
-            v.label = int(v.label)  # e.g. crowd-kit CSV labels written as class indices
+        if isinstance(v.label, bool) or not isinstance(v.label, str | int):
+            # A tool's answer can be any JSON value (a multi-label list, an object).
+            out.append((v, "must be one label: a class name or a 0-based class index"))
+            continue
+        if isinstance(v.label, str) and v.label not in known:
+            index = index_text(v.label)  # e.g. crowd-kit CSV labels written as class indices
+            if index is not None:
+                v.label = index
         if isinstance(v.label, str) and v.label not in known:
             out.append(
                 (v, f"unknown label {v.label!r}; the project's classes are {project.classes[:20]}")

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from app.connectors import argilla, label_studio
 from app.connectors.common import Parsed, ToolVote, external_id, problem
+from app.records import index_text
 
 FileFormat = Literal["label-studio", "argilla", "prodigy", "crowdkit", "peerannot"]
 FORMATS: tuple[str, ...] = ("label-studio", "argilla", "prodigy", "crowdkit", "peerannot")
@@ -127,7 +128,7 @@ def parse_peerannot(data: bytes) -> Parsed:
         for worker, label in answers.items():
             out.rows += 1
             path = f"{task}.{worker}"
-            if isinstance(label, str) and label.lstrip("-").isdigit():
+            if isinstance(label, str) and index_text(label.removeprefix("-")) is not None:
                 label = int(label)
             if not isinstance(label, (str, int)) or isinstance(label, bool):
                 out.errors.append(problem(path, "must be a class index or name"))

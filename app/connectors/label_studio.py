@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+from app import outbound
 from app.connectors.common import Parsed, Rejected, ToolVote, external_id, problem
 from app.db.models import MAX_EXTERNAL_ID
+from app.outbound import Policy
 
 SOURCE = "label-studio"
 VOTE_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"}
@@ -302,23 +301,25 @@ class SyncFailed(Exception):
 
 
 def _request(
-    url: str, headers: dict[str, str], body: bytes | None = None, timeout: float = 30
+    url: str, headers: dict[str, str], body: bytes | None = None, policy: Policy | None = None
 ) -> Any:
-    req = urllib.request.Request(url, data=body, headers=headers)
+    """GET (or POST `body`) under the address policy; the reply parsed as JSON. Errors name what
+    failed, never what Label Studio sent (nor the path: an error is not a way to probe a URL)."""
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        where = urllib.parse.urlsplit(url).path
-        raise SyncFailed(f"Label Studio answered {exc.code} for {where}") from None
-    except (urllib.error.URLError, TimeoutError, ValueError) as exc:
-        where = urllib.parse.urlsplit(url).netloc
-        raise SyncFailed(
-            f"Label Studio at {where} could not be read: {type(exc).__name__}"
-        ) from None
+        reply = outbound.request(
+            "POST" if body is not None else "GET", url, headers=headers, body=body, policy=policy
+        )
+    except outbound.OutboundError as exc:
+        raise SyncFailed(f"Label Studio could not be read: {exc}") from None
+    if not 200 <= reply.status < 300:
+        raise SyncFailed(f"Label Studio answered HTTP {reply.status}")
+    try:
+        return json.loads(reply.body)
+    except ValueError:
+        raise SyncFailed("Label Studio's reply is not JSON") from None
 
 
-def auth_header(base: str, token: str) -> dict[str, str]:
+def auth_header(base: str, token: str, policy: Policy | None = None) -> dict[str, str]:
     """A personal access token (a JWT) is traded for a short-lived access token; a legacy API
     token is sent as `Token <key>`."""
     if token.count(".") == 2:
@@ -326,6 +327,7 @@ def auth_header(base: str, token: str) -> dict[str, str]:
             f"{base}/api/token/refresh/",
             {"Content-Type": "application/json"},
             json.dumps({"refresh": token}).encode(),
+            policy,
         )
         access = got.get("access") if isinstance(got, dict) else None
         if not isinstance(access, str):
@@ -334,8 +336,10 @@ def auth_header(base: str, token: str) -> dict[str, str]:
     return {"Authorization": f"Token {token}"}
 
 
-def fetch_export(base_url: str, ls_project: int, token: str) -> Any:
+def fetch_export(base_url: str, ls_project: int, token: str, policy: Policy | None = None) -> Any:
     """The project's JSON export, every task with its annotations (cancelled ones included)."""
     base = base_url.rstrip("/")
-    headers = auth_header(base, token)
-    return _request(f"{base}/api/projects/{ls_project}/export?exportType=JSON", headers)
+    headers = auth_header(base, token, policy)
+    return _request(
+        f"{base}/api/projects/{ls_project}/export?exportType=JSON", headers, None, policy
+    )

@@ -15,6 +15,7 @@ from app.connectors import argilla, label_studio
 from app.connectors.common import Applied, Parsed, apply, problem
 from app.db.models import Connector, Project
 from app.errors import NotFound, ValidationFailed
+from app.outbound import Policy
 
 log = logging.getLogger(__name__)
 SECRET_KEYS = {"label-studio": "token", "argilla": "secret"}
@@ -96,7 +97,7 @@ REJECTIONS_SHOWN = 100  # rejected annotations listed in a sync's result; `rejec
 
 
 def sync_label_studio(
-    session: Session, project: Project, connector: Connector
+    session: Session, project: Project, connector: Connector, policy: Policy | None = None
 ) -> tuple[int, Applied]:
     """Pull Label Studio's export and reconcile (the caller commits): add what is missing,
     update what changed, remove what Label Studio no longer has. An annotation that cannot be
@@ -113,7 +114,7 @@ def sync_label_studio(
             f"The connector needs {', '.join(missing)} for sync; PUT them first.",
             errors=[problem(k, "needed for sync") for k in missing],
         )
-    data = label_studio.fetch_export(c["url"], int(c["ls_project"]), connector.secret or "")
+    data = label_studio.fetch_export(c["url"], int(c["ls_project"]), connector.secret or "", policy)
     parsed = label_studio.parse_export(data, c["from_name"], c.get("item_field"), lenient=True)
     if parsed.errors:
         where = ", ".join(f"{e['field']} {e['reason']}" for e in parsed.errors[:3])

@@ -23,6 +23,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -276,6 +277,25 @@ class Connector(Base):
     last_sync: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
+
+
+class WebhookMessage(Base):
+    """A Standard Webhooks message id a connector accepted, kept past the timestamp tolerance so
+    a replayed event changes nothing (app/connectors/replay.py)."""
+
+    __tablename__ = "webhook_messages"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["project_id", "tool"], ["connectors.project_id", "connectors.tool"], ondelete="CASCADE"
+        ),
+    )
+
+    project_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tool: Mapped[str] = mapped_column(Text, primary_key=True)
+    msg_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False, index=True
+    )
 
 
 class WebhookSubscription(Base):

@@ -59,7 +59,11 @@ def load_teacher(engine: Engine, teacher_job: int) -> Any:
     return model
 
 
-def run_training_job(engine: Engine, job_id: int, heartbeat_timeout_s: float) -> None:
+def run_training_job(
+    engine: Engine, job_id: int, heartbeat_timeout_s: float, max_s: float | None = None
+) -> None:
+    """`max_s`: wall time after which the job stops at the end of an epoch, as if cancelled
+    (the admin's SOFTLABELS_TRAINING_MAX_S)."""
     claimed = jobs.claim(engine, job_id, worker_name())
     if claimed is None:
         log.info("training job %s is not queued any more; nothing to do", job_id)
@@ -83,6 +87,9 @@ def run_training_job(engine: Engine, job_id: int, heartbeat_timeout_s: float) ->
                 nonlocal stop
                 progress = {k: row[k] for k in ("epoch", "epochs", "train_loss")}
                 stop = jobs.report_progress(conn, job_id, attempt, progress)
+                if max_s is not None and time.perf_counter() - started > max_s:
+                    log.warning("training job %s ran past %s s; stopping it", job_id, max_s)
+                    stop = True
 
             result = train(
                 cfg, snap.data, teacher=teacher, on_epoch=on_epoch, should_stop=lambda: stop
