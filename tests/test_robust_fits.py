@@ -13,7 +13,7 @@ import pytest
 from app.aggregation.base import SortedVotes, VoteArrays, WorkerMethod, WorkerModelFit
 from app.aggregation.em import fit_warnings
 from app.aggregation.registry import WORKER_METHODS, resolve_method
-from app.aggregation.select import describe, split_votes
+from app.aggregation.select import describe, indistinguishable, split_votes
 from app.aggregation.simulate import SHAPES, accuracy, majority_accuracy, simulate
 
 SEEDS = (0, 1)
@@ -199,6 +199,24 @@ def test_auto_within_1_point_of_the_best_method(shape: str, seed: int) -> None:
         assert acc < max(accs.values()) - 0.01  # still a miss: move it out of AUTO_MISSES
     else:
         assert acc >= max(accs.values()) - 0.01
+
+
+def test_auto_says_when_held_out_likelihood_cannot_tell() -> None:
+    """sparse-binary, seed 1 (an AUTO_MISSES crowd): the pick beats Dawid-Skene by less than
+    2 paired standard errors, so the response says the choice is not decided, and why."""
+    votes, _ = CROWDS["sparse-binary", 1]
+    info = describe(fit("auto", votes))
+    assert info is not None and info["decided"] is False
+    assert "dawid-skene" in info["indistinguishable"]  # type: ignore[operator]
+    assert "cannot tell" in str(info["note"]) and "gold" in str(info["note"])
+    by_method = {c["method"]: c for c in info["candidates"]}  # type: ignore[attr-defined]
+    assert by_method[info["chosen"]]["std_err"] == 0.0
+
+
+def test_indistinguishable_is_within_two_standard_errors() -> None:
+    scores = np.array([-0.50, -0.52, -0.60, np.nan])
+    std_err = np.array([0.0, 0.011, 0.03, np.nan])
+    assert indistinguishable(scores, std_err, 0).tolist() == [False, True, False, False]
 
 
 def test_auto_uses_gold_when_there_is_enough() -> None:
