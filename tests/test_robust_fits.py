@@ -129,7 +129,14 @@ def test_degenerate_inputs_stay_finite(method: str) -> None:
 # whose workers give few votes each or include many constant-label spammers; the cause is not
 # found yet (suspected: a worker's few gold votes make their matrix overconfident).
 # `dawid-skene-clustered` is the method for such crowds, and gold does not hurt it.
+# MACE joined this list on relevance-4 when it started learning the class prior (like
+# Dawid-Skene): without gold it gained 4 and 2 points (0.751 -> 0.789, 0.670 -> 0.691 on the
+# non-gold items), with gold it gains less (0.760 -> 0.771, 0.669 -> 0.665), and the learned
+# prior of class 0 rises from 0.45 to 0.53-0.57 (truth 0.45). Suspected, as for Dawid-Skene:
+# constant-label spammers of class 0 look reliable on the gold items of that class.
 GOLD_MISSES = {
+    ("relevance-4", 0, "mace"),
+    ("relevance-4", 1, "mace"),
     ("relevance-4", 0, "dawid-skene"),
     ("relevance-4", 1, "dawid-skene"),
     ("many-few", 0, "dawid-skene"),
