@@ -102,6 +102,11 @@ def test_compare_scores_every_method_and_is_cached(client, crowd, database_url) 
     assert body["criterion"] == "accuracy on gold items"  # 40 gold items >= 30
     best = max(c["score"] for c in body["candidates"] if c["score"] is not None)
     assert [c["score"] for c in body["candidates"] if c["method"] == body["chosen"]] == [best]
+    # Whether gold accuracy could tell the pick from the others, and why not if so.
+    assert [c["std_err"] for c in body["candidates"] if c["method"] == body["chosen"]] == [0.0]
+    assert body["decided"] == (body["indistinguishable"] == [])
+    assert set(body["indistinguishable"]) <= set(names) - {body["chosen"]}
+    assert (body["note"] is None) == body["decided"]
     rows = db_rows(
         database_url,
         "SELECT count(*) FROM label_fits f JOIN projects p ON p.id = f.project_id "

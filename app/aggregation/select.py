@@ -12,6 +12,14 @@ Two criteria:
 
 The chosen method is then fitted on all votes (with `use_gold` if asked) and returned; its
 state records every candidate's score, so the choice can be shown (GET .../methods/compare).
+
+When the criterion cannot tell: each candidate's score is a mean over held-out votes (or gold
+items), so it has a sampling error. For every candidate the standard error of its difference
+to the best one is computed over the same votes (paired, so what the two share cancels); a
+candidate within `TIE_SE` standard errors of the best is reported as indistinguishable from it,
+and the response says so instead of presenting the pick as decided. On the crowds with truth in
+benchmarks/robust_crowds.py, held-out likelihood ranks methods only loosely as accuracy does
+(see docs/worker-models.md for the measured rank agreement).
 """
 
 from __future__ import annotations
@@ -34,6 +42,9 @@ from app.aggregation.params import ParamSpec, validate_params
 
 NAME = "auto"
 MIN_GOLD = 30
+# Two standard errors: a difference smaller than that is within what another held-out split
+# (or another sample of gold items) could reverse about 1 time in 20.
+TIE_SE = 2.0
 
 PARAMS: dict[str, ParamSpec] = {
     "holdout": ParamSpec(
@@ -92,29 +103,53 @@ def vote_probability(
 
 def score_candidates(
     votes: VoteArrays, candidates: Sequence[WorkerMethod], params: Params
-) -> tuple[str, np.ndarray]:
-    """(criterion, score per candidate; NaN where a candidate failed to give a finite fit)."""
-    scores = np.full(len(candidates), np.nan)
+) -> tuple[str, np.ndarray, np.ndarray]:
+    """(criterion, score per candidate, standard error of each score's difference to the best
+    score); NaN where a candidate failed to give a finite fit.
+
+    The score is a mean of per-unit values (log-probability of each held-out vote, or 0/1
+    correctness on each gold item); the standard error of candidate j's difference to the best
+    b is std(u_b - u_j) / sqrt(n) over the same units."""
+    n = len(candidates)
     gold = votes.gold
     voted = np.bincount(votes.item, minlength=votes.n_items) > 0
     gold_items = np.flatnonzero((gold >= 0) & voted) if gold is not None else np.zeros(0, int)
+    units: list[np.ndarray | None] = [None] * n
     if gold is not None and gold_items.size >= MIN_GOLD:
+        criterion = CRITERIA[1]
         for j, spec in enumerate(candidates):
             f = spec.fit(votes, validate_params(spec.name, spec.params, {}), None)
             if np.isfinite(f.probs).all():
-                scores[j] = float((f.probs[gold_items].argmax(axis=1) == gold[gold_items]).mean())
-        return CRITERIA[1], scores
-    train, held = split_votes(votes, float(params["holdout"]), int(params["seed"]))
-    if held.size == 0:
-        return CRITERIA[0], scores
-    for j, spec in enumerate(candidates):
-        f = spec.fit(train, validate_params(spec.name, spec.params, {}), None)
-        p = vote_probability(
-            f, votes.item[held], votes.worker[held], votes.label[held], votes.n_classes
-        )
-        if np.isfinite(p).all():
-            scores[j] = float(np.log(np.maximum(p, EPS)).mean())
-    return CRITERIA[0], scores
+                hit = f.probs[gold_items].argmax(axis=1) == gold[gold_items]
+                units[j] = hit.astype(np.float64)
+    else:
+        criterion = CRITERIA[0]
+        train, held = split_votes(votes, float(params["holdout"]), int(params["seed"]))
+        if held.size:
+            for j, spec in enumerate(candidates):
+                f = spec.fit(train, validate_params(spec.name, spec.params, {}), None)
+                p = vote_probability(
+                    f, votes.item[held], votes.worker[held], votes.label[held], votes.n_classes
+                )
+                if np.isfinite(p).all():
+                    units[j] = np.log(np.maximum(p, EPS))
+    scores = np.array([np.nan if u is None else float(u.mean()) for u in units])
+    std_err = np.full(n, np.nan)
+    if np.isfinite(scores).any():
+        best = units[int(np.nanargmax(scores))]
+        assert best is not None
+        for j, u in enumerate(units):
+            if u is not None:
+                std_err[j] = float(np.std(best - u) / math.sqrt(max(u.size, 1)))
+    return criterion, scores, std_err
+
+
+def indistinguishable(scores: np.ndarray, std_err: np.ndarray, choice: int) -> np.ndarray:
+    """Candidates other than `choice` whose score is within TIE_SE standard errors of it."""
+    gap = scores[choice] - scores
+    close = np.isfinite(gap) & (gap <= TIE_SE * np.nan_to_num(std_err, nan=0.0))
+    close[choice] = False
+    return close
 
 
 def make_auto(candidates: Sequence[WorkerMethod]) -> WorkerMethod:
@@ -125,7 +160,7 @@ def make_auto(candidates: Sequence[WorkerMethod]) -> WorkerMethod:
     def fit(
         votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None
     ) -> WorkerModelFit:
-        criterion, scores = score_candidates(votes, candidates, params)
+        criterion, scores, std_err = score_candidates(votes, candidates, params)
         finite = np.where(np.isfinite(scores), scores, -math.inf)
         choice = int(np.argmax(finite)) if np.isfinite(scores).any() else 0
         spec = candidates[choice]
@@ -135,6 +170,7 @@ def make_auto(candidates: Sequence[WorkerMethod]) -> WorkerMethod:
             **result.state,
             "auto_methods": np.asarray(names, dtype=str),
             "auto_scores": scores,
+            "auto_std_err": std_err,
             "auto_choice": np.asarray(choice),
             "auto_criterion": np.asarray(criterion, dtype=str),
         }
@@ -156,9 +192,38 @@ def describe(fit: WorkerModelFit) -> dict[str, object] | None:
     if "auto_methods" not in st:
         return None
     names = [str(n) for n in st["auto_methods"]]
-    scores = [None if not np.isfinite(s) else float(s) for s in st["auto_scores"]]
+    raw = np.asarray(st["auto_scores"], dtype=np.float64)
+    # Fits stored before standard errors were recorded: no tie can be shown.
+    se = np.asarray(st.get("auto_std_err", np.full(raw.size, np.nan)), dtype=np.float64)
+    choice = int(st["auto_choice"])
+    tied = indistinguishable(raw, se, choice) if np.isfinite(raw).any() else np.zeros(0, bool)
+    tied_names = [names[j] for j in np.flatnonzero(tied)]
+    criterion = str(st["auto_criterion"])
+    note = None
+    if tied_names:
+        what = "held-out vote likelihood" if criterion == CRITERIA[0] else "accuracy on gold"
+        note = (
+            f"{what} cannot tell {', '.join(tied_names)} from {names[choice]}: the differences "
+            f"are within {TIE_SE:g} standard errors, so another held-out split could reverse "
+            "them, and their accuracies may differ"
+            + (
+                f"; add at least {MIN_GOLD} gold items to choose by accuracy"
+                if criterion == CRITERIA[0]
+                else ""
+            )
+        )
     return {
-        "chosen": names[int(st["auto_choice"])],
-        "criterion": str(st["auto_criterion"]),
-        "candidates": [{"method": n, "score": s} for n, s in zip(names, scores, strict=True)],
+        "chosen": names[choice],
+        "criterion": criterion,
+        "decided": not tied_names,
+        "indistinguishable": tied_names,
+        "note": note,
+        "candidates": [
+            {
+                "method": n,
+                "score": None if not np.isfinite(s) else float(s),
+                "std_err": None if not np.isfinite(e) else float(e),
+            }
+            for n, s, e in zip(names, raw, se, strict=True)
+        ],
     }

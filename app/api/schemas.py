@@ -115,11 +115,26 @@ class SoftLabel(BaseModel):
 class MethodScore(BaseModel):
     method: str
     score: float | None = Field(description="Higher is better; null if the fit failed.")
+    std_err: float | None = Field(
+        default=None,
+        description="Standard error of the difference between this score and the chosen "
+        "method's, over the same held-out votes (or gold items); 0 for the chosen method.",
+    )
 
 
 class MethodComparison(BaseModel):
     chosen: str = Field(description="The best-scoring method: what `method=auto` serves.")
     criterion: Literal["held-out vote log-likelihood", "accuracy on gold items"]
+    decided: bool = Field(
+        default=True,
+        description="False when the criterion cannot tell the chosen method from others "
+        "(listed in `indistinguishable`): scores within 2 standard errors.",
+    )
+    indistinguishable: list[str] = Field(
+        default_factory=list,
+        description="Methods whose score is within 2 standard errors of the chosen one's.",
+    )
+    note: str | None = Field(default=None, description="Why the choice is not decided, if so.")
     candidates: list[MethodScore]
     params: dict[str, float | int]
     as_of: int
