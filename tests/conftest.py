@@ -32,7 +32,11 @@ from app.config import Settings
 from app.main import create_app
 from tests.helpers import ADMIN_HEADERS, ADMIN_KEY, LiveServer, embedded_data_dir, migrated_database
 
-PROCESS_MARKERS = ("slow", "embedded", "browser")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # An embedded PostgreSQL or a browser is a process too: those lanes are part of the slow one.
+    for item in items:
+        if item.get_closest_marker("embedded") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +46,7 @@ def quick_lane_starts_no_process(
     """The quick lane (`-m "not slow"`) is what a developer runs after every edit: a test that
     starts a server, worker, CLI or other subprocess belongs to a marked lane, and fails here
     if it is not marked. (Session fixtures, such as an embedded server, start before this.)"""
-    if any(request.node.get_closest_marker(m) for m in PROCESS_MARKERS):
+    if request.node.get_closest_marker("slow"):
         return
 
     def refuse(self: subprocess.Popen, args: object, *rest: object, **kw: object) -> None:
