@@ -32,6 +32,7 @@ from app.config import Settings
 from app.main import create_app
 from tests.helpers import ADMIN_HEADERS, ADMIN_KEY, LiveServer, embedded_data_dir, migrated_database
 
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # An embedded PostgreSQL or a browser is a process too: those lanes are part of the slow one.
     for item in items:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -208,7 +209,7 @@ def test_items_sort_page_and_open_an_item(admin: Session) -> None:
     assert page.inner_text("#item-id") == item
     detail = admin.server  # the API says how many votes the item has
     n = httpx.get(
-        f"{detail.url}/v1/projects/{PROJECT}/items/{item}",
+        f"{detail.url}/v1/projects/{PROJECT}/items/{quote(item, safe='')}",
         headers={"Authorization": f"Bearer {ADMIN}"},
     ).json()["n_votes"]
     assert page.locator("#votes-table tbody tr").count() == n

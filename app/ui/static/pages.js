@@ -4,11 +4,15 @@ const TERMINAL = ["succeeded", "failed", "cancelled"];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function withFitRetry(fn, tries) {
-  // Worker-model methods answer 503 fit_pending on a project's first fit: wait and retry.
+  // Worker-model methods answer 503 fit_pending while the worker fits a project, and
+  // fits_busy while this API process already runs its share of in-request fits (a page that
+  // shows every method asks for them all at once): wait and retry.
   for (let i = 0; ; i++) {
     try { return await fn(); } catch (e) {
-      if (!(e instanceof ApiError && e.status === 503 && e.body.error === "fit_pending") || i >= (tries || 20)) throw e;
-      showError(e); await sleep(2000);
+      const code = e instanceof ApiError && e.status === 503 ? e.body.error : null;
+      if (!(code === "fit_pending" || code === "fits_busy") || i >= (tries || 20)) throw e;
+      if (code === "fit_pending") showError(e);
+      await sleep(code === "fits_busy" ? 500 : 2000);
     }
   }
 }
@@ -103,7 +107,7 @@ Pages.item = async () => {
   const rows = ALL_METHODS.map((m) => { const tr = h("tr", { "data-method": m, class: m === METHOD ? "diff" : "" }, h("td", {}, m), h("td", {}, "…")); tb.append(tr); return tr; });
   await Promise.all(ALL_METHODS.map(async (m, i) => {
     try {
-      const sl = await withFitRetry(() => api(`${P()}/items/${encodeURIComponent(id)}/soft-label?method=${encodeURIComponent(m)}`), 10);
+      const sl = await withFitRetry(() => api(`${P()}/items/${encodeURIComponent(id)}/soft-label?method=${encodeURIComponent(m)}`), 40);
       rows[i].replaceChildren(h("td", {}, m + (sl.stale ? " (stale)" : "")), h("td", {}, Charts.mini(sl.probs, sl.classes)), ...sl.classes.map((_, k) => h("td", { class: "num" }, sl.probs ? fmt(sl.probs[k]) : "–")));
     } catch (e) { rows[i].replaceChildren(h("td", {}, m), h("td", { colspan: it.classes.length + 1 }, e.message)); }
   }));
