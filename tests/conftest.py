@@ -50,9 +50,10 @@ def quick_lane_starts_no_process(
     if request.node.get_closest_marker("slow"):
         return
 
-    def refuse(self: subprocess.Popen, args: object, *rest: object, **kw: object) -> None:
+    def refuse(self: subprocess.Popen, *args: object, **kw: object) -> None:
+        what = args[0] if args else kw.get("args")
         raise AssertionError(
-            f"{request.node.nodeid} started a process ({args!r}); mark it slow (pytest.mark.slow)"
+            f"{request.node.nodeid} started a process ({what!r}); mark it slow (pytest.mark.slow)"
         )
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
