@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
 import platformdirs
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """`"127.0.0.0/8, ::1/128"` -> the networks; ValueError names a bad entry."""
+    out = []
+    for part in text.replace(";", ",").split(","):
+        if part.strip():
+            out.append(ipaddress.ip_network(part.strip(), strict=False))
+    return tuple(out)
 
 
 def default_data_dir() -> Path:
@@ -137,8 +149,6 @@ class Settings(BaseSettings):
     @field_validator("allowed_networks")
     @classmethod
     def _networks(cls, value: str) -> str:
-        from app.outbound import parse_networks
-
         parse_networks(value)  # ValueError names the bad entry
         return value
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -27,12 +27,12 @@ from app.api import (
 )
 from app.api.deps import ERROR_RESPONSES
 from app.api.error_handlers import install_error_handlers
+from app.api.limits import BodySizeLimit
 from app.api.paths import RawPathRouting
+from app.api.services import Services
 from app.auth.bootstrap import refuse_open_no_auth
 from app.config import Settings, get_settings
-from app.limits import BodySizeLimit
 from app.logging import RequestContext
-from app.services import Services
 from app.ui import install_ui
 
 # The items router comes last: its /items/{item} must not shadow /items/next.
@@ -55,20 +55,11 @@ ROUTERS = (
 )
 
 
-def app_from_env() -> FastAPI:
-    """The app of one of `softlabels serve --workers N`'s processes: settings from the
-    environment that `serve` set, logs as JSON lines."""
-    from app.logging import configure_logging
-    from app.serverctl import die_with_parent
-
-    die_with_parent()
-    configure_logging()
-    return create_app(get_settings(), exit_after_shutdown=True)
-
-
-def create_app(settings: Settings | None = None, *, exit_after_shutdown: bool = False) -> FastAPI:
-    """`exit_after_shutdown`: for `serve`'s processes only, which must end once stopped even
-    while a thread still runs a request's work."""
+def create_app(
+    settings: Settings | None = None, *, after_shutdown: Callable[[], None] | None = None
+) -> FastAPI:
+    """`after_shutdown`: for `serve`'s processes only, which must end once stopped even while a
+    thread still runs a request's work (app/cli/serverctl.py passes `exit_soon`)."""
     settings = settings or get_settings()
     if not settings.database_url:
         raise RuntimeError(
@@ -91,10 +82,8 @@ def create_app(settings: Settings | None = None, *, exit_after_shutdown: bool = 
             yield
         finally:
             await services.close()
-            if exit_after_shutdown:
-                from app.serverctl import exit_soon
-
-                exit_soon()
+            if after_shutdown is not None:
+                after_shutdown()
 
     app = FastAPI(
         title="softlabels",

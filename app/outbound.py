@@ -20,8 +20,10 @@ from dataclasses import dataclass
 
 import httpx
 
+from app.config import IPNetwork, get_settings, parse_networks
+from app.errors import ValidationFailed
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 REDIRECTS = {301, 302, 303, 307, 308}
 MAX_REDIRECTS = 5
@@ -35,15 +37,6 @@ class OutboundError(Exception):
 
 class AddressRefused(OutboundError):
     """The address policy refused the URL (scheme, or an address inside the network)."""
-
-
-def parse_networks(text: str) -> tuple[IPNetwork, ...]:
-    """`"127.0.0.0/8, ::1/128"` -> the networks; ValueError names a bad entry."""
-    out = []
-    for part in text.replace(";", ",").split(","):
-        if part.strip():
-            out.append(ipaddress.ip_network(part.strip(), strict=False))
-    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -80,8 +73,6 @@ class Policy:
 
 
 def default_policy() -> Policy:
-    from app.config import get_settings
-
     return Policy.from_settings(get_settings())
 
 
@@ -123,8 +114,6 @@ def check_url(url: str | httpx.URL, policy: Policy) -> IPAddress:
 def refuse_url(url: str, policy: Policy, field: str = "url") -> None:
     """For an API storing a URL to call later: a 422 naming `field` when the policy refuses it
     now. A host that does not resolve yet is let through (it is checked again at each call)."""
-    from app.errors import ValidationFailed
-
     try:
         check_url(url, policy)
     except AddressRefused as exc:

@@ -1,12 +1,15 @@
-"""The procrastinate app (procrastinate demo style): two tasks.
+"""The procrastinate app (procrastinate demo style) and its four tasks.
 
 - `softlabels.train` (queue `training`): run one training job (app/training/runner.py).
 - `softlabels.refit` (queue `fits`): refit a worker-quality model for a large project
-  (app/fits.py), so API reads never wait on a long fit.
+  (app/labels/fits.py), so API reads never wait on a long fit.
+- `softlabels.webhook` (queue `webhooks`): deliver one webhook event (app/webhooks/deliver.py).
+- `softlabels.connector_sync` (queue `connectors`, every minute): the periodic syncs of the
+  labeling tools (app/connectors/store.py).
 
 The API defers on the request's own connection, so the job row and its queue entry commit or
-roll back together. Workers build the same app with handlers that do the work.
-"""
+roll back together. Workers build the same app with handlers that do the work
+(app/cli/worker.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ from typing import Any
 import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
 
-from app.webhooks import RETRY as WEBHOOK_RETRY
-from app.webhooks import WEBHOOK_QUEUE, WEBHOOK_TASK
+from app.webhooks.deliver import RETRY as WEBHOOK_RETRY
+from app.webhooks.deliver import WEBHOOK_QUEUE, WEBHOOK_TASK
 
 TRAIN_TASK = "softlabels.train"
 REFIT_TASK = "softlabels.refit"
@@ -31,7 +34,7 @@ QUEUES = ["training", "fits", WEBHOOK_QUEUE, "connectors"]
 class Handlers:
     train: Callable[[int], None]
     refit: Callable[[int, str, dict[str, Any]], None]
-    webhook: Callable[[int], None] | None = None  # app/webhooks.py: deliver one event
+    webhook: Callable[[int], None] | None = None  # app/webhooks/deliver.py: deliver one event
     sync: Callable[[], object] | None = None  # app/connectors/store.py: periodic tool syncs
 
 

@@ -466,7 +466,7 @@ def profile_batch(db: str, votes: Votes, batch: int) -> list[tuple[str, float]]:
     """One batch through the API's own code path, in-process, each step timed."""
     from sqlalchemy import event, select
 
-    import app.ingest as ingest
+    import app.votes.ingest as ingest
     from app.api.schemas import VoteBatch
     from app.db.models import Project
     from app.db.session import make_engine, make_sessionmaker

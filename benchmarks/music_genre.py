@@ -12,7 +12,8 @@
    gold-trained one at 0.68-0.76 on the 300), the voted songs split 80/20 train/validation
    (validation: early stopping only), figures on the 300 gold-only songs (split test_gold).
    crowdlab uses the K-fold out-of-sample predictions of one job (oos_folds 5, normalized).
-2. The demo crowd (app/demo.py: 1,797 digits, 8 simulated votes each): the demo's sweep, ranked
+2. The demo crowd (app/cli/demo_run.py: 1,797 digits, 8 simulated votes each): the demo's
+   sweep, ranked
    on the test split (15% of the voted digits, gold from scikit-learn).
 
 Everything goes through the API (an in-process app on a fresh database) and one real
@@ -157,8 +158,8 @@ def music(client: Any, seeds: list[int]) -> dict[str, Any]:
 def demo_crowd(client: Any) -> dict[str, Any]:
     from sklearn.datasets import load_digits
 
+    from app.cli.demo_run import SWEEP, Crowd, simulate_votes
     from app.cli.sweep import markdown, run_sweep
-    from app.demo import SWEEP, Crowd, simulate_votes
 
     x, gold = load_digits(return_X_y=True)
     project = f"digits-{uuid.uuid4().hex[:6]}"

@@ -38,8 +38,8 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from app.cli.serverctl import ServerProcess  # noqa: E402
 from app.db.migrate import upgrade  # noqa: E402
-from app.serverctl import ServerProcess  # noqa: E402
 from tests.helpers import create_database, drop_database  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"

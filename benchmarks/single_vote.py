@@ -245,8 +245,8 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -
 def main() -> None:
     import psycopg
 
+    from app.cli.serverctl import ServerProcess, free_port
     from app.db.migrate import upgrade
-    from app.serverctl import ServerProcess, free_port
     from tests.helpers import create_database, drop_database
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)

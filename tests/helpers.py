@@ -21,8 +21,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from app.cli.serverctl import ServerProcess, free_port
 from app.db.migrate import upgrade
-from app.serverctl import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # Files this project made and may redistribute (our Label Studio captures, tool exports).

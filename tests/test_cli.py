@@ -35,7 +35,7 @@ def cli(database_url: str, *args: str) -> CliRun:
     entry point as a process). Settings are cached per process: cleared around the call."""
     from typer.testing import CliRunner
 
-    from app.cli import app
+    from app.cli.commands import app
     from app.config import get_settings
 
     get_settings.cache_clear()
@@ -239,7 +239,7 @@ def env(monkeypatch: pytest.MonkeyPatch):
 def run_in_process(*args: str):
     from typer.testing import CliRunner
 
-    from app.cli import app
+    from app.cli.commands import app
 
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "80"}, prog_name="softlabels")
 

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.signing import new_secret, sign
+from app.webhooks.signing import new_secret, sign
 
 ONE_SHAPE = {"error", "detail"}
 PROPERTY = settings(

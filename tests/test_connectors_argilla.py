@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.signing import new_secret, sign
+from app.webhooks.signing import new_secret, sign
 from tests.helpers import assert_counts_recount, db_rows, version
 
 FIXTURES = Path(__file__).parent / "fixtures" / "argilla"

@@ -143,7 +143,7 @@ def post(server: LiveServer, project: str, votes: list[Vote], timeout: float = 1
 
 def test_sigkill_mid_batch_is_all_or_nothing(crash_server: LiveServer, database_url: str) -> None:
     server, tag = crash_server, crash_server.tag  # type: ignore[attr-defined]
-    # A vote batch is one statement on an autocommit connection (app/ingest.py): killed while
+    # A vote batch is one statement on an autocommit connection (app/votes/ingest.py): killed while
     # it runs, PostgreSQL finishes it and commits (it does not notice the client went away),
     # or, killed before it is sent, nothing of it exists. Either way all or nothing.
     ingest_running = "state = 'active' AND query LIKE '%%softlabels_ingest_votes%%'"

@@ -247,7 +247,7 @@ def test_worker_model_method_sort(client: TestClient, world: dict) -> None:
 
 
 def test_forged_cursors_are_422_not_500(client: TestClient, world: dict) -> None:
-    from app.items import decode_cursor, encode_cursor
+    from app.labels.items import decode_cursor, encode_cursor
 
     p = world["name"]
     page = client.get(f"/v1/projects/{p}/items", params={"sort": "votes", "limit": 2}).json()

@@ -65,7 +65,7 @@ def export(client: TestClient, project: str, fmt: str, params: dict[str, Any]) -
 
 
 def unquote_cell(cell: str) -> str:
-    """A CSV cell as stored: exports prefix formula-leading cells with "'" (app/csv_safe.py;
+    """A CSV cell as stored: exports prefix formula-leading cells with "'" (app/labels/csv_safe.py;
     tests/test_csv_safety.py checks which)."""
     if cell[:1] == "'" and cell[1:2] in ("=", "+", "-", "@", "\t", "\r", "|", "%"):
         return cell[1:].replace("\\|", "|")

@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.ingest import ingest_sql
 from app.main import create_app
+from app.votes.ingest import ingest_sql
 from tests.helpers import Workers, db_rows, migrated_database
 
 pytestmark = pytest.mark.slow  # starts worker processes

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from app.signing import BadSignature, verify
+from app.webhooks.signing import BadSignature, verify
 from tests.helpers import REPO, db_rows
 
 pytestmark = pytest.mark.slow  # starts worker processes

@@ -25,7 +25,7 @@ import httpx
 import psycopg
 import pytest
 
-from app.ingest import ingest_sql
+from app.votes.ingest import ingest_sql
 from tests.helpers import LiveServer, assert_counts_match_votes, version
 
 pytestmark = pytest.mark.slow
@@ -196,7 +196,8 @@ def test_large_batch_never_runs_on_a_cached_generic_plan(isolated_database_url: 
     generic plan, costed for an unnest of 10 rows. Made while the tables were tiny, that plan
     probed a 10k-vote batch's items by scanning the whole project per row: a 511k-vote import
     timed out in CI (23 s per statement when rerun locally in CI's test order). Large batches
-    go through a wrapper that forces custom plans (migration 0008, app/ingest.py `ingest_sql`):
+    go through a wrapper that forces custom plans (migration 0008, app/votes/ingest.py
+    `ingest_sql`):
     even on a connection that asks for generic plans, a batch reads O(batch) item rows."""
     name = f"gp-{uuid.uuid4().hex[:10]}"
     n = 4000

@@ -65,7 +65,7 @@ class CrowdlabResult:
 @dataclass(frozen=True)
 class ModelMethod:
     """A label method that needs a training job's out-of-sample predictions besides the votes
-    (the loading is done above aggregation: app/model_loop.py)."""
+    (the loading is done above aggregation: app/labels/model_loop.py)."""
 
     name: str
     params: dict[str, ParamSpec]

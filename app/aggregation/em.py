@@ -166,7 +166,7 @@ def run_em(
     if track_healthy and probs0 is not None and not fit_warnings(sv, probs0):
         healthy = Run(start, probs0, state, -math.inf, 0, False, start_state)
     for _ in range(max_iter):
-        budget.check()  # an API fit past its time budget stops here (app/fits.py)
+        budget.check()  # an API fit past its time budget stops here (app/labels/fits.py)
         post, objective = model.e_step(state)
         sv.clamp(post)
         if track_healthy and not fit_warnings(sv, post):

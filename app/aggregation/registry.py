@@ -20,7 +20,7 @@ from app.aggregation.methods import COUNT_METHODS
 from app.aggregation.params import MethodParams, ParamError, validate_params
 
 # ModelMethod (crowdlab): votes combined with a training job's out-of-sample predictions; served
-# by app/labeling.py and app/training/snapshot.py through app/model_loop.py.
+# by app/labels/service.py and app/training/snapshot.py through app/labels/model_loop.py.
 Method = CountsMethod | WorkerMethod | ModelMethod
 
 WORKER_METHODS: dict[str, WorkerMethod] = {
@@ -41,6 +41,8 @@ WORKER_METHODS[select.NAME] = select.make_auto(list(WORKER_METHODS.values()))
 
 METHODS: dict[str, Method] = {**COUNT_METHODS, **WORKER_METHODS, **MODEL_METHODS}
 METHOD_NAMES: list[str] = list(METHODS)
+# Every parameter name any method takes: the query names a soft-label route accepts.
+PARAM_NAMES: frozenset[str] = frozenset(name for m in METHODS.values() for name in m.params)
 
 
 def get_method(method: str) -> Method:

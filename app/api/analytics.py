@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy import Engine
 
 import app.api.paths  # noqa: F401  (registers the {worker:id} path convertor)
-from app import reads
 from app.aggregation import agreement
 from app.aggregation.registry import get_method
 from app.api.deps import EngineDep, ProjectDep, require
@@ -24,8 +23,9 @@ from app.api.method_query import (
 from app.api.schemas import NextItems, ProjectStats, WorkerDetail, WorkerList
 from app.db.models import Project
 from app.errors import NotFound, ValidationFailed
-from app.fits import load_votes, locate
-from app.labeling import Labeler
+from app.labels import reads
+from app.labels.fits import load_votes, locate
+from app.labels.service import Labeler
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["analytics"])
 
@@ -112,7 +112,7 @@ def next_items(
     if strategy == "fewest-votes":
         score = -n_arr.astype(np.float64)
         uncertainty = None
-    elif strategy == "activelab":  # issue 12: 1 - ActiveLab-style score of the crowdlab estimate
+    elif strategy == "activelab":  # 1 - ActiveLab-style score of the crowdlab estimate
         if labels.routing is None:
             raise ValidationFailed(
                 "strategy=activelab needs method=crowdlab (optionally job=<training job id>).",

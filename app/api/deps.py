@@ -24,12 +24,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from app.aggregation.registry import PARAM_NAMES
+from app.api.services import Services
 from app.auth.scopes import ANONYMOUS_ADMIN, Caller
 from app.config import Settings
 from app.db.models import Project
 from app.db.session import session_scope
 from app.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
-from app.services import Services
 from app.training.jobs import project_of_job
 from app.training.serving import ModelCache
 
@@ -194,9 +195,7 @@ def reject_unknown_query(request: Request) -> None:
     declared = declared_query_params(route)
     allowed = declared
     if "method" in declared:
-        from app.api.method_query import method_param_names
-
-        allowed = declared | method_param_names()
+        allowed = declared | PARAM_NAMES
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
         takes = ", ".join(sorted(declared)) or "no query parameters"

@@ -128,7 +128,7 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
         return _json(DatabaseUnavailable())
 
-    # The same for the async write path, which talks psycopg directly (app/ingest.py).
+    # The same for the async write path, which talks psycopg directly (app/votes/ingest.py).
     @app.exception_handler(psycopg.OperationalError)
     async def _db_down_async(_: Request, exc: psycopg.OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", type(exc).__name__)

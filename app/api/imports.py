@@ -12,7 +12,7 @@ from app.api.connector_schemas import ImportResult
 from app.api.deps import ProjectDep, SessionDep, require
 from app.connectors.common import OnDuplicate, apply
 from app.connectors.files import FileFormat, Options, parse_file
-from app.ingest import committed_with_retries
+from app.votes.ingest import committed_with_retries
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["connectors"])
 

@@ -1,6 +1,6 @@
 """GET /items (a sorted, paged list) and GET /items/{item} (one item with its votes).
 
-Thin: the SQL and the paging live in app/items.py. Included after the analytics router, so
+Thin: the SQL and the paging live in app/labels/items.py. Included after the analytics router, so
 `/items/next` keeps its meaning (an item literally named "next" is read through its soft label or
 the export). Ids are one path segment, percent-encoded (app/api/paths.py)."""
 
@@ -22,8 +22,8 @@ from app.api.method_query import (
     TolQuery,
 )
 from app.errors import NotFound, ValidationFailed
-from app.fits import params_key
-from app.items import CursorError, list_items, read_item
+from app.labels.fits import params_key
+from app.labels.items import list_items, read_item
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["items"])
 
@@ -65,27 +65,21 @@ def get_items(
             errors=[{"index": None, "field": "offset", "reason": "not with cursor"}],
         )
     method_key = f"{labels.method}:{params_key(labels.params)}:{labels.as_of}"
-    try:
-        with services.engine.connect() as conn:
-            page = list_items(
-                conn,
-                project_id=project.id,
-                classes=project.classes,
-                method_key=method_key,
-                probs=labels.probs,
-                sort=sort,
-                order=order,
-                limit=limit,
-                cursor=cursor,
-                offset=offset,
-                min_votes=min_votes,
-                cache=services.item_orders,
-            )
-    except CursorError as exc:
-        raise ValidationFailed(
-            f"Invalid cursor: {exc}.",
-            errors=[{"index": None, "field": "cursor", "reason": str(exc)}],
-        ) from None
+    with services.engine.connect() as conn:
+        page = list_items(
+            conn,
+            project_id=project.id,
+            classes=project.classes,
+            method_key=method_key,
+            probs=labels.probs,
+            sort=sort,
+            order=order,
+            limit=limit,
+            cursor=cursor,
+            offset=offset,
+            min_votes=min_votes,
+            cache=services.item_orders,
+        )
     return ItemPage(
         method=labels.method,
         params=labels.params,

@@ -1,5 +1,6 @@
 """The vote lifecycle over HTTP: delete a vote, a worker's votes, an item, a project; exclude or
-include a worker; stream the raw votes. The work is in app/lifecycle.py and app/votes_export.py.
+include a worker; stream the raw votes. The work is in
+app/votes/lifecycle.py and app/votes/export.py.
 """
 
 from __future__ import annotations
@@ -10,18 +11,18 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import StreamingResponse
 
 import app.api.paths  # noqa: F401  (registers the {item:id} path convertor)
-from app import lifecycle
 from app.api.connector_schemas import DeletedOut, ExcludedOut, ProjectDeletedOut
 from app.api.deps import EngineDep, ProjectDep, ServicesDep, SessionDep, SettingsDep, require
 from app.errors import ValidationFailed
-from app.ingest import committed_with_retries
-from app.votes_export import (
+from app.votes import lifecycle
+from app.votes.export import (
     EXTENSIONS,
     VOTE_MEDIA_TYPES,
     VoteFormat,
     read_vote_chunks,
     serialize_votes,
 )
+from app.votes.ingest import committed_with_retries
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["lifecycle"])
 

@@ -8,16 +8,15 @@ method declares works on every such route without touching them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
-from app.aggregation.registry import METHOD_NAMES, resolve_method
+from app.aggregation.registry import METHOD_NAMES, PARAM_NAMES, resolve_method
 from app.api.deps import ProjectDep, ServicesDep
+from app.api.services import Services
 from app.db.models import Project
-from app.labeling import Labeler, labeler
-from app.services import Services
+from app.labels.service import Labeler, labeler
 
 MethodQuery = Annotated[str, Query(description=f"One of: {', '.join(METHOD_NAMES)}.")]
 AlphaQuery = Annotated[
@@ -38,12 +37,6 @@ UseGoldQuery = Annotated[
     bool | None,
     Query(description="Worker-model methods: clamp gold items' posteriors to their gold label."),
 ]
-
-
-@cache
-def method_param_names() -> frozenset[str]:
-    """Every parameter name any registered method takes."""
-    return frozenset(name for m in METHOD_NAMES for name in resolve_method(m, {})[0].params)
 
 
 def labeler_for(default_method: str) -> Callable[..., Labeler]:
@@ -71,8 +64,7 @@ def labeler_from_request(
     take is a 422 naming it), and get its labels: counts for count methods, the project's fit
     for worker models (503 fit_pending while a large project's first fit runs)."""
     if raw is None:
-        names = method_param_names()
-        raw = {k: v for k, v in request.query_params.items() if k in names}
+        raw = {k: v for k, v in request.query_params.items() if k in PARAM_NAMES}
     spec, params = resolve_method(method, raw)
     return labeler(
         services.engine,

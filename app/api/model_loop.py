@@ -1,4 +1,4 @@
-"""The model back in labeling (issue 12): /items/suspect, and the export of a job's predictions
+"""The model back in labeling: /items/suspect, and the export of a job's predictions
 for items with no votes (`/soft-labels?method=model:<job id>`, called from soft_labels.py)."""
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from sqlalchemy import text
 from app.aggregation.crowdlab import crowdlab, suspect_scores
 from app.aggregation.methods import majority_labels
 from app.api.deps import EngineDep, ProjectDep, require
+from app.api.services import Services
 from app.api.sweep_schemas import SuspectItem, SuspectItems
 from app.db.models import Project
 from app.errors import Conflict, NotFound, ValidationFailed
-from app.export import MEDIA_TYPES, Chunk, Format, serialize
-from app.model_loop import model_view
-from app.records import index_text
-from app.services import Services
+from app.labels.export import MEDIA_TYPES, Chunk, Format, serialize
+from app.labels.model_loop import model_view
 from app.training.serving import checkpoint_bytes
+from app.votes.records import index_text
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["model in the loop"])
 

@@ -13,7 +13,7 @@ from pydantic import (
 )
 
 from app.db.models import NAME_PATTERN
-from app.records import ClassName, ExternalId, Feature, ItemIn, Strict, VoteIn, no_nul
+from app.votes.records import ClassName, ExternalId, Feature, ItemIn, Strict, VoteIn, no_nul
 
 # --- projects ---------------------------------------------------------------------------------
 

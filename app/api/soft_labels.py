@@ -26,7 +26,7 @@ from app.api.model_loop import export_model_predictions
 from app.api.schemas import SoftLabel
 from app.db.models import Item
 from app.errors import NotFound
-from app.export import MEDIA_TYPES, Format, filename, read_chunks, serialize
+from app.labels.export import MEDIA_TYPES, Format, filename, read_chunks, serialize
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["soft labels"])
 

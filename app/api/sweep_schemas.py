@@ -1,4 +1,4 @@
-"""Request and response models of /training-sweeps and /items/suspect (issue 12; kept apart
+"""Request and response models of /training-sweeps and /items/suspect (kept apart
 from schemas.py)."""
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ from app.api.deps import ProjectDep, QueueDep, SessionDep, require
 from app.api.sweep_schemas import SweepCell, SweepIn, SweepOut
 from app.db.models import TrainingJob, TrainingSweep
 from app.errors import NotFound, ValidationFailed
-from app.model_loop import check_crowdlab_job
-from app.training import predictions
+from app.labels import predictions
+from app.labels.model_loop import check_crowdlab_job
 from app.training.jobs import enqueue
 from app.training.snapshot import usable_items
-from app.training.sweeps import Cell, GridError, build_grid, recipe_name, report
+from app.training.sweeps import Cell, build_grid, recipe_name, report
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["training"])
 SweepId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -36,17 +36,9 @@ def create_sweep(
 ) -> SweepOut:
     """Queue one training job per grid cell (any number of workers take them). The whole grid
     is validated first: one bad cell is a 422 naming it, and no job is queued."""
-    try:
-        configs, baseline = build_grid(
-            body.labels,
-            body.losses,
-            body.seeds,
-            body.base,
-            body.split_seed,
-            body.baseline.model_dump(),
-        )
-    except GridError as exc:
-        raise _invalid(exc.field, exc.reason) from None
+    configs, baseline = build_grid(
+        body.labels, body.losses, body.seeds, body.base, body.split_seed, body.baseline.model_dump()
+    )
     conn = session.connection()
     if usable_items(conn, project.id) == 0:
         raise _invalid(

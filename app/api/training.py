@@ -22,12 +22,12 @@ from app.api.schemas import PredictIn, PredictOut, TrainingJobList, TrainingJobO
 from app.config import Settings
 from app.db.models import Project, TrainingJob
 from app.errors import Conflict, NotFound, ValidationFailed, plural
-from app.model_loop import check_crowdlab_job
+from app.labels.model_loop import check_crowdlab_job
 from app.training.config import TrainingConfig
 from app.training.jobs import enqueue, request_cancel
 from app.training.serving import checkpoint_bytes, item_features
 from app.training.snapshot import usable_items
-from app.webhooks import emit_job_finished
+from app.webhooks.deliver import emit_job_finished
 
 router = APIRouter(tags=["training"])
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -90,7 +90,7 @@ def create_training_job(
             f"The project has {active} training jobs queued or running, the most it may "
             "(SOFTLABELS_TRAINING_MAX_ACTIVE_PER_PROJECT); wait for one to end or cancel one."
         )
-    if config.label_method == "crowdlab":  # issue 12: needs an out-of-sample job
+    if config.label_method == "crowdlab":  # needs an out-of-sample job
         check_crowdlab_job(conn, project.id, config.label_params.get("job"), "labels.job")
     if config.distill is not None:
         teacher = session.get(TrainingJob, config.distill.teacher_job)

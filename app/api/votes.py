@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path
 from app.api.deps import ProjectDep, ServicesDep, SessionDep, SettingsDep, require
 from app.api.schemas import ItemBatch, ItemResult, VoteBatch, VoteResult
 from app.errors import PayloadTooLarge
-from app.ingest import committed_with_retries, ingest_items, store_votes
+from app.votes.ingest import committed_with_retries, ingest_items, store_votes
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["votes"])
 ProjectName = Annotated[str, Path(description="Project name", max_length=200)]
@@ -34,7 +34,7 @@ async def post_votes(body: VoteBatch, project: ProjectName, services: ServicesDe
     """Store a batch of votes, all or nothing. Re-sending a stored vote changes nothing.
 
     The hot path of a labeling tool (one request per annotation): async end to end, the project
-    from a per-process cache, and the whole write in one statement (app/ingest.py)."""
+    from a per-process cache, and the whole write in one statement (app/votes/ingest.py)."""
     limit = services.settings.max_votes_per_request
     if len(body.votes) > limit:
         raise PayloadTooLarge(

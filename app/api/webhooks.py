@@ -1,5 +1,5 @@
 """/v1/projects/{p}/webhooks: outbound webhook subscriptions (admin) and their delivery log.
-Sending is app/webhooks.py's, in the worker."""
+Sending is app/webhooks/deliver.py's, in the worker."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from app.api.deps import ProjectDep, ServicesDep, SessionDep, require
 from app.db.models import Project, WebhookDelivery, WebhookSubscription
 from app.errors import NotFound, ValidationFailed
 from app.outbound import Policy, refuse_url
-from app.signing import new_secret
+from app.webhooks.signing import new_secret
 
 router = APIRouter(prefix="/v1/projects/{project}/webhooks", tags=["webhooks"])
 SubId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The subscription's id.")]

@@ -1,5 +1,5 @@
 """`softlabels import-votes` and `softlabels export`: files in and out, through the same code
-as the API (app/ingest.py, app/export.py)."""
+as the API (app/votes/ingest.py, app/labels/export.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from app.aggregation.params import MethodParams
 from app.cli.common import DataDirOpt, console, fail, migrated_engine, settings_for
 from app.config import Settings
-from app.records import index_text
+from app.votes.records import index_text
 
 
 def register(app: typer.Typer) -> None:
@@ -57,8 +57,8 @@ def _import_votes(engine: Engine, factory: Any, file: Path, project: str, batch_
 
     from app.db.models import Project
     from app.errors import ValidationFailed
-    from app.ingest import committed_with_retries, ingest_votes
-    from app.records import VoteIn
+    from app.votes.ingest import committed_with_retries, ingest_votes
+    from app.votes.records import VoteIn
 
     adapter = TypeAdapter(list[VoteIn])
     totals = {"inserted": 0, "updated": 0, "unchanged": 0}
@@ -194,8 +194,8 @@ def _export(
     from sqlalchemy import select
 
     from app.db.models import Project
-    from app.export import read_chunks, serialize
-    from app.labeling import labeler
+    from app.labels.export import read_chunks, serialize
+    from app.labels.service import labeler
 
     with engine.connect() as conn:
         proj = conn.execute(

@@ -40,8 +40,8 @@ def demo(
     """Simulate a crowd labelling scikit-learn's digits, train five recipes, compare them."""
     from rich.table import Table
 
-    from app.demo import Crowd, run_demo
-    from app.serverctl import ServerProcess
+    from app.cli.demo_run import Crowd, run_demo
+    from app.cli.serverctl import ServerProcess
 
     server = None
     if url is None:

@@ -42,7 +42,7 @@ def _run(
     from app.db.models import Project
     from app.db.session import make_sessionmaker
     from app.errors import ValidationFailed
-    from app.ingest import committed_with_retries
+    from app.votes.ingest import committed_with_retries
 
     if on_duplicate not in ("last", "first", "error"):
         fail("--on-duplicate must be last, first or error", code=2)

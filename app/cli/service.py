@@ -17,8 +17,8 @@ from app.cli.common import (
     require_migrated,
     settings_for,
 )
+from app.cli.serverctl import GRACE_S, die_with_parent, exit_soon
 from app.config import Settings, get_settings
-from app.serverctl import GRACE_S, die_with_parent, exit_soon
 
 db_app = typer.Typer(help="The embedded PostgreSQL in the data dir.", no_args_is_help=True)
 
@@ -109,10 +109,10 @@ def serve(
                     timeout_graceful_shutdown=GRACE_S,
                 )
             else:
-                # Each process builds its app from the environment (app.main.app_from_env).
+                # Each process builds its app from the environment (serverctl.app_from_env).
                 os.environ.update(settings_env(settings))
                 uvicorn.run(
-                    "app.main:app_from_env",
+                    "app.cli.serverctl:app_from_env",
                     factory=True,
                     workers=processes,
                     host=host,
@@ -168,8 +168,8 @@ def _spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
 
 def worker_cmd(data_dir: DataDirOpt = None) -> None:
     """Take training jobs and refits from the database and run them (any number may run)."""
+    from app.cli.worker import run_worker
     from app.logging import configure_logging
-    from app.worker import run_worker
 
     with database_url(settings_for(data_dir)) as url:
         # Before the worker's threads start: an unreachable or unmigrated database is one line,

@@ -1,7 +1,8 @@
 """`softlabels sweep`: post a training sweep to a running service, wait, print its report.
 
 Registered in app/cli/__init__.py. The HTTP helpers (`run_sweep`, `report_table`) are shared
-with the demo (app/demo.py) and the music-genre benchmark. An error answer raises ServiceError
+with the demo
+(app/cli/demo_run.py) and the music-genre benchmark. An error answer raises ServiceError
 (app/cli/api.py), one line with the service's error code and detail.
 """
 

@@ -1,7 +1,7 @@
 """Argilla (v2): webhook events and exported records.
 
 Webhook bodies are Standard Webhooks envelopes `{type, version, timestamp, data}` signed with
-the webhook's secret (checked in app/api/connectors.py with app/signing.py). For
+the webhook's secret (checked in app/api/connectors.py with app/webhooks/signing.py). For
 `response.created` / `response.updated` / `response.deleted`, `data` is the response: `id`,
 `status` (only "submitted" counts; "discarded" or "draft" removes a stored vote), `values`
 (`{<question>: {"value": ...}}`), `record` (`id`, `external_id`) and `user` (`id`, `username`).

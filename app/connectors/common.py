@@ -3,7 +3,7 @@ came from, plus the tool ids whose votes must go), then applied in one transacti
 
 The tool-specific parsers (label_studio.py, argilla.py, files.py) only read payloads; this module
 checks labels against the project (a 422 names the payload path), applies the duplicate policy,
-and calls the ingest layer (app/ingest.py, app/lifecycle.py), which knows no tool.
+and calls the ingest layer (app/votes/ingest.py, app/votes/lifecycle.py), which knows no tool.
 
 A sync (`apply(..., lenient=True)`) is the exception to "one bad vote fails the request": an
 annotation that cannot be a vote is skipped and reported (`Rejected`), the others are stored.
@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session
 
 from app.db.models import MAX_EXTERNAL_ID, Project
 from app.errors import ValidationFailed
-from app.ingest import (
-    VoteIn,  # its domain home after the schemas split (issue 8)
+from app.votes.ingest import (
+    VoteIn,
     ingest_votes,
 )
-from app.lifecycle import delete_tool_votes, delete_votes_where
-from app.records import index_text
+from app.votes.lifecycle import delete_tool_votes, delete_votes_where
+from app.votes.records import index_text
 
 OnDuplicate = Literal["last", "first", "error"]
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from app.connectors import argilla, label_studio
 from app.connectors.common import Parsed, ToolVote, external_id, problem
-from app.records import index_text
+from app.votes.records import index_text
 
 FileFormat = Literal["label-studio", "argilla", "prodigy", "crowdkit", "peerannot"]
 FORMATS: tuple[str, ...] = ("label-studio", "argilla", "prodigy", "crowdkit", "peerannot")

@@ -24,6 +24,7 @@ from typing import Any
 from app import outbound
 from app.connectors.common import Parsed, Rejected, ToolVote, external_id, problem
 from app.db.models import MAX_EXTERNAL_ID
+from app.errors import ToolUnreachable
 from app.outbound import Policy
 
 SOURCE = "label-studio"
@@ -296,7 +297,7 @@ def _read_min_row(
 # --- sync: pull the project's annotations from Label Studio's API ------------------------------
 
 
-class SyncFailed(Exception):
+class SyncFailed(ToolUnreachable):
     """Label Studio could not be reached or refused; the message never includes the token."""
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app.signing import MAX_TOLERANCE_S
+from app.webhooks.signing import MAX_TOLERANCE_S
 
 KEEP_S = 2 * MAX_TOLERANCE_S
 

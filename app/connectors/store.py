@@ -160,7 +160,7 @@ def sync_due(engine: Engine) -> list[int]:
     has passed since its last sync. A failure is recorded in `last_sync` (and logged without
     the token), and retried at the next interval. Rejected annotations do not fail it: the
     summary in `last_sync` lists them."""
-    from app.ingest import committed_with_retries
+    from app.votes.ingest import committed_with_retries
 
     with Session(engine) as session:
         due = list(

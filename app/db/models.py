@@ -3,7 +3,8 @@
 Physical design, chosen for the read paths:
 - `votes` holds one row per (item, worker); its primary key makes retries idempotent.
 - `items.counts` is the item's vote-count vector over the project's classes, maintained in the
-  same transaction as the votes (app/ingest.py). Soft labels and exports read it directly, so a
+  same transaction as the votes (app/votes/ingest.py).
+  Soft labels and exports read it directly, so a
   read never aggregates the vote table.
 - A project's `votes_version` goes up with every batch that changes a vote (a striped counter,
   `project_vote_changes`, summed by `softlabels_votes_version()`): caches and training snapshots
@@ -203,7 +204,7 @@ class TrainingArtifact(Base):
     )
     checkpoint: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = _now()
-    # issue 12: npz of per-item predictions (app/training/predictions.py); NULL for old jobs
+    # issue 12: npz of per-item predictions (app/labels/predictions.py); NULL for old jobs
     predictions: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
@@ -221,7 +222,7 @@ class TrainingSweep(Base):
 
 
 class LabelFit(Base):
-    """A cached worker-model fit (app/fits.py): numpy arrays in one npz blob, and the
+    """A cached worker-model fit (app/labels/fits.py): numpy arrays in one npz blob, and the
     votes_version they reflect."""
 
     __tablename__ = "label_fits"
@@ -299,7 +300,8 @@ class WebhookMessage(Base):
 
 
 class WebhookSubscription(Base):
-    """An outbound webhook (app/webhooks.py): where to send which events, and the signing key."""
+    """An outbound webhook (app/webhooks/deliver.py): where to send which events, and the
+    signing key."""
 
     __tablename__ = "webhook_subscriptions"
     __table_args__ = (Index("ix_webhook_subscriptions_project_id", "project_id"),)

@@ -14,7 +14,7 @@ import procrastinate
 from sqlalchemy import Connection, Engine, text
 
 from app.tasks import defer_training
-from app.webhooks import emit_job_finished
+from app.webhooks.deliver import emit_job_finished
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, text
 
-from app.model_loop import crowdlab_targets
-from app.training import jobs, predictions
+from app.labels import predictions
+from app.labels.model_loop import crowdlab_targets
+from app.training import jobs
 from app.training.config import TrainingConfig
 from app.training.data import TrainingData
 from app.training.errors import JobError

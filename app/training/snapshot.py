@@ -3,7 +3,8 @@ items with features and no votes (scored and, with gold, tested on), and a conte
 votes, read in one REPEATABLE READ transaction so all of it is consistent.
 
 Same labels everywhere: a worker-model method's targets are the project's cached fit
-(app/fits.py) for the snapshot's votes_version, the very arrays `/soft-labels` exports for that
+(app/labels/fits.py) for the snapshot's
+votes_version, the very arrays `/soft-labels` exports for that
 version; when the cache is older, the fit is computed the way the API computes it (warm start
 from the cached fit) and stored, so the API then serves what the job trained on. While votes
 keep arriving (a crowd still labeling), a fit made outside the snapshot is always one version
@@ -24,7 +25,7 @@ from sqlalchemy import Connection, Engine, text
 from app.aggregation.base import WorkerMethod
 from app.aggregation.params import MethodParams
 from app.aggregation.registry import needs_votes, resolve_method
-from app.fits import Fit, current_fit, fit_in_snapshot, store_fit
+from app.labels.fits import Fit, current_fit, fit_in_snapshot, store_fit
 from app.training.data import TrainingData, build_training_data
 from app.training.errors import JobError
 

@@ -27,6 +27,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from app.errors import ValidationFailed
 from app.training.metrics import EvalSet
 
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "accuracy_majority": True}
@@ -326,12 +327,14 @@ def _recommend(
     return {"recipe": best["recipe"], "name": best["name"], "reason": reason}
 
 
-class GridError(ValueError):
-    """A bad grid entry; `field` locates it (e.g. "labels[1].alpha", "base.lr")."""
+class GridError(ValidationFailed):
+    """A bad grid entry, a 422 naming it (e.g. "labels[1].alpha", "base.lr")."""
 
     def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field, self.reason = field, reason
+        super().__init__(
+            f"Invalid sweep: {field}: {reason}",
+            errors=[{"index": None, "field": field, "reason": reason}],
+        )
 
 
 FIXED = {"labels", "loss", "seed", "split_seed"}

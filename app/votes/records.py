@@ -1,6 +1,6 @@
 """The input rows the domain accepts: a vote and an item, validated field by field.
 
-Owned by the write path (app/ingest.py) and shared by everything that feeds it: the API's
+Owned by the write path (app/votes/ingest.py) and shared by everything that feeds it: the API's
 request bodies (app/api/schemas.py wraps them in batches), the CLI's file imports and the
 labeling-tool connectors. Pure pydantic: nothing here knows about HTTP or the database session.
 """

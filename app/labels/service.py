@@ -1,5 +1,5 @@
 """[3. aggregated] A project's soft labels by any method: count methods read the maintained
-per-item counts; worker-model methods use the project's cached fit (app/fits.py)."""
+per-item counts; worker-model methods use the project's cached fit (app/labels/fits.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from app.aggregation.crowdlab import ModelMethod
 from app.aggregation.methods import CountsMethod
 from app.aggregation.params import MethodParams
 from app.aggregation.registry import Method
-from app.fits import Fit, SyncBudget, current_fit, params_key
+from app.labels.fits import Fit, SyncBudget, current_fit, params_key
 from app.tasks import defer_refit
 
 
@@ -27,7 +27,7 @@ class Labeler:
     stale: bool  # True: a newer fit is being computed; these labels are from `as_of`
     probs: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (item db ids, counts) -> (n, K)
     fit: Fit | None = None
-    # issue 12: crowdlab only; (item db ids) -> ActiveLab-style score, low = label next
+    # crowdlab only; (item db ids) -> ActiveLab-style score, low = label next
     routing: Callable[[np.ndarray], np.ndarray] | None = None
 
 
@@ -45,7 +45,7 @@ def labeler(
 ) -> Labeler:
     """`queue` given (the API): large projects refit in the worker and reads get the last fit.
     None (CLI, worker): always fit now."""
-    if isinstance(spec, ModelMethod):  # issue 12: crowdlab (a job's out-of-sample predictions)
+    if isinstance(spec, ModelMethod):  # crowdlab (a job's out-of-sample predictions)
         return _model_labeler(engine, project_id, n_classes, votes_version, spec, params)
     if isinstance(spec, CountsMethod):
         return Labeler(
@@ -95,8 +95,8 @@ def _model_labeler(
 ) -> Labeler:
     """crowdlab: computed on each read (pure numpy over the vote list; no cache yet)."""
     from app.aggregation.crowdlab import routing_scores
-    from app.fits import locate
-    from app.model_loop import crowdlab_view
+    from app.labels.fits import locate
+    from app.labels.model_loop import crowdlab_view
 
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         version = conn.execute(

@@ -14,8 +14,8 @@ from sqlalchemy import Connection, text
 
 from app.aggregation.crowdlab import CrowdlabResult, crowdlab
 from app.errors import ValidationFailed
-from app.fits import ProjectVotes, load_votes, locate
-from app.training import predictions
+from app.labels import predictions
+from app.labels.fits import ProjectVotes, load_votes, locate
 
 
 class NoModel(ValidationFailed):

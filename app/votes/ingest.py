@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Project
 from app.errors import ValidationFailed
-from app.project_cache import ProjectCache
-from app.records import ItemIn, VoteIn
+from app.votes.project_cache import ProjectCache
+from app.votes.records import ItemIn, VoteIn
 
 T = TypeVar("T")
 

@@ -19,11 +19,11 @@ from app.auth.keys import KeyStore
 from app.auth.ratelimit import RateLimiter
 from app.config import Settings
 from app.db.session import libpq_url, make_engine, make_sessionmaker
-from app.fits import SyncBudget
-from app.items import OrderCache
-from app.project_cache import ProjectCache
+from app.labels.fits import SyncBudget
+from app.labels.items import OrderCache
 from app.tasks import make_queue
 from app.training.serving import ModelCache
+from app.votes.project_cache import ProjectCache
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Services:
     pool: AsyncConnectionPool
     projects: ProjectCache
     item_orders: OrderCache  # GET /items: computed sort orders, pinned by cursors
-    fit_budget: SyncBudget  # what a fit inside a request may cost (app/fits.py)
+    fit_budget: SyncBudget  # what a fit inside a request may cost (app/labels/fits.py)
 
     @classmethod
     def open(cls, settings: Settings) -> Services:

@@ -3,7 +3,8 @@ or include a worker, delete an item or a project.
 
 Every operation keeps `items.counts` / `n_votes` equal to a recount of the counted votes (those of
 workers not excluded) and bumps the project's votes_version when anything changed, so cached fits
-(app/fits.py) and exports follow at once. Locking follows app/ingest.py: the affected items are
+(app/labels/fits.py) and exports follow at once. Locking follows
+app/votes/ingest.py: the affected items are
 locked (id order) in one statement, and the counts change in a later statement, whose snapshot
 sees every write committed before the locks were granted; the vote rows and the count delta come
 from one DELETE ... RETURNING, so what is subtracted is exactly what was removed. Callers run
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Project
 from app.errors import NotFound
-from app.webhooks import emit_settled
+from app.webhooks.deliver import emit_settled
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def set_excluded(session: Session, project: Project, worker: str, excluded: bool
     """Exclude a worker (its votes stay stored but stop counting everywhere) or include it back.
 
     Locks in ingest's order, items then worker, so the two never wait on each other in a cycle:
-    the worker's items, then the worker row (a vote batch holding it FOR SHARE, app/ingest.py,
+    the worker's items, then the worker row (a vote batch holding it FOR SHARE, app/votes/ingest.py,
     holds all its items already and only finishes), then the worker's items again, which now
     include any a batch committed meanwhile; later batches for the worker wait for this one and
     then see the new flag.

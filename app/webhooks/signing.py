@@ -23,14 +23,20 @@ import time
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError, WebhookVerificationError
 
+from app.errors import Unauthorized
+
 PREFIX = "whsec_"
 # The package's window; a connector's tolerance can only narrow it.
 MAX_TOLERANCE_S = 300
 MAX_ID_CHARS = 256  # message ids are remembered (app/connectors/replay.py)
 
 
-class BadSignature(Exception):
-    """Why a request's signature was refused (no secret or body in the message)."""
+class BadSignature(Unauthorized):
+    """Why a request's signature was refused (no secret or body in the message): a 401."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Webhook refused: {reason}.")
+        self.reason = reason
 
 
 def new_secret() -> str:

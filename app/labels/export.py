@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
-from app import csv_safe
+from app.labels import csv_safe
 
 Format = Literal["jsonl", "csv", "parquet"]
 MEDIA_TYPES: dict[str, str] = {
@@ -45,7 +45,7 @@ def read_chunks(
     min_votes: int,
     chunk_rows: int,
 ) -> Iterator[Chunk]:
-    """`probs(item db ids, counts)` gives each chunk's distributions (see app/labeling.py).
+    """`probs(item db ids, counts)` gives each chunk's distributions (see app/labels/service.py).
 
     A server-side cursor in binary format: psycopg parses each row (the counts array included)
     in C, which measured faster than the SQLAlchemy row path and than COPY (whose rows come

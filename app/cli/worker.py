@@ -18,11 +18,11 @@ import procrastinate
 from app.config import Settings
 from app.connectors.store import sync_due
 from app.db.session import libpq_url, make_engine
-from app.fits import refit_now
+from app.labels.fits import refit_now
 from app.tasks import QUEUES, Handlers, make_queue
 from app.training.jobs import recover_stalled
 from app.training.runner import run_training_job, worker_name
-from app.webhooks import deliver
+from app.webhooks.deliver import deliver
 
 log = logging.getLogger(__name__)
 

@@ -117,7 +117,7 @@ def uses_gold(method: str, params: dict[str, Any]) -> bool:
 def load_votes(conn: Connection, project_id: int, n_classes: int) -> ProjectVotes:
     item_ids, gold = _items(conn, project_id)
     worker_ids = _ids(conn, "workers", project_id)
-    # Excluded workers' votes stay stored but no method sees them (app/lifecycle.py); with
+    # Excluded workers' votes stay stored but no method sees them (app/votes/lifecycle.py); with
     # none excluded, the scan is the plain one.
     excluded = [
         int(w)

@@ -14,10 +14,17 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+from app.config import get_settings
+from app.logging import configure_logging
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -54,6 +61,16 @@ def exit_soon(seconds: float = GRACE_S) -> None:
     timer = threading.Timer(seconds, os._exit, (0,))
     timer.daemon = True
     timer.start()
+
+
+def app_from_env() -> FastAPI:
+    """The app of one of `softlabels serve --workers N`'s processes (uvicorn's factory):
+    settings from the environment that `serve` set, logs as JSON lines."""
+    from app.main import create_app  # here, not at the top: `serve`'s parent never needs it
+
+    die_with_parent()
+    configure_logging()
+    return create_app(get_settings(), after_shutdown=exit_soon)
 
 
 class ServerProcess:

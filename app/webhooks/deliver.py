@@ -1,6 +1,6 @@
 """Outbound webhooks: per-project subscriptions, events recorded in the transaction that caused
 them, delivered by the job queue (procrastinate) with retries and backoff, signed with the
-Standard Webhooks scheme (app/signing.py), and a delivery log per subscription.
+Standard Webhooks scheme (app/webhooks/signing.py), and a delivery log per subscription.
 
 Events:
 - `training_job.finished`: a training job reached succeeded, failed or cancelled
@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
 from app import outbound
-from app.signing import sign
+from app.webhooks.signing import sign
 
 log = logging.getLogger(__name__)
 

@@ -35,6 +35,7 @@ import numpy as np
 from sqlalchemy import Connection, text
 
 from app.aggregation import agreement
+from app.errors import ValidationFailed
 
 Sort = Literal["entropy", "margin", "votes", "gold_disagreement", "item"]
 Order = Literal["asc", "desc"]
@@ -44,8 +45,14 @@ SCORES = ("entropy", "margin", "gold_disagreement")
 ProbsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (item db ids, counts) -> (n, K)
 
 
-class CursorError(ValueError):
-    """A cursor that is malformed or was made for another sort."""
+class CursorError(ValidationFailed):
+    """A cursor that is malformed or was made for another sort: a 422 naming `cursor`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"Invalid cursor: {reason}.",
+            errors=[{"index": None, "field": "cursor", "reason": reason}],
+        )
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine, text
 
-from app import csv_safe
-from app.export import _Drain, one_line_each
+from app.labels import csv_safe
+from app.labels.export import _Drain, one_line_each
 
 VoteFormat = Literal["jsonl", "csv", "parquet", "crowdkit", "peerannot"]
 VOTE_MEDIA_TYPES = {
