@@ -49,6 +49,13 @@ class LabelStudioConfig(Strict):
         max_length=200,
         description="The task data field holding the item id; null: Label Studio's task id.",
     )
+    content_field: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The task data field holding the item's content (a text, or an image URL "
+        "the worker fetches with this connector's token), for training on content; null: "
+        "`text` or `image` when the task has one; empty: store no content.",
+    )
     # For sync (pull): where Label Studio is and which of its projects this is.
     url: HttpUrl | None = Field(default=None, description="Label Studio's base URL, for sync.")
     ls_project: int | None = Field(default=None, ge=1, description="Label Studio project id.")

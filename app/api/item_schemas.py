@@ -53,6 +53,11 @@ class ItemDetail(BaseModel):
     gold: str | None
     features: list[float] | None
     meta: dict[str, Any] | None
+    text: str | None = Field(description="The item's text, if it has one.")
+    image_url: str | None = Field(description="Where the worker fetches the item's image.")
+    image: str | None = Field(
+        description="The stored image's URL on this service (`.../image`), if one was uploaded."
+    )
     created_at: dt.datetime
     updated_at: dt.datetime
     votes: list[ItemVote]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 import app.api.paths  # noqa: F401  (registers the {item:id} path convertor)
 from app.api.deps import EngineDep, ProjectDep, ServicesDep, require
@@ -23,7 +23,7 @@ from app.api.method_query import (
 )
 from app.errors import NotFound, ValidationFailed
 from app.labels.fits import params_key
-from app.labels.items import list_items, read_item
+from app.labels.items import list_items, read_image, read_item
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["items"])
 
@@ -98,7 +98,7 @@ def get_items(
 
 
 @router.get("/items/{item:id}", response_model=ItemDetail, dependencies=[Depends(require("read"))])
-def get_item(engine: EngineDep, project: ProjectDep, item: str) -> ItemDetail:
+def get_item(request: Request, engine: EngineDep, project: ProjectDep, item: str) -> ItemDetail:
     """One item: counts, gold, features, metadata, and every vote (worker, label, times)."""
     with engine.connect() as conn:
         found = read_item(conn, project.id, item)
@@ -113,6 +113,11 @@ def get_item(engine: EngineDep, project: ProjectDep, item: str) -> ItemDetail:
         gold=None if row.gold is None else classes[row.gold],
         features=row.features,
         meta=row.meta,
+        text=row.text,
+        image_url=row.image_url,
+        image=None
+        if row.image_bytes is None
+        else str(request.url_for("get_item_image", project=project.name, item=item)),
         created_at=row.created_at,
         updated_at=row.updated_at,
         votes=[
@@ -125,3 +130,19 @@ def get_item(engine: EngineDep, project: ProjectDep, item: str) -> ItemDetail:
             for v in found["votes"]
         ],
     )
+
+
+@router.get(
+    "/items/{item:id}/image",
+    response_class=Response,
+    responses={200: {"content": {"image/*": {}}, "description": "The image file as uploaded."}},
+    dependencies=[Depends(require("read"))],
+)
+def get_item_image(engine: EngineDep, project: ProjectDep, item: str) -> Response:
+    """The image uploaded with the item (`image` in POST /items), as it was sent."""
+    with engine.connect() as conn:
+        found = read_image(conn, project.id, item)
+    if found is None:
+        raise NotFound(f"No stored image for item {item!r} in project {project.name!r}.")
+    data, media_type = found
+    return Response(data, media_type=media_type or "application/octet-stream")

@@ -81,11 +81,19 @@ def import_label_studio(
     item_field: Annotated[
         str | None, typer.Option(help="Task data field holding the item id (default: task id).")
     ] = None,
+    content_field: Annotated[
+        str | None,
+        typer.Option(
+            help="Task data field holding the item's text or image URL (default: `text` or "
+            "`image` when present; '' for none)."
+        ),
+    ] = None,
     on_duplicate: DupOpt = "last",
     data_dir: DataDirOpt = None,
 ) -> None:
     """Label Studio JSON or JSON_MIN export (cancelled annotations are skipped)."""
-    _run("label-studio", file, project, on_duplicate, Options(from_name, item_field), data_dir)
+    options = Options(from_name, item_field, content_field=content_field)
+    _run("label-studio", file, project, on_duplicate, options, data_dir)
 
 
 @import_app.command("argilla")

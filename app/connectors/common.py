@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import MAX_EXTERNAL_ID, Project
 from app.errors import ValidationFailed
+from app.votes.content import ContentIn, store_content
 from app.votes.ingest import (
     VoteIn,
     ingest_votes,
@@ -87,6 +88,7 @@ class Parsed:
     errors: list[dict[str, Any]] = field(default_factory=list)
     rows: int = 0
     rejected: list[Rejected] = field(default_factory=list)  # lenient reads only
+    contents: dict[str, ContentIn] = field(default_factory=dict)  # item id -> its content
 
     def fail_if_errors(self) -> None:
         if self.errors:
@@ -242,6 +244,8 @@ def apply(
             tasks=[v.task for v in votes] if refs else None,
         )
         inserted, updated, unchanged = counts.inserted, counts.updated, counts.unchanged
+    if parsed.contents:  # after the votes: they create the items the content belongs to
+        store_content(session, project.id, list(parsed.contents.values()))
     if parsed.remove_refs or parsed.remove_tasks:
         deleted += delete_tool_votes(
             session, project, source, refs=parsed.remove_refs, tasks=parsed.remove_tasks

@@ -32,6 +32,7 @@ FORMATS: tuple[str, ...] = ("label-studio", "argilla", "prodigy", "crowdkit", "p
 class Options:
     from_name: str | None = None  # label-studio: the <Choices> control
     item_field: str | None = None  # label-studio: task data field; prodigy: id field
+    content_field: str | None = None  # label-studio: task data field of the item's content
     question: str | None = None  # argilla: the label question
 
 
@@ -159,7 +160,9 @@ def parse_file(fmt: str, data: bytes, opts: Options) -> Parsed:
     if fmt == "label-studio":
         if not opts.from_name:
             return _needs("from_name", "the name of the <Choices> control")
-        return label_studio.parse_export(doc, opts.from_name, opts.item_field)
+        return label_studio.parse_export(
+            doc, label_studio.Mapping(opts.from_name, opts.item_field, opts.content_field)
+        )
     if fmt == "argilla":
         if not opts.question:
             return _needs("question", "the name of the label question")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from app import outbound
@@ -26,10 +27,50 @@ from app.connectors.common import Parsed, Rejected, ToolVote, external_id, probl
 from app.db.models import MAX_EXTERNAL_ID
 from app.errors import ToolUnreachable
 from app.outbound import Policy
+from app.votes.content import ContentIn
 
 SOURCE = "label-studio"
 VOTE_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"}
 DELETE_ACTIONS = {"ANNOTATIONS_DELETED", "TASKS_DELETED"}
+# Task data fields read as the item's content when the connector names none: the names Label
+# Studio's own text and image templates use.
+TEXT_FIELDS = ("text",)
+IMAGE_FIELDS = ("image",)
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """How a Label Studio project's tasks and annotations become items and votes."""
+
+    from_name: str  # the <Choices> control whose answer is the vote
+    item_field: str | None = None  # task data field holding the item id; None: the task id
+    # Task data field holding the item's content: a text, or an image's URL (Label Studio's
+    # media URLs are relative to its address and need its token: the worker fetches them with
+    # the connector's). None: `text` or `image` when the task has one; "": store no content.
+    content_field: str | None = None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Mapping:
+        return cls(config["from_name"], config.get("item_field"), config.get("content_field"))
+
+
+def read_content(out: Parsed, item: str, data: dict[str, Any], mapping: Mapping) -> None:
+    """The item's content from its task data into `out.contents` (nothing if it has none)."""
+    field_ = mapping.content_field
+    if field_ is None:
+        field_ = next((f for f in TEXT_FIELDS + IMAGE_FIELDS if f in data), "")
+    value = data.get(field_) if field_ else None
+    if not item or not isinstance(value, str) or not value or "\x00" in value:
+        return
+    # A named field holding a URL or one of Label Studio's upload paths is an image; `text` is
+    # always text, even when a text happens to be a link.
+    is_image = field_ in IMAGE_FIELDS or (
+        field_ not in TEXT_FIELDS and value.startswith(("http://", "https://", "/data/"))
+    )
+    if is_image:
+        out.contents[item] = ContentIn(item, image_url=value, source=SOURCE)
+    else:
+        out.contents[item] = ContentIn(item, text=value, source=SOURCE)
 
 
 def _item(task: Any, item_field: str | None, path: str, errors: list[dict[str, Any]]) -> str:
@@ -58,15 +99,10 @@ def _worker(annotation: dict[str, Any], path: str, errors: list[dict[str, Any]])
 
 
 def read_annotation(
-    out: Parsed,
-    annotation: Any,
-    task: Any,
-    path: str,
-    task_path: str,
-    from_name: str,
-    item_field: str | None,
+    out: Parsed, annotation: Any, task: Any, path: str, task_path: str, mapping: Mapping
 ) -> None:
     """One annotation of one task into `out`: a vote, a skip, or a problem."""
+    from_name = mapping.from_name
     if not isinstance(annotation, dict):
         out.errors.append(problem(path, "must be an annotation object"))
         return
@@ -111,9 +147,11 @@ def read_annotation(
     if not isinstance(choices[0], str):
         out.errors.append(problem(f"{rpath}[0]", "must be a string"))
         return
-    item = _item(task, item_field, task_path, out.errors)
+    item = _item(task, mapping.item_field, task_path, out.errors)
     worker = _worker(annotation, path, out.errors)
     task_id = task.get("id") if isinstance(task, dict) else None
+    if isinstance(task, dict) and isinstance(task.get("data"), dict):
+        read_content(out, item, task["data"], mapping)
     out.votes.append(
         ToolVote(
             item=item,
@@ -137,19 +175,13 @@ def _ids(body: dict[str, Any], key: str, out: Parsed) -> list[str]:
     ]
 
 
-def parse_event(body: dict[str, Any], from_name: str, item_field: str | None) -> Parsed | None:
+def parse_event(body: dict[str, Any], mapping: Mapping) -> Parsed | None:
     """A webhook body into votes and deletions; None for actions that carry no votes."""
     action = body.get("action")
     out = Parsed()
     if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
         read_annotation(
-            out,
-            body.get("annotation"),
-            body.get("task"),
-            "annotation",
-            "task",
-            from_name,
-            item_field,
+            out, body.get("annotation"), body.get("task"), "annotation", "task", mapping
         )
     elif action == "ANNOTATIONS_CREATED":
         annotations, tasks = body.get("annotation"), body.get("task")
@@ -163,9 +195,7 @@ def parse_event(body: dict[str, Any], from_name: str, item_field: str | None) ->
             if t is None:
                 out.errors.append(problem(f"annotation[{i}].task", "names no task in `task`"))
                 continue
-            read_annotation(
-                out, a, task_list[t], f"annotation[{i}]", f"task[{t}]", from_name, item_field
-            )
+            read_annotation(out, a, task_list[t], f"annotation[{i}]", f"task[{t}]", mapping)
     elif action == "ANNOTATIONS_DELETED":
         out.remove_refs = _ids(body, "annotations", out)
     elif action == "TASKS_DELETED":
@@ -191,9 +221,7 @@ def has_inline_annotations(body: dict[str, Any]) -> bool:
     )
 
 
-def parse_export(
-    data: Any, from_name: str, item_field: str | None, *, lenient: bool = False
-) -> Parsed:
+def parse_export(data: Any, mapping: Mapping, *, lenient: bool = False) -> Parsed:
     """Label Studio's JSON export (a list of tasks with `annotations`; cancelled ones included)
     or its JSON_MIN export (one row per annotation, task data flattened to the top level,
     `annotator`, `annotation_id`, the control's name as a key; cancelled ones dropped).
@@ -216,14 +244,12 @@ def parse_export(
             for j, a in enumerate(anns):
                 out.rows += 1
                 with _one_annotation(out, lenient, a, row.get("id")):
-                    read_annotation(
-                        out, a, row, f"[{i}].annotations[{j}]", f"[{i}]", from_name, item_field
-                    )
+                    read_annotation(out, a, row, f"[{i}].annotations[{j}]", f"[{i}]", mapping)
         else:  # JSON_MIN: one annotation, task data at the top level
             out.rows += 1
             ann = {"id": row.get("annotation_id")}
             with _one_annotation(out, lenient, ann, row.get("id")):
-                _read_min_row(out, row, i, from_name, item_field)
+                _read_min_row(out, row, i, mapping)
     return out
 
 
@@ -262,10 +288,9 @@ def _id_text(value: Any) -> str | None:
     return str(value) if ok and 1 <= len(str(value)) <= MAX_EXTERNAL_ID else None
 
 
-def _read_min_row(
-    out: Parsed, row: dict[str, Any], i: int, from_name: str, item_field: str | None
-) -> None:
+def _read_min_row(out: Parsed, row: dict[str, Any], i: int, mapping: Mapping) -> None:
     path = f"[{i}]"
+    from_name, item_field = mapping.from_name, mapping.item_field
     label = row.get(from_name)
     if isinstance(label, dict) and "choices" in label:  # multi-choice rows
         label = label["choices"]
@@ -282,6 +307,7 @@ def _read_min_row(
     item = external_id(row.get(key), f"{path}.{key}", out.errors)
     worker = external_id(row.get("annotator"), f"{path}.annotator", out.errors)
     ref = row.get("annotation_id")
+    read_content(out, item, row, mapping)
     out.votes.append(
         ToolVote(
             item=item,

@@ -60,7 +60,7 @@ def delete(session: Session, project: Project, tool: str) -> None:
 def parse_event(connector: Connector, body: dict[str, Any]) -> Parsed | None:
     c = connector.config
     if connector.tool == "label-studio":
-        return label_studio.parse_event(body, c["from_name"], c.get("item_field"))
+        return label_studio.parse_event(body, label_studio.Mapping.from_config(c))
     return argilla.parse_event(
         body, c["question"], c.get("item_field", "external_id"), c.get("worker_field", "id")
     )
@@ -115,7 +115,7 @@ def sync_label_studio(
             errors=[problem(k, "needed for sync") for k in missing],
         )
     data = label_studio.fetch_export(c["url"], int(c["ls_project"]), connector.secret or "", policy)
-    parsed = label_studio.parse_export(data, c["from_name"], c.get("item_field"), lenient=True)
+    parsed = label_studio.parse_export(data, label_studio.Mapping.from_config(c), lenient=True)
     if parsed.errors:
         where = ", ".join(f"{e['field']} {e['reason']}" for e in parsed.errors[:3])
         raise label_studio.SyncFailed(f"Label Studio's export could not be read: {where}")

@@ -104,6 +104,47 @@ class Item(Base):
     project: Mapped[Project] = relationship(back_populates="items", lazy="raise")
 
 
+class ItemContent(Base):
+    """What an item is, for encoders: its text, or its image as bytes or as a URL the worker
+    fetches (with the credentials of the connector named in `source`). Kept apart from `items`
+    so that the vote path's counts updates never carry it. `digest` identifies the content, so
+    a cached embedding of other content is never used."""
+
+    __tablename__ = "item_content"
+    __table_args__ = (
+        CheckConstraint("image IS NULL OR image_url IS NULL", name="one_image"),
+        CheckConstraint(
+            "text IS NOT NULL OR image IS NOT NULL OR image_url IS NOT NULL", name="something"
+        ),
+    )
+
+    item_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    text: Mapped[str | None] = mapped_column(Text)
+    image: Mapped[bytes | None] = mapped_column(LargeBinary)
+    image_url: Mapped[str | None] = mapped_column(Text)
+    media_type: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class Embedding(Base):
+    """An encoder's vector for one item's content, computed once by the worker and reused by
+    every job that names the same encoder (`encoder` = its name, options and version)."""
+
+    __tablename__ = "embeddings"
+
+    item_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    encoder: Mapped[str] = mapped_column(Text, primary_key=True)
+    digest: Mapped[str] = mapped_column(Text)
+    vector: Mapped[list[float]] = mapped_column(ARRAY(REAL))
+    created_at: Mapped[dt.datetime] = _now()
+
+
 class Worker(Base):
     __tablename__ = "workers"
     __table_args__ = (UniqueConstraint("project_id", "external_id"),)

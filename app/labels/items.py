@@ -398,8 +398,11 @@ def read_item(conn: Connection, project_id: int, external_id: str) -> dict[str, 
     """The item's stored fields and its votes (worker external id, label index, times)."""
     row = conn.execute(
         text(
-            "SELECT id, external_id, n_votes, counts, gold, features, meta, created_at, "
-            "updated_at FROM items WHERE project_id = :p AND external_id = :e"
+            "SELECT i.id, i.external_id, i.n_votes, i.counts, i.gold, i.features, i.meta, "
+            "i.created_at, i.updated_at, c.text, c.image_url, c.media_type, "
+            "octet_length(c.image) AS image_bytes "
+            "FROM items i LEFT JOIN item_content c ON c.item_id = i.id "
+            "WHERE i.project_id = :p AND i.external_id = :e"
         ),
         {"p": project_id, "e": external_id},
     ).one_or_none()
@@ -414,3 +417,15 @@ def read_item(conn: Connection, project_id: int, external_id: str) -> dict[str, 
         {"i": row.id},
     ).all()
     return {"row": row, "votes": votes}
+
+
+def read_image(conn: Connection, project_id: int, external_id: str) -> tuple[bytes, str] | None:
+    """The item's stored image and its media type; None without an item or a stored image."""
+    row = conn.execute(
+        text(
+            "SELECT c.image, c.media_type FROM items i JOIN item_content c ON c.item_id = i.id "
+            "WHERE i.project_id = :p AND i.external_id = :e AND c.image IS NOT NULL"
+        ),
+        {"p": project_id, "e": external_id},
+    ).one_or_none()
+    return None if row is None else (bytes(row.image), row.media_type)

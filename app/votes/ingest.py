@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Project
 from app.errors import ValidationFailed
+from app.votes.content import ContentIn, store_content
 from app.votes.project_cache import ProjectCache
 from app.votes.records import ItemIn, VoteIn
 
@@ -342,6 +343,15 @@ def ingest_items(session: Session, project: Project, rows: Sequence[ItemIn]) -> 
             _UPDATE_ITEMS,
             {"p": project.id, **{name: [col[i] for i in keep] for name, col in columns.items()}},
         )
+    store_content(
+        session,
+        project.id,
+        [
+            ContentIn(r.id, r.text, r.image, r.image_url, given=frozenset(r.model_fields_set))
+            for r in rows
+            if r.has_content()
+        ],
+    )
     return ItemCounts(inserted=len(new_ids), updated=len(keep))
 
 

@@ -7,6 +7,8 @@ labeling-tool connectors. Pure pydantic: nothing here knows about HTTP or the da
 
 from __future__ import annotations
 
+import base64
+import binascii
 import struct
 from typing import Annotated, Any
 
@@ -18,6 +20,8 @@ from pydantic import (
     PlainValidator,
     StrictStr,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
 )
 
 from app.db.models import MAX_EXTERNAL_ID
@@ -86,11 +90,81 @@ class Strict(BaseModel):
 # --- items and votes --------------------------------------------------------------------------
 
 
+# --- content: what an item is, for training on texts and images -------------------------------
+
+MAX_TEXT_CHARS = 1_000_000
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+# The formats Pillow reads without extra plugins, by their first bytes: anything else is refused
+# here rather than found unreadable by a training job hours later.
+IMAGE_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "image/png",
+    b"\xff\xd8\xff": "image/jpeg",
+    b"GIF87a": "image/gif",
+    b"GIF89a": "image/gif",
+    b"BM": "image/bmp",
+}
+
+
+def image_media_type(data: bytes) -> str | None:
+    """The media type of an encoded image by its signature (WebP: RIFF....WEBP), else None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((m for sig, m in IMAGE_SIGNATURES.items() if data.startswith(sig)), None)
+
+
+def _image_bytes(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("must be the image file's bytes in base64 (a string)")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not valid base64") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ValueError(f"is {len(data):,} bytes; at most {MAX_IMAGE_BYTES:,}")
+    if image_media_type(data) is None:
+        raise ValueError("is not a PNG, JPEG, GIF, BMP or WebP file")
+    return data
+
+
+def _image_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+ImageBytes = Annotated[bytes, PlainValidator(_image_bytes, json_schema_input_type=str)]
+ImageUrl = Annotated[
+    StrictStr, StringConstraints(min_length=8, max_length=4096), AfterValidator(_image_url)
+]
+Text = Annotated[StrictStr, StringConstraints(max_length=MAX_TEXT_CHARS), AfterValidator(no_nul)]
+
+
 class ItemIn(Strict):
     id: ExternalId
     features: list[Feature] | None = Field(default=None, min_length=1, max_length=100_000)
     gold: ClassRef | None = None
     meta: dict[str, Any] | None = None
+    text: Text | None = Field(default=None, description="The item's text, for text encoders.")
+    image: ImageBytes | None = Field(
+        default=None,
+        description="The item's image file (PNG, JPEG, GIF, BMP or WebP), base64-encoded.",
+    )
+    image_url: ImageUrl | None = Field(
+        default=None,
+        description="Where the worker fetches the item's image (http or https; the network "
+        "policy applies).",
+    )
+
+    @field_validator("image_url")
+    @classmethod
+    def _one_image(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # `image` is validated first (field order), so a bad image is reported as itself.
+        if value is not None and info.data.get("image") is not None:
+            raise ValueError("give `image` or `image_url`, not both")
+        return value
+
+    def has_content(self) -> bool:
+        return any(f in self.model_fields_set for f in ("text", "image", "image_url"))
 
 
 class VoteIn(Strict):
