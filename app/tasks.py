@@ -27,7 +27,15 @@ from app.webhooks.deliver import WEBHOOK_QUEUE, WEBHOOK_TASK
 TRAIN_TASK = "softlabels.train"
 REFIT_TASK = "softlabels.refit"
 SYNC_TASK = "softlabels.connector_sync"
-QUEUES = ["training", "fits", WEBHOOK_QUEUE, "connectors"]
+# Training jobs that ask for a GPU (config `device: "cuda"`) wait in their own queue, taken only by
+# workers started with `--device cuda`; every other job goes to `training`.
+TRAINING_QUEUE, GPU_TRAINING_QUEUE = "training", "training-cuda"
+QUEUES = [TRAINING_QUEUE, GPU_TRAINING_QUEUE, "fits", WEBHOOK_QUEUE, "connectors"]
+
+
+def training_queue(device: str | None) -> str:
+    """The queue of a job whose config asks for `device`."""
+    return GPU_TRAINING_QUEUE if device == "cuda" else TRAINING_QUEUE
 
 
 @dataclass(frozen=True)
@@ -75,11 +83,13 @@ def make_queue(conninfo: str, handlers: Handlers | None = None) -> procrastinate
     return queue
 
 
-def defer_training(queue: procrastinate.App, job_id: int, connection: Any) -> int:
+def defer_training(
+    queue: procrastinate.App, job_id: int, connection: Any, device: str | None = None
+) -> int:
     """Enqueue training job `job_id` on `connection` (a psycopg connection inside the caller's
-    transaction). Returns procrastinate's job id."""
-    task = queue.tasks[TRAIN_TASK]
-    return int(task.configure(connection=connection).defer(job_id=job_id))
+    transaction), in the queue for `device`. Returns procrastinate's job id."""
+    task = queue.tasks[TRAIN_TASK].configure(connection=connection, queue=training_queue(device))
+    return int(task.defer(job_id=job_id))
 
 
 def defer_refit(

@@ -374,6 +374,20 @@ def test_worker_on_an_unmigrated_database_is_one_line(env, server_url: str) -> N
     assert "not migrated" in one_line(r) and "softlabels migrate" in r.stderr, r.output
 
 
+def test_a_gpu_worker_on_a_machine_without_one_is_one_line(database_url: str) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device: the refusal cannot be seen here")
+    r = cli(database_url, "worker", "--device", "cuda")
+    assert r.returncode == 1
+    assert (
+        r.stderr.strip() == "softlabels: --device cuda: torch sees no CUDA device on this machine."
+    )
+    r = cli(database_url, "worker", "--device", "tpu")
+    assert r.returncode == 2 and "cpu or cuda" in r.stderr
+
+
 def test_a_bad_import_file_is_one_line(
     env, database_url: str, project: str, tmp_path: Path
 ) -> None:

@@ -375,3 +375,26 @@ def test_worker_model_job_succeeds_while_votes_keep_arriving(client, workers, da
         project,
     )
     assert fits and fits[0][0] >= version
+
+
+def test_a_job_asking_for_a_gpu_waits_for_a_gpu_worker(client, trainable, workers, database_url):
+    """A CPU worker never takes a job whose config asks for device "cuda": it waits in its own
+    queue for a worker started with `--device cuda` (one more host against the same database),
+    while CPU jobs queued after it run."""
+    gpu_job = submit(client, trainable, {**SMALL, "device": "cuda"})
+    cpu_job = submit(client, trainable, SMALL)
+    queues = dict(
+        db_rows(
+            database_url,
+            "SELECT t.id, q.queue_name FROM training_jobs t "
+            "JOIN procrastinate_jobs q ON q.id = t.queue_job_id WHERE t.id = ANY(%s)",
+            [gpu_job, cpu_job],
+        )
+    )
+    assert queues == {gpu_job: "training-cuda", cpu_job: "training"}
+    workers.start()
+    assert wait_for(client, cpu_job, TERMINAL)["status"] == "succeeded"
+    time.sleep(2)  # a few more polls of the worker: it still does not take the GPU job
+    job = client.get(f"/v1/training-jobs/{gpu_job}").json()
+    assert (job["status"], job["attempts"]) == ("queued", 0)
+    client.post(f"/v1/training-jobs/{gpu_job}/cancel")

@@ -166,17 +166,33 @@ def _spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
     )
 
 
-def worker_cmd(data_dir: DataDirOpt = None) -> None:
+def worker_cmd(
+    data_dir: DataDirOpt = None,
+    device: Annotated[
+        str,
+        typer.Option(
+            help="cpu: training jobs that do not ask for a GPU, and refits, webhooks and syncs. "
+            'cuda: only the training jobs whose config asks for device "cuda".',
+        ),
+    ] = "cpu",
+) -> None:
     """Take training jobs and refits from the database and run them (any number may run)."""
     from app.cli.worker import run_worker
     from app.logging import configure_logging
 
+    if device not in ("cpu", "cuda"):
+        fail(f"--device must be cpu or cuda, not {device!r}.", code=2)
+    if device == "cuda":
+        import torch  # the worker imports it anyway; here only to refuse a host without a GPU
+
+        if not torch.cuda.is_available():
+            fail("--device cuda: torch sees no CUDA device on this machine.")
     with database_url(settings_for(data_dir)) as url:
         # Before the worker's threads start: an unreachable or unmigrated database is one line,
         # not a logged traceback from each thread.
         require_migrated(url)
         configure_logging()  # JSON lines, like the API's
-        run_worker(settings_for(data_dir, database_url=url))
+        run_worker(settings_for(data_dir, database_url=url), device)
 
 
 def migrate_cmd(data_dir: DataDirOpt = None) -> None:

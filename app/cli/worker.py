@@ -19,7 +19,7 @@ from app.config import Settings
 from app.connectors.store import sync_due
 from app.db.session import libpq_url, make_engine
 from app.labels.fits import refit_now
-from app.tasks import QUEUES, Handlers, make_queue
+from app.tasks import GPU_TRAINING_QUEUE, QUEUES, TRAINING_QUEUE, Handlers, make_queue
 from app.training.jobs import recover_stalled
 from app.training.runner import run_training_job, worker_name
 from app.webhooks.deliver import deliver
@@ -29,11 +29,14 @@ log = logging.getLogger(__name__)
 # Training jobs run for minutes to hours; deliveries, refits and syncs take seconds. Each side
 # has its own procrastinate worker (its own concurrency), so background work never waits
 # behind a training job.
-TRAINING_QUEUES = ["training"]
-BACKGROUND_QUEUES = [q for q in QUEUES if q not in TRAINING_QUEUES]
+# A GPU worker (`--device cuda`) takes only the jobs that asked for a GPU, and no background
+# work: a team adds a GPU host by starting one more worker against the same PostgreSQL.
+BACKGROUND_QUEUES = [q for q in QUEUES if q not in (TRAINING_QUEUE, GPU_TRAINING_QUEUE)]
 
 
-async def _run_queues(queue: procrastinate.App, settings: Settings, timeout: float) -> None:
+async def _run_queues(
+    queue: procrastinate.App, settings: Settings, timeout: float, device: str
+) -> None:
     common: dict[str, Any] = {
         "wait": True,
         "fetch_job_polling_interval": 1.0,
@@ -44,21 +47,25 @@ async def _run_queues(queue: procrastinate.App, settings: Settings, timeout: flo
         # Two workers share this loop: one signal handler stops both (below).
         "install_signal_handlers": False,
     }
-    async with queue.open_async():
-        both = asyncio.gather(
-            queue.run_worker_async(
-                queues=TRAINING_QUEUES,
-                concurrency=settings.training_concurrency,
-                name=worker_name(),
-                **common,
-            ),
+    runs = [
+        queue.run_worker_async(
+            queues=[GPU_TRAINING_QUEUE if device == "cuda" else TRAINING_QUEUE],
+            concurrency=settings.training_concurrency,
+            name=worker_name(),
+            **common,
+        )
+    ]
+    if device != "cuda":
+        runs.append(
             queue.run_worker_async(
                 queues=BACKGROUND_QUEUES,
                 concurrency=settings.background_concurrency,
                 name=f"{worker_name()}:background",
                 **common,
-            ),
+            )
         )
+    async with queue.open_async():
+        both = asyncio.gather(*runs)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, both.cancel)
@@ -66,7 +73,9 @@ async def _run_queues(queue: procrastinate.App, settings: Settings, timeout: flo
             await both
 
 
-def run_worker(settings: Settings) -> None:
+def run_worker(settings: Settings, device: str = "cpu") -> None:
+    """Run jobs until stopped: CPU training jobs and the background work, or with
+    `device="cuda"` only the training jobs that asked for a GPU."""
     url = settings.database_url or ""
     if settings.torch_threads:
         import torch
@@ -99,7 +108,7 @@ def run_worker(settings: Settings) -> None:
     sweeper.start()
     log.info("worker %s: waiting for jobs", worker_name())
     try:
-        asyncio.run(_run_queues(queue, settings, timeout))
+        asyncio.run(_run_queues(queue, settings, timeout, device))
     finally:
         stop.set()
         engine.dispose()

@@ -26,8 +26,12 @@ def raw_connection(conn: Connection) -> Any:
 
 
 def enqueue(conn: Connection, queue: procrastinate.App, job_id: int) -> None:
-    """Put job `job_id` (status queued) on the queue, in the caller's transaction."""
-    queue_job_id = defer_training(queue, job_id, raw_connection(conn))
+    """Put job `job_id` (status queued) on the queue for its device, in the caller's
+    transaction."""
+    device = conn.execute(
+        text("SELECT config->>'device' FROM training_jobs WHERE id = :id"), {"id": job_id}
+    ).scalar_one_or_none()
+    queue_job_id = defer_training(queue, job_id, raw_connection(conn), device)
     conn.execute(
         text("UPDATE training_jobs SET queue_job_id = :q WHERE id = :id"),
         {"q": queue_job_id, "id": job_id},
