@@ -468,6 +468,7 @@ def profile_batch(db: str, votes: Votes, batch: int) -> list[tuple[str, float]]:
 
     import app.votes.ingest as ingest
     from app.api.schemas import VoteBatch
+    from app.db import functions
     from app.db.models import Project
     from app.db.session import make_engine, make_sessionmaker
 
@@ -538,8 +539,14 @@ def profile_batch(db: str, votes: Votes, batch: int) -> list[tuple[str, float]]:
         ):
             conn.execute(f"SET {setting}")
         batch = ingest.prepare_votes(votes.classes, parsed.votes)
-        args = ingest.ingest_args(pid, votes.classes, batch)
-        conn.execute(ingest.ingest_sql(len(parsed.votes)), args).fetchone()
+        functions.ingest_votes(
+            conn,
+            project_id=pid,
+            classes=votes.classes,
+            items=batch.items,
+            workers=batch.workers,
+            labels=batch.labels,
+        )
     for note in notices:
         ms = float(note.split("duration: ")[1].split(" ms")[0])
         query = note.split("Query Text:")[1].strip().splitlines()[0].strip()

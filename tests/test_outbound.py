@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+import app.webhooks.deliver as webhooks
 from app import outbound
 from app.config import Settings
 from app.main import create_app
 from app.outbound import AddressRefused, OutboundError, Policy, parse_networks
-from app.webhooks import deliver as webhooks
 from tests.helpers import ADMIN_HEADERS, ADMIN_KEY
 
 LOOPBACK = Policy(allowed=parse_networks("127.0.0.0/8,::1/128"))

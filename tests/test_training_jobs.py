@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
+from app.db.functions import ingest_votes
 from app.main import create_app
-from app.votes.ingest import ingest_sql
 from tests.helpers import Workers, db_rows, migrated_database
 
 pytestmark = pytest.mark.slow  # starts worker processes
@@ -339,18 +339,13 @@ def test_worker_model_job_succeeds_while_votes_keep_arriving(client, workers, da
         nonlocal written
         with psycopg.connect(database_url, autocommit=True) as conn:
             while not stop.is_set():
-                conn.execute(
-                    ingest_sql(1),
-                    (
-                        pid,
-                        ["a", "b", "c"],
-                        [f"i{written % 300}"],
-                        [f"late{written}"],
-                        "{0}",
-                        "api",
-                        None,
-                        None,
-                    ),
+                ingest_votes(
+                    conn,
+                    project_id=pid,
+                    classes=["a", "b", "c"],
+                    items=[f"i{written % 300}"],
+                    workers=[f"late{written}"],
+                    labels=[0],
                 )
                 written += 1
                 time.sleep(0.002)

@@ -25,7 +25,7 @@ import httpx
 import psycopg
 import pytest
 
-from app.votes.ingest import ingest_sql
+from app.db.functions import ingest_votes
 from tests.helpers import LiveServer, assert_counts_match_votes, version
 
 pytestmark = pytest.mark.slow
@@ -196,8 +196,7 @@ def test_large_batch_never_runs_on_a_cached_generic_plan(isolated_database_url: 
     generic plan, costed for an unnest of 10 rows. Made while the tables were tiny, that plan
     probed a 10k-vote batch's items by scanning the whole project per row: a 511k-vote import
     timed out in CI (23 s per statement when rerun locally in CI's test order). Large batches
-    go through a wrapper that forces custom plans (migration 0008, app/votes/ingest.py
-    `ingest_sql`):
+    go through a wrapper that forces custom plans (app/db/functions.py `ingest_votes`):
     even on a connection that asks for generic plans, a batch reads O(batch) item rows."""
     name = f"gp-{uuid.uuid4().hex[:10]}"
     n = 4000
@@ -208,7 +207,9 @@ def test_large_batch_never_runs_on_a_cached_generic_plan(isolated_database_url: 
         ).fetchone()[0]  # type: ignore[index]
         # The plans are made now, on a fresh database's empty tables, and kept.
         conn.execute("SET plan_cache_mode = force_generic_plan")
-        conn.execute(ingest_sql(1), (pid, ["a", "b"], ["first"], ["w"], "{0}", "api", None, None))
+        ingest_votes(
+            conn, project_id=pid, classes=["a", "b"], items=["first"], workers=["w"], labels=[0]
+        )
         conn.execute(
             "INSERT INTO items (project_id, external_id, counts)"
             " SELECT %s, x, '{0,0}' FROM unnest(%s::text[]) x",
@@ -217,10 +218,14 @@ def test_large_batch_never_runs_on_a_cached_generic_plan(isolated_database_url: 
 
         before = items_rows_read(conn)
         started = time.perf_counter()
-        labels = "{" + ",".join(str(j % 2) for j in range(n)) + "}"
-        inserted = conn.execute(
-            ingest_sql(n), (pid, ["a", "b"], items, ["w"] * n, labels, "api", None, None)
-        ).fetchone()[0]  # type: ignore[index]
+        inserted = ingest_votes(
+            conn,
+            project_id=pid,
+            classes=["a", "b"],
+            items=items,
+            workers=["w"] * n,
+            labels=[j % 2 for j in range(n)],
+        ).inserted
         elapsed = time.perf_counter() - started
         read = items_rows_read(conn) - before
     assert inserted == n
@@ -238,20 +243,20 @@ def test_first_batch_into_fresh_tables_finds_items_by_key(isolated_database_url:
     n_items, per_item = 800, 10
     items = [f"it{j:04d}" for j in range(n_items) for _ in range(per_item)]
     workers = [f"w{k}" for _ in range(n_items) for k in range(per_item)]
-    labels = "{" + ",".join(str(j % 2) for j in range(len(items))) + "}"
+    labels = [j % 2 for j in range(len(items))]
     with psycopg.connect(isolated_database_url, autocommit=True) as conn:
         pid = conn.execute(
             "INSERT INTO projects (name, classes) VALUES ('fresh', '{a,b}') RETURNING id"
         ).fetchone()[0]  # type: ignore[index]
 
         before = items_rows_read(conn)
-        counts = conn.execute(
-            ingest_sql(len(items)), (pid, ["a", "b"], items, workers, labels, "api", None, None)
-        ).fetchone()
+        counts = ingest_votes(
+            conn, project_id=pid, classes=["a", "b"], items=items, workers=workers, labels=labels
+        )
         read = items_rows_read(conn) - before
         stored = conn.execute(
             "SELECT sum(n_votes), count(*) FROM items WHERE project_id = %s", (pid,)
         ).fetchone()
-    assert counts is not None and counts[0] == len(items)
+    assert counts.inserted == len(items)
     assert stored == (len(items), n_items)
     assert read < 20 * n_items, f"{read} item rows read for {len(items)} votes"

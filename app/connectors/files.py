@@ -32,8 +32,8 @@ FORMATS: tuple[str, ...] = ("label-studio", "argilla", "prodigy", "crowdkit", "p
 class Options:
     from_name: str | None = None  # label-studio: the <Choices> control
     item_field: str | None = None  # label-studio: task data field; prodigy: id field
-    content_field: str | None = None  # label-studio: task data field of the item's content
     question: str | None = None  # argilla: the label question
+    content_field: str | None = None  # label-studio: task data field of the item's content
 
 
 def _json(data: bytes) -> tuple[Any, list[dict[str, Any]]]:

@@ -63,8 +63,8 @@ class Project(Base):
     # Fixed by the first item that carries features (or at creation); every item then matches it.
     n_features: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = _now()
-    # Read-only: the sum of the project's slots in project_vote_changes (migration 0005 says
-    # why a striped counter), loaded with the row in the same query.
+    # Read-only: the sum of the project's slots in project_vote_changes (why a striped counter:
+    # app/db/sql/softlabels_bump_votes_version.sql), loaded with the row in the same query.
     votes_version: Mapped[int] = column_property(func.softlabels_votes_version(id))
 
     items: Mapped[list[Item]] = relationship(back_populates="project", lazy="raise")
@@ -72,7 +72,7 @@ class Project(Base):
 
 class ProjectVoteChanges(Base):
     """A striped counter of vote changes: the project's votes_version is the sum of its slots
-    (migration 0005). Written only by SQL functions (softlabels_bump_votes_version)."""
+    (app/db/sql). Written only by SQL functions (softlabels_bump_votes_version)."""
 
     __tablename__ = "project_vote_changes"
 

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, text
 from app.aggregation.base import VoteArrays, WorkerMethod, WorkerModelFit
 from app.aggregation.budget import FitOverBudget, time_budget
 from app.aggregation.params import MethodParams
+from app.db import functions
 from app.errors import FitPending, FitsBusy
 
 # PostgreSQL's binary COPY row for (bigint, bigint, smallint): a field count, then each field
@@ -252,9 +253,7 @@ def fit_in_snapshot(
 ) -> Fit:
     """Fit on the votes `conn` sees: the caller holds the REPEATABLE READ transaction, so the
     fit is for exactly the votes (and votes_version) of that snapshot. Not stored."""
-    version = conn.execute(
-        text("SELECT softlabels_votes_version(:p)"), {"p": project_id}
-    ).scalar_one()
+    version = functions.votes_version(conn, project_id=project_id)
     pv = load_votes(conn, project_id, n_classes)
     key = gold_key(conn, project_id) if uses_gold(spec.name, params) else ""
     started = time.perf_counter()
@@ -343,9 +342,7 @@ def current_fit(
     estimated too costly, one that runs past the time budget, goes to the worker like a large
     project's."""
     with engine.connect() as conn:
-        version = conn.execute(
-            text("SELECT softlabels_votes_version(:p)"), {"p": project_id}
-        ).scalar_one()
+        version = functions.votes_version(conn, project_id=project_id)
         cached = load_fit(conn, project_id, spec.name, params)
         size = n_votes(conn, project_id)
         key = gold_key(conn, project_id) if uses_gold(spec.name, params) else ""

@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 import procrastinate
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from app.aggregation.crowdlab import ModelMethod
 from app.aggregation.methods import CountsMethod
 from app.aggregation.params import MethodParams
 from app.aggregation.registry import Method
+from app.db import functions
 from app.labels.fits import Fit, SyncBudget, current_fit, params_key
 from app.tasks import defer_refit
 
@@ -99,9 +100,7 @@ def _model_labeler(
     from app.labels.model_loop import crowdlab_view
 
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
-        version = conn.execute(
-            text("SELECT softlabels_votes_version(:p)"), {"p": project_id}
-        ).scalar_one()
+        version = functions.votes_version(conn, project_id=project_id)
         view, result = crowdlab_view(conn, project_id, n_classes, params.get("job"))
         conn.rollback()
     route = routing_scores(view.pv.votes, view.probs, result)

@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, text
 from app.aggregation.base import WorkerMethod
 from app.aggregation.params import MethodParams
 from app.aggregation.registry import needs_votes, resolve_method
+from app.db import functions
 from app.labels.fits import Fit, current_fit, fit_in_snapshot, store_fit
 from app.training.data import TrainingData, build_training_data
 from app.training.errors import JobError
@@ -116,11 +117,7 @@ def _read(
     With `fit_here` (the worker method), such a fit is replaced by one made in the snapshot."""
     refit: Fit | None = None
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
-        version = int(
-            conn.execute(
-                text("SELECT softlabels_votes_version(:p)"), {"p": project_id}
-            ).scalar_one()
-        )
+        version = functions.votes_version(conn, project_id=project_id)
         if fit is not None and fit.votes_version != version:
             if fit_here is None:
                 conn.rollback()

@@ -19,10 +19,12 @@ from typing import Any, TypeVar
 import numpy as np
 import psycopg.errors
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import TextClause, text
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from app.db import functions
+from app.db.functions import CLASSES_CHANGED, NO_PROJECT
 from app.db.models import Project
 from app.errors import ValidationFailed
 from app.votes.content import ContentIn, store_content
@@ -151,63 +153,6 @@ def _duplicate_pairs(item_ext: list[str], worker_ext: list[str]) -> list[dict[st
     return errors
 
 
-def _pg_int_array(values: np.ndarray) -> str:
-    """An integer array as a PostgreSQL array literal, for a smallint[] parameter.
-
-    Benchmarked (benchmarks/ingest.py): psycopg takes ~0.1 s to adapt a 50,000-element Python
-    list, the literal ~10 ms.
-    """
-    return "{" + ",".join(map(str, values.tolist())) + "}"
-
-
-# One call does the whole write (migrations 0005, 0007): one statement, so in autocommit one
-# round trip. It also records `item.settled` webhook events in the same transaction. Batches of
-# more than BATCH_PLAN_MIN votes go through the wrapper that forces plans made for their size
-# (migration 0008: a cached generic plan turned one 10k batch into minutes).
-BATCH_PLAN_MIN = 32
-_CALL = "softlabels_ingest_votes{}(%s, %s, %s, %s, %s::smallint[], %s, %s, %s)"
-_CALL_TEXT = (
-    "softlabels_ingest_votes{}(:p, CAST(:c AS text[]), CAST(:i AS text[]), "
-    "CAST(:w AS text[]), CAST(:l AS smallint[]), :s, CAST(:r AS text[]), CAST(:t AS text[]))"
-)
-
-
-def _function(n_votes: int) -> str:
-    return "_batch" if n_votes > BATCH_PLAN_MIN else ""
-
-
-def ingest_sql(n_votes: int) -> str:
-    """The call for a batch of this size, for psycopg."""
-    return "SELECT * FROM " + _CALL.format(_function(n_votes))
-
-
-def _ingest_text(n_votes: int) -> TextClause:
-    return text("SELECT * FROM " + _CALL_TEXT.format(_function(n_votes)))
-
-
-NO_PROJECT, CLASSES_CHANGED = "SLNOP", "SLCLS"  # the SQLSTATEs it raises
-
-
-def ingest_args(
-    project_id: int,
-    classes: Sequence[str],
-    batch: PreparedVotes,
-    source: str = "api",
-    refs: Sequence[str | None] | None = None,
-    tasks: Sequence[str | None] | None = None,
-) -> tuple:
-    return (
-        project_id,
-        list(classes),
-        batch.items,
-        batch.workers,
-        _pg_int_array(batch.labels),
-        source,
-        None if refs is None else list(refs),
-        None if tasks is None else list(tasks),
-    )
-
-
 def vote_counts(row: Sequence[int]) -> VoteCounts:
     return VoteCounts(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
@@ -228,9 +173,18 @@ def ingest_votes(
     labeling tool's annotation and task ids (app/connectors), kept so its deletes find them.
     """
     batch = prepare_votes(project.classes, votes)
-    args = ingest_args(project.id, project.classes, batch, source, refs, tasks)
-    row = session.execute(_ingest_text(len(votes)), dict(zip("pciwlsrt", args, strict=True))).one()
-    return vote_counts(tuple(row))
+    row = functions.ingest_votes(
+        session,
+        project_id=project.id,
+        classes=project.classes,
+        items=batch.items,
+        workers=batch.workers,
+        labels=batch.labels,
+        source=source,
+        refs=refs,
+        tasks=tasks,
+    )
+    return vote_counts(row)
 
 
 def _duplicate_ids(ids: Sequence[str], field: str) -> list[dict[str, Any]]:
@@ -384,11 +338,14 @@ async def store_votes(
             batch = prepare_votes(ref.classes, votes)
         try:
             async with pool.connection() as conn:
-                cur = await conn.execute(
-                    ingest_sql(len(votes)), ingest_args(ref.id, ref.classes, batch)
+                row = await functions.ingest_votes(
+                    conn,
+                    project_id=ref.id,
+                    classes=ref.classes,
+                    items=batch.items,
+                    workers=batch.workers,
+                    labels=batch.labels,
                 )
-                row = await cur.fetchone()
-            assert row is not None
             return vote_counts(row)
         except psycopg.errors.TransactionRollback:  # SQLSTATE class 40: safe to redo
             if attempt == attempts - 1:

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app.db import functions
 from app.db.models import Project
 from app.errors import NotFound
 from app.webhooks.deliver import emit_settled
@@ -32,15 +33,13 @@ class Deleted:
 
 
 def bump_version(session: Session, project_id: int) -> int:
-    """One more change to the project's votes (the striped counter of migration 0005)."""
-    session.execute(text("SELECT softlabels_bump_votes_version(:p)"), {"p": project_id})
+    """One more change to the project's votes (the striped counter, project_vote_changes)."""
+    functions.bump_votes_version(session, project_id=project_id)
     return _version(session, project_id)
 
 
 def _version(session: Session, project_id: int) -> int:
-    return int(
-        session.execute(text("SELECT softlabels_votes_version(:p)"), {"p": project_id}).scalar_one()
-    )
+    return functions.votes_version(session, project_id=project_id)
 
 
 def delete_votes_where(

@@ -29,6 +29,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
 from app import outbound
+from app.db import functions
 from app.webhooks.signing import sign
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,8 @@ def _enqueue(conn: Session | Connection, rows: list[Any]) -> int:
 def emit_settled(session: Session | Connection, project_id: int) -> int:
     """Record and queue `item.settled` for the items this transaction changed. Costs one
     indexed lookup when the project has no such subscription. The SQL lives in the database
-    (`softlabels_emit_settled`, migration 0007) because the vote upsert calls it too."""
-    n = session.execute(text("SELECT softlabels_emit_settled(:p)"), {"p": project_id})
-    return int(n.scalar_one())
+    (app/db/sql/softlabels_emit_settled.sql) because the vote upsert calls it too."""
+    return functions.emit_settled(session, project_id=project_id)
 
 
 def emit_job_finished(conn: Session | Connection, job_id: int) -> int:

@@ -4,10 +4,6 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-30
 
-Why (measured, benchmarks/single_vote.py): every writer of a project used to bump one row,
-`projects.votes_version`, and held that row lock through its commit's WAL flush, so all writers
-of a project queued behind each other; and a single vote took about ten client round trips.
-
 - `project_vote_changes(project_id, slot, changes)`: a writer adds 1 to one of 64 slots picked
   at random, so writers to different items rarely wait for each other. The project's votes
   version is the sum over its slots. It only ever goes up (deletes add too), and every change

@@ -1,9 +1,8 @@
 """webhook messages: the Standard Webhooks message ids an inbound connector has accepted
 
-A signed event replayed inside the timestamp tolerance carries a valid signature; without a
-memory of its `webhook-id` a replayed "response created" brought back a vote deleted since. Each
-accepted id is kept for longer than the tolerance (at most 300 s): a replay after that is stale
-anyway. Rows are small and purged as new ones arrive (app/connectors/replay.py).
+Each accepted id is kept for longer than the signature's timestamp tolerance (at most 300 s), so
+a replay inside it is refused; one after it is stale anyway. Rows are purged as new ones arrive
+(app/connectors/replay.py).
 
 Revision ID: 0009
 Revises: 0008

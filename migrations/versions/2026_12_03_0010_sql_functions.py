@@ -1,0 +1,165 @@
+"""SQL functions from app/db/sql: the functions' current text, one file each, applied from there
+
+No behaviour changes: softlabels_ingest_votes loses a stale comment, and the slot count is filled
+in from app.db.sql.VERSION_SLOTS instead of being written out in two functions.
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-12-03
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from alembic import op
+
+from app.db import sql
+
+revision: str = "0010"
+down_revision: str | None = "0009"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# app.db.sql.digest() of the files this migration was written for (tests/test_sql_functions.py).
+SQL_DIGEST = "5ab0accb60ff2eac53cdbf076e8fc0d09bdc640d70b9cd61ae9f420a9ca082b7"
+
+
+def upgrade() -> None:
+    sql.apply(op.get_bind())
+
+
+def downgrade() -> None:
+    # The other functions' text is unchanged.
+    op.execute(PREVIOUS_INGEST_VOTES)
+
+
+# softlabels_ingest_votes as migration 0008 defined it.
+PREVIOUS_INGEST_VOTES = """
+-- Errors it raises: SLNOP (no such project), SLCLS (the caller's class list is out of date).
+CREATE OR REPLACE FUNCTION softlabels_ingest_votes(
+    p bigint, expected_classes text[], item_ext text[], worker_ext text[], labels smallint[],
+    vote_source text, refs text[], tasks text[]
+) RETURNS TABLE (inserted bigint, updated bigint, unchanged bigint, votes_version bigint)
+LANGUAGE plpgsql VOLATILE
+SET jit = off  -- compiling a plan for one pass over one batch costs more than it saves
+-- Every lookup here is by key. Planner statistics can be far off (a table emptied and vacuumed,
+-- then refilled by one import; autovacuum off): a "tiny" table then gets a sequential scan per
+-- probed row. Without seq scans the plans are index probes whatever the statistics say.
+SET enable_seqscan = off
+AS $$
+DECLARE
+    k integer;
+    stored_classes text[];
+    written bigint;
+    batch_item_ext text[];
+    batch_item_id bigint[];
+BEGIN
+    -- KEY SHARE: writers do not block each other, but a PATCH of the classes (which locks the
+    -- row FOR UPDATE and refuses once votes exist) either waits for this batch or, if first,
+    -- is seen here as changed classes.
+    SELECT classes INTO stored_classes FROM projects WHERE id = p FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no project %', p USING ERRCODE = 'SLNOP';
+    END IF;
+    IF stored_classes IS DISTINCT FROM expected_classes THEN
+        RAISE EXCEPTION 'classes of project % changed', p USING ERRCODE = 'SLCLS';
+    END IF;
+    k := cardinality(stored_classes);
+
+    -- The batch's items: created if new, locked, and their ids, in one statement that finds
+    -- them through the unique index (ON CONFLICT's arbiter), not through a plan: with stale
+    -- statistics the planner probed (project_id, id) and filtered on the external id, a scan
+    -- of the project per vote (160 s for one 50k batch, benchmarks/results/ingest.md). The
+    -- no-op update is the lock (an existing row is rewritten, in place when it can be: HOT).
+    -- Sorted by external id, so concurrent batches that share items take their locks in the
+    -- same order (the rare remaining deadlock is retried by the caller).
+    WITH r AS (
+        INSERT INTO items AS i (project_id, external_id, counts)
+        SELECT p, x, array_fill(0, ARRAY[k]) FROM (SELECT DISTINCT unnest(item_ext) AS x) d
+        ORDER BY x
+        ON CONFLICT (project_id, external_id) DO UPDATE SET external_id = EXCLUDED.external_id
+        RETURNING i.id, i.external_id
+    )
+    SELECT array_agg(r.external_id), array_agg(r.id) INTO batch_item_ext, batch_item_id FROM r;
+    INSERT INTO workers (project_id, external_id)
+    SELECT p, x FROM (SELECT DISTINCT unnest(worker_ext) AS x) d ORDER BY x
+    ON CONFLICT (project_id, external_id) DO NOTHING;
+    -- FOR SHARE: excluding a worker (app/lifecycle.py) waits for this batch, and this batch for
+    -- it, so the counts never include an excluded worker's vote or miss an included one's.
+    PERFORM 1 FROM workers
+    WHERE id IN (SELECT l.id FROM unnest(worker_ext) AS x(ext)
+                 CROSS JOIN LATERAL (SELECT id FROM workers
+                                     WHERE project_id = p AND external_id = x.ext OFFSET 0) l)
+    ORDER BY id FOR SHARE;
+
+    -- One statement, one snapshot: `old` sees the votes as they were before `up` writes, which
+    -- is what the counts delta needs. The batch's items are locked, so nobody changes them.
+    WITH s AS (
+        SELECT i.id AS item_id, w.id AS worker_id, w.excluded, b.label, b.ref, b.task
+        FROM unnest(item_ext, worker_ext, labels,
+                    coalesce(refs, array_fill(NULL::text, ARRAY[cardinality(item_ext)])),
+                    coalesce(tasks, array_fill(NULL::text, ARRAY[cardinality(item_ext)])))
+             AS b(item, worker, label, ref, task)
+        -- Item ids from the statement above (a join of two arrays); workers by one index
+        -- probe per row (OFFSET 0 keeps the planner from turning it into a join): without
+        -- statistics the plain join was planned as a hash join over every worker of the
+        -- project, O(project) per vote.
+        JOIN unnest(batch_item_ext, batch_item_id) AS i(ext, id) ON i.ext = b.item
+        CROSS JOIN LATERAL (SELECT id, excluded FROM workers
+                            WHERE project_id = p AND external_id = b.worker OFFSET 0) w
+    ), old AS (
+        SELECT s.item_id, s.worker_id, s.excluded, s.ref, s.task, s.label AS new_label,
+               v.label AS old_label,
+               -- a tool's vote with a new annotation id or task is rewritten, same label or not
+               (s.ref IS NOT NULL AND (v.tool_ref, v.tool_task) IS DISTINCT FROM (s.ref, s.task))
+                   AS new_ref
+        FROM s LEFT JOIN votes v ON v.item_id = s.item_id AND v.worker_id = s.worker_id
+    ), up AS (
+        INSERT INTO votes (item_id, worker_id, project_id, label, source, tool_ref, tool_task)
+        SELECT o.item_id, o.worker_id, p, o.new_label, vote_source, o.ref, o.task FROM old o
+        WHERE o.old_label IS DISTINCT FROM o.new_label OR o.new_ref
+        ON CONFLICT (item_id, worker_id)
+        DO UPDATE SET label = EXCLUDED.label, updated_at = now(), source = EXCLUDED.source,
+                      tool_ref = EXCLUDED.tool_ref, tool_task = EXCLUDED.tool_task
+        RETURNING 1
+    ), delta AS (
+        -- Excluded workers' votes are stored but never counted (app/lifecycle.py).
+        SELECT o.item_id, o.new_label AS cls, 1 AS d FROM old o
+        WHERE o.old_label IS DISTINCT FROM o.new_label AND NOT o.excluded
+        UNION ALL
+        SELECT o.item_id, o.old_label, -1 FROM old o
+        WHERE o.old_label <> o.new_label AND NOT o.excluded
+    ), per_item AS (
+        SELECT t.item_id, array_agg(t.cls) AS ks, array_agg(t.d) AS ds, sum(t.d) AS dn
+        FROM (SELECT de.item_id, de.cls, sum(de.d)::int AS d FROM delta de
+              GROUP BY de.item_id, de.cls) t
+        WHERE t.d <> 0 GROUP BY t.item_id
+    ), upd AS (
+        UPDATE items i
+        SET counts = softlabels_add_counts(i.counts, pi.ks, pi.ds), n_votes = i.n_votes + pi.dn,
+            updated_at = now()
+        FROM per_item pi WHERE i.id = pi.item_id
+        RETURNING 1
+    )
+    SELECT count(*) FILTER (WHERE o.old_label IS NULL),
+           count(*) FILTER (WHERE o.old_label <> o.new_label),
+           count(*) FILTER (WHERE o.old_label = o.new_label),
+           (SELECT count(*) FROM up)
+    INTO inserted, updated, unchanged, written
+    FROM old o;
+
+    -- The bodies of softlabels_bump_votes_version / softlabels_votes_version, inline: a
+    -- LANGUAGE sql function is parsed and planned on every call (~18% of a single vote's CPU).
+    IF written > 0 THEN
+        INSERT INTO project_vote_changes AS c (project_id, slot, changes)
+        VALUES (p, floor(random() * 64)::smallint, 1)  -- VERSION_SLOTS of migration 0005
+        ON CONFLICT (project_id, slot) DO UPDATE SET changes = c.changes + 1;
+        PERFORM softlabels_emit_settled(p);
+    END IF;
+    SELECT coalesce(sum(c.changes), 0)::bigint INTO votes_version
+    FROM project_vote_changes c WHERE c.project_id = p;
+    RETURN NEXT;
+END
+$$;
+"""
