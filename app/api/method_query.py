@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
-from app.aggregation.registry import METHOD_NAMES, resolve_method
+from app.aggregation.registry import METHOD_NAMES, PARAM_NAMES, resolve_method
 from app.api.deps import ProjectDep, ServicesDep
 from app.db.models import Project
 from app.labeling import Labeler, labeler
@@ -43,7 +43,7 @@ UseGoldQuery = Annotated[
 @cache
 def method_param_names() -> frozenset[str]:
     """Every parameter name any registered method takes."""
-    return frozenset(name for m in METHOD_NAMES for name in resolve_method(m, {})[0].params)
+    return PARAM_NAMES
 
 
 def labeler_for(default_method: str) -> Callable[..., Labeler]:
@@ -73,14 +73,12 @@ def labeler_from_request(
     if raw is None:
         names = method_param_names()
         raw = {k: v for k, v in request.query_params.items() if k in names}
-    spec, params = resolve_method(method, raw)
     return labeler(
         services.engine,
         project.id,
         len(project.classes),
         project.votes_version,
-        spec,
-        params,
+        resolve_method(method, raw),
         sync_max_votes=services.settings.fit_sync_max_votes,
         queue=services.queue,
         budget=services.fit_budget,
