@@ -758,6 +758,30 @@ def test_parameters_are_validated_once_into_a_typed_object() -> None:
     assert DawidSkene(max_iter=7, use_gold=True) == p
 
 
+# The fit cache's keys (app/fits.py params_key) as stored before the methods were classes:
+# the same parameters must give the same key, or every stored fit would be refitted.
+STORED_KEYS = {
+    "dawid-skene": '{"max_iter": 100, "n_starts": 2, "shrinkage": 2.0, "smoothing": 0.0, '
+    '"tol": 1e-05, "use_gold": 0}',
+    "mace": '{"alpha": 0.5, "beta": 0.5, "learn_class_prior": 1, "max_iter": 50, '
+    '"n_restarts": 10, "n_starts": 2, "seed": 0, "strategy_prior": 10.0, "tol": 1e-05, '
+    '"use_gold": 0}',
+    "one-coin": '{"constant_at_chance": 1, "max_iter": 100, "n_starts": 2, "smoothing": 0.0, '
+    '"tol": 1e-05, "use_gold": 0}',
+    "auto": '{"holdout": 0.2, "seed": 0, "use_gold": 0}',
+    "wawa": "{}",
+    "normalized": '{"alpha": 0.0}',
+    "crowdlab": "{}",
+}
+
+
+@pytest.mark.parametrize("method", list(STORED_KEYS))
+def test_parameters_keep_the_stored_cache_key(method: str) -> None:
+    from app.fits import params_key
+
+    assert params_key(resolve_method(method, {}).params()) == STORED_KEYS[method]
+
+
 def test_resolve_fills_defaults() -> None:
     p = resolve_method("mace", {"seed": "3"})
     assert p.params()["seed"] == 3 and p.params()["n_restarts"] == 10
