@@ -34,8 +34,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from robust_crowds import acc_on_truth, real_set  # noqa: E402
 
 from app.aggregation import em, mace  # noqa: E402
-from app.aggregation.base import SortedVotes, VoteArrays  # noqa: E402
-from app.aggregation.registry import resolve_method  # noqa: E402
+from app.aggregation.votes import SortedVotes, VoteArrays  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "mace_product.md"
 CROWDKIT_PYTHON = Path(
@@ -97,17 +96,17 @@ def main() -> None:
         raise SystemExit("shared/data/truth-inference/d_jn-product not found")
     votes, truth = loaded
     sv = SortedVotes.build(votes)
-    _, uniform_params = resolve_method("mace", {"learn_class_prior": 0})
-    model = mace.Mace(sv, uniform_params)
+    uniform = mace.Mace(learn_class_prior=False)
+    model = mace.MaceEM(sv, uniform)
     rows: list[tuple[str, float, float, int]] = []
-    for r in range(int(uniform_params["n_restarts"])):
-        log_spam, log_strategy = mace._initial(int(uniform_params["seed"]), r, votes.n_workers, 2)
+    for r in range(uniform.n_restarts):
+        log_spam, log_strategy = mace._initial(uniform.seed, r, votes.n_workers, 2)
         run = em.run_em(
             sv,
             model,
             {"log_spam": log_spam, "log_strategy": log_strategy},
-            max_iter=int(uniform_params["max_iter"]),
-            tol=float(uniform_params["tol"]),
+            max_iter=uniform.max_iter,
+            tol=uniform.tol,
             start=f"random restart {r}",
             final_e_step=True,
         )
@@ -124,8 +123,8 @@ def main() -> None:
             sv,
             model,
             model.m_step(post, None),
-            max_iter=int(uniform_params["max_iter"]),
-            tol=float(uniform_params["tol"]),
+            max_iter=uniform.max_iter,
+            tol=uniform.tol,
             start=name,
             final_e_step=True,
             probs0=post,
@@ -142,9 +141,9 @@ def main() -> None:
         ("kept: uniform prior (all 12 starts, best likelihood)", {"learn_class_prior": 0}),
         ("kept: class prior learned (default)", {}),
     ):
-        spec, p = resolve_method("mace", raw)
-        f = spec.fit(votes, p, None)
-        score = mace.Mace(SortedVotes.build(votes), p).score(f.state, 0.0)
+        p = mace.Mace(**raw)
+        f = p.fit(votes).result_
+        score = mace.MaceEM(SortedVotes.build(votes), p).score(f.state, 0.0)
         rows.append((label, acc_on_truth(f.probs, truth, votes), score, f.n_iter))
         if not raw:
             prior = f.class_prior
@@ -172,8 +171,7 @@ def main() -> None:
         plain_votes, plain_truth = reordered(votes, truth, sort=False)
         plain = crowdkit_mace(plain_votes, tmp, "plain")
     if as_readme is not None and by_item is not None and plain is not None:
-        _, p = resolve_method("mace", {"learn_class_prior": 0, "n_restarts": 1, "n_starts": 0})
-        ours = mace.fit(plain_votes, p)
+        ours = mace.Mace(learn_class_prior=False, n_restarts=1, n_starts=0).fit(plain_votes).result_
         lines += [
             "crowd-kit 1.4.2 MACE (default parameters, one restart: its restarts are identical). "
             "It groups strategy counts by sorted worker and label but reads them back by order "

@@ -35,10 +35,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.aggregation.base import VoteArrays, WorkerMethod  # noqa: E402
+from app.aggregation.base import WorkerAggregator  # noqa: E402
 from app.aggregation.registry import resolve_method  # noqa: E402
 from app.aggregation.select import describe  # noqa: E402
 from app.aggregation.simulate import SHAPES, majority_accuracy, simulate  # noqa: E402
+from app.aggregation.votes import VoteArrays  # noqa: E402
 
 RAW = REPO / "benchmarks" / "results" / "robust_crowds.json"
 MUSIC = REPO.parent / "shared" / "data" / "music-genre"
@@ -160,10 +161,10 @@ def main() -> None:
     auto_info: dict[str, dict[str, object]] = {}
     for cname, (votes, truth) in crowds.items():
         for method in [*CROWDKIT, "auto"]:
-            spec, p = resolve_method(method, {})
-            assert isinstance(spec, WorkerMethod)
+            aggregator = resolve_method(method, {})
+            assert isinstance(aggregator, WorkerAggregator)
             start = time.perf_counter()
-            f = spec.fit(votes, p, None)
+            f = aggregator.fit(votes).result_
             seconds = time.perf_counter() - start
             ours[cname, method] = (acc_on_truth(f.probs, truth, votes), seconds, bool(f.warnings))
             if method == "auto":

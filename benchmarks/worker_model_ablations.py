@@ -39,9 +39,10 @@ from robust_crowds import (  # noqa: E402
     real_set,
 )
 
-from app.aggregation.base import VoteArrays, WorkerMethod  # noqa: E402
+from app.aggregation.base import WorkerAggregator  # noqa: E402
 from app.aggregation.registry import resolve_method  # noqa: E402
 from app.aggregation.simulate import SHAPES, simulate  # noqa: E402
+from app.aggregation.votes import VoteArrays  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "worker_model_ablations.md"
 
@@ -76,9 +77,9 @@ def main() -> None:
     acc: dict[tuple[str, int], float] = {}
     for cname, (votes, truth) in data.items():
         for j, (method, _, params) in enumerate(VARIANTS):
-            spec, p = resolve_method(method, params)
-            assert isinstance(spec, WorkerMethod)
-            acc[cname, j] = acc_on_truth(spec.fit(votes, p, None).probs, truth, votes)
+            aggregator = resolve_method(method, params)
+            assert isinstance(aggregator, WorkerAggregator)
+            acc[cname, j] = acc_on_truth(aggregator.fit(votes).probas_, truth, votes)
         print(cname, [round(acc[cname, j], 3) for j in range(len(VARIANTS))], flush=True)
     names = list(data)
     lines = [

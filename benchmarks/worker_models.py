@@ -176,8 +176,9 @@ def max_rss_mb() -> float:
 
 def child_ours(data_path: str, method: str, out_path: str) -> None:
     sys.path.insert(0, str(REPO))
-    from app.aggregation.base import VoteArrays
+    from app.aggregation.base import WorkerAggregator
     from app.aggregation.registry import resolve_method
+    from app.aggregation.votes import VoteArrays
 
     with np.load(data_path) as z:
         d = {k: z[k] for k in z.files}
@@ -189,10 +190,11 @@ def child_ours(data_path: str, method: str, out_path: str) -> None:
         int(d["n_workers"]),
         int(d["n_classes"]),
     )
-    m, params = resolve_method(method, {})
+    m = resolve_method(method, {})
+    assert isinstance(m, WorkerAggregator)
     rss_before = max_rss_mb()
     start = time.perf_counter()
-    fit = m.fit(votes, params, None)
+    fit = m.fit(votes).result_
     seconds = time.perf_counter() - start
     acc = float((fit.probs.argmax(1) == d["truth"]).mean())
     Path(out_path).write_text(
@@ -384,8 +386,9 @@ def real_data_lines() -> list[str]:
     """Ours on the truth-inference sets (median of 3 in-process fits) vs crowd-kit's README
     figures (same machine kind, median of 3)."""
     sys.path.insert(0, str(REPO))
-    from app.aggregation.base import VoteArrays
+    from app.aggregation.base import WorkerAggregator
     from app.aggregation.registry import resolve_method
+    from app.aggregation.votes import VoteArrays
 
     lines = [
         "## Real data: truth-inference sets (Zheng et al., PVLDB 2017)",
@@ -419,11 +422,12 @@ def real_data_lines() -> list[str]:
         known = np.array([pos[it] for it, _ in truth_rows if it in pos])
         truth = np.array([code[lab] for it, lab in truth_rows if it in pos])
         for method, (ck_acc, ck_s) in reference.items():
-            m, params = resolve_method(method, {})
+            m = resolve_method(method, {})
+            assert isinstance(m, WorkerAggregator)
             times = []
             for _ in range(3):
                 start = time.perf_counter()
-                fit = m.fit(votes, params, None)
+                fit = m.fit(votes).result_
                 times.append(time.perf_counter() - start)
             acc = float((fit.probs[known].argmax(1) == truth).mean())
             lines.append(

@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.aggregation.base import VoteArrays
 from app.aggregation.crowdlab import crowdlab, routing_scores, suspect_scores
 from app.aggregation.methods import majority_labels
-from app.aggregation.params import validate_params
 from app.aggregation.registry import WORKER_METHODS
+from app.aggregation.votes import VoteArrays
 from app.training.sweeps import Cell, paired_bootstrap, recipe_key, report
 
 
@@ -55,9 +54,9 @@ def votes_only_accuracies(votes: VoteArrays, truth: np.ndarray) -> dict[str, flo
     k = votes.n_classes
     counts = np.bincount(votes.item * k + votes.label, minlength=votes.n_items * k)
     out = {"majority": float((majority_labels(counts.reshape(-1, k)) == truth).mean())}
-    for name, spec in WORKER_METHODS.items():
-        fit = spec.fit(votes, validate_params(name, spec.params, {}), None)
-        out[name] = float((fit.probs.argmax(axis=1) == truth).mean())
+    for name, method in WORKER_METHODS.items():
+        labels = method().fit(votes).labels_
+        out[name] = float((labels == truth).mean())
     return out
 
 

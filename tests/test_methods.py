@@ -254,22 +254,24 @@ def test_methods_listed_in_order() -> None:
         assert m.name == name
         assert m.summary and "\n" not in m.summary
         assert m.source
-    assert list(COUNT_METHODS["normalized"].params) == ["alpha"]
-    assert list(COUNT_METHODS["softmax"].params) == ["temperature"]
-    assert list(COUNT_METHODS["softmax-normalized"].params) == ["temperature"]
-    assert list(COUNT_METHODS["majority"].params) == []
+    assert list(COUNT_METHODS["normalized"].model_fields) == ["alpha"]
+    assert list(COUNT_METHODS["softmax"].model_fields) == ["temperature"]
+    assert list(COUNT_METHODS["softmax-normalized"].model_fields) == ["temperature"]
+    assert list(COUNT_METHODS["majority"].model_fields) == []
 
 
 def test_resolve_fills_defaults_and_parses_strings() -> None:
-    m, params = resolve("normalized", {})
-    assert m is COUNT_METHODS["normalized"]
-    assert params == {"alpha": 0.0}
-    assert resolve("softmax", {})[1] == {"temperature": 1.0}
-    assert resolve("softmax", {"temperature": " 0.5 "})[1] == {"temperature": 0.5}
-    assert resolve("softmax-normalized", {"temperature": 2})[1] == {"temperature": 2.0}
-    assert resolve("normalized", {"alpha": "1e-3"})[1] == {"alpha": 0.001}
-    assert resolve("normalized", {"alpha": None})[1] == {"alpha": 0.0}
-    assert resolve("majority", {})[1] == {}
+    m = resolve("normalized", {})
+    assert type(m) is COUNT_METHODS["normalized"]
+    assert m.params() == {"alpha": 0.0}
+    assert resolve("softmax", {}).params() == {"temperature": 1.0}
+    assert resolve("softmax", {"temperature": " 0.5 "}).params() == {"temperature": 0.5}
+    assert resolve("softmax-normalized", {"temperature": 2}).params() == {"temperature": 2.0}
+    assert resolve("normalized", {"alpha": "1e-3"}).params() == {"alpha": 0.001}
+    assert resolve("normalized", {"alpha": None}).params() == {"alpha": 0.0}
+    assert resolve("majority", {}).params() == {}
+    # A float parameter stays a float (the fit cache's key is its JSON: 2.0, not 2).
+    assert isinstance(resolve("softmax", {"temperature": 2}).params()["temperature"], float)
     np.testing.assert_allclose(
         soft_labels(D, "normalized", {"alpha": "1"}), [4 / 7, 2 / 7, 1 / 7], rtol=1e-15
     )

@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.aggregation.base import SortedVotes, VoteArrays, WorkerMethod, WorkerModelFit
+from app.aggregation.base import WorkerAggregator, WorkerModelFit
 from app.aggregation.em import fit_warnings
 from app.aggregation.registry import WORKER_METHODS, resolve_method
 from app.aggregation.select import describe, indistinguishable, split_votes
 from app.aggregation.simulate import SHAPES, accuracy, majority_accuracy, simulate
+from app.aggregation.votes import SortedVotes, VoteArrays
 
 SEEDS = (0, 1)
 
@@ -33,9 +34,9 @@ KNOWN_MISSES = {
 
 
 def fit(method: str, votes: VoteArrays, **params: object) -> WorkerModelFit:
-    spec, p = resolve_method(method, params)
-    assert isinstance(spec, WorkerMethod)
-    return spec.fit(votes, p, None)
+    aggregator = resolve_method(method, params)
+    assert isinstance(aggregator, WorkerAggregator)
+    return aggregator.fit(votes).result_
 
 
 CROWDS = {(shape, seed): simulate(shape, seed) for shape in SHAPES for seed in SEEDS}

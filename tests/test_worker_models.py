@@ -28,11 +28,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.aggregation import glad
-from app.aggregation.base import SortedVotes, VoteArrays, WorkerMethod, WorkerModelFit
+from app.aggregation.base import WorkerAggregator, WorkerModelFit
 from app.aggregation.crowdlab import MODEL_METHODS
+from app.aggregation.dawid_skene import DawidSkene
 from app.aggregation.methods import COUNT_METHODS
-from app.aggregation.params import MethodParams, ParamError
+from app.aggregation.params import ParamError
 from app.aggregation.registry import METHOD_NAMES, WORKER_METHODS, resolve_method
+from app.aggregation.select import CANDIDATES, Auto
+from app.aggregation.votes import SortedVotes, VoteArrays
 from tests.helpers import require_reference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -289,8 +292,9 @@ def reference(crowdkit: dict[str, np.ndarray], case: str) -> np.ndarray:
 
 
 def fit(method: str, votes: VoteArrays, **params: Any) -> WorkerModelFit:
-    m, p = resolve_method(method, params)
-    return m.fit(votes, p, None)
+    m = resolve_method(method, params)
+    assert isinstance(m, WorkerAggregator)
+    return m.fit(votes).result_
 
 
 # ----- parity with crowd-kit ------------------------------------------------------------------
@@ -328,12 +332,12 @@ def test_wawa_matches_crowdkit(crowdkit: dict[str, np.ndarray], data: str) -> No
 
 
 def crowdkit_cg_m_step(
-    sv: SortedVotes, hit: np.ndarray, alpha: np.ndarray, beta: np.ndarray, params: Any
+    sv: SortedVotes, hit: np.ndarray, alpha: np.ndarray, beta: np.ndarray, model: glad.Glad
 ) -> tuple[np.ndarray, np.ndarray]:
     """crowd-kit's GLAD M-step: scipy CG on -Q over [alpha, beta], tol 1e-2, 25 iterations."""
     from scipy.optimize import minimize
 
-    mu_a, mu_b = float(params["alpha_prior_mean"]), float(params["beta_prior_mean"])
+    mu_a, mu_b = model.alpha_prior_mean, model.beta_prior_mean
     n = alpha.size
 
     def neg_q(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -357,8 +361,8 @@ def test_glad_matches_crowdkit_with_its_m_step(crowdkit: dict[str, np.ndarray], 
     posteriors agree to 1e-6."""
     ref = reference(crowdkit, f"glad-{data}")
     votes = dataset(data)[0]
-    _, p = resolve_method("glad", {"max_iter": GLAD_ITER, "tol": 0, "n_starts": 1})
-    ours = glad.fit_with(votes, p, None, crowdkit_cg_m_step)
+    model = glad.Glad(max_iter=GLAD_ITER, tol=0, n_starts=1)
+    ours = model.fit_with(votes, crowdkit_cg_m_step).result_
     np.testing.assert_allclose(ours.probs, ref, rtol=0, atol=PARITY)
 
 
@@ -371,7 +375,7 @@ def test_glad_newton_m_step_climbs_as_far_as_crowdkits_cg(data: str) -> None:
     pytest.importorskip("scipy")
     votes = dataset(data)[0]
     sv = SortedVotes.build(votes)
-    _, p = resolve_method("glad", {"m_step_iter": 10})
+    p = glad.Glad(m_step_iter=10)
     alpha, beta = np.ones(votes.n_workers), np.ones(votes.n_items)
     post, _ = glad._e_step(sv, alpha, beta, 1.0, 1.0)
     hit = sv.label_posterior(post)
@@ -626,10 +630,10 @@ def test_warm_start_handles_growth(method: str) -> None:
     small = VoteArrays(
         votes.item[keep], votes.worker[keep], votes.label[keep], old_items, old_workers, 3
     )
-    m, p = resolve_method(method, {})
-    first = m.fit(small, p, None)
-    cold = m.fit(votes, p, None)
-    warm = m.fit(votes, p, first)
+    m = WORKER_METHODS[method]
+    first = m().fit(small).result_
+    cold = m().fit(votes).result_
+    warm = m().fit(votes, first).result_
     check_fit(warm, votes)
     agree = (warm.probs.argmax(1) == cold.probs.argmax(1)).mean()
     assert agree >= 0.97, agree
@@ -638,9 +642,9 @@ def test_warm_start_handles_growth(method: str) -> None:
 @pytest.mark.parametrize("method", METHODS)
 def test_warm_start_from_own_fit_stops_at_once(method: str) -> None:
     votes, _ = simulate(4, n_items=400, n_workers=40, k=3, per_item=4)
-    m, p = resolve_method(method, {})
-    cold = m.fit(votes, p, None)
-    warm = m.fit(votes, p, cold)
+    m = WORKER_METHODS[method]
+    cold = m().fit(votes).result_
+    warm = m().fit(votes, cold).result_
     assert warm.n_iter <= 3
     np.testing.assert_allclose(warm.probs, cold.probs, atol=0.05)
 
@@ -650,16 +654,16 @@ def test_warm_start_with_other_class_count_is_ignored() -> None:
     votes, _ = simulate(7, n_items=100, n_workers=10, k=3, per_item=3)
     other, _ = simulate(7, n_items=100, n_workers=10, k=4, per_item=3)
     for method in ["dawid-skene", "one-coin", "mace", "wawa"]:
-        m, p = resolve_method(method, {})
-        stale = m.fit(other, p, None)
-        np.testing.assert_allclose(m.fit(votes, p, stale).probs, m.fit(votes, p, None).probs)
+        m = WORKER_METHODS[method]
+        stale = m().fit(other).result_
+        np.testing.assert_allclose(m().fit(votes, stale).probas_, m().fit(votes).probas_)
 
 
 def test_converges_before_max_iter() -> None:
     votes, _ = simulate(8, n_items=500, n_workers=30, k=3, per_item=5)
     for method in ["dawid-skene", "one-coin", "glad", "mace"]:
         f = fit(method, votes)
-        default = WORKER_METHODS[method].params["max_iter"].default
+        default = WORKER_METHODS[method].model_fields["max_iter"].default
         assert default is not None and f.converged and f.n_iter < default
 
 
@@ -710,9 +714,12 @@ def test_registry_lists_every_method_in_declared_order() -> None:
     ]
     assert [*COUNT_METHODS, *WORKER_METHODS, *MODEL_METHODS] == METHOD_NAMES
     for name, m in WORKER_METHODS.items():
-        assert m.name == name and m.summary and m.source
-        for spec in m.params.values():
-            assert spec.doc
+        assert m.name == name and m.summary and m.source and m.task_type == "single"
+        for field in m.model_fields.values():
+            assert field.description
+    # auto chooses among every other worker model, in the registry's order
+    others = tuple(m for m in WORKER_METHODS.values() if m is not Auto)
+    assert Auto.candidates == CANDIDATES == others
 
 
 @pytest.mark.parametrize(
@@ -736,14 +743,61 @@ def test_bad_parameters_name_the_field(method: str, params: dict[str, Any], fiel
 
 
 def test_parameters_are_validated_once_into_a_typed_object() -> None:
-    spec, p = resolve_method("dawid-skene", {"max_iter": "7"})
-    assert isinstance(spec, WorkerMethod) and isinstance(p, MethodParams)
-    assert p["max_iter"] == 7 and p["n_starts"] == 2 and p["use_gold"] == 0
+    p = resolve_method("dawid-skene", {"max_iter": "7", "use_gold": "true"})
+    assert isinstance(p, DawidSkene)
+    assert p.max_iter == 7 and p.n_starts == 2 and p.use_gold is True and p.tol == 1e-5
+    # The JSON form (API responses, the fit cache's key): flags as 1 / 0, as always.
+    assert p.params() == {
+        "max_iter": 7,
+        "tol": 1e-5,
+        "smoothing": 0.0,
+        "shrinkage": 2.0,
+        "n_starts": 2,
+        "use_gold": 1,
+    }
+    assert DawidSkene(max_iter=7, use_gold=True) == p
+
+
+# The fit cache's keys (app/labels/fits.py params_key) as stored before the methods were classes:
+# the same parameters must give the same key, or every stored fit would be refitted.
+STORED_KEYS = {
+    "dawid-skene": '{"max_iter": 100, "n_starts": 2, "shrinkage": 2.0, "smoothing": 0.0, '
+    '"tol": 1e-05, "use_gold": 0}',
+    "mace": '{"alpha": 0.5, "beta": 0.5, "learn_class_prior": 1, "max_iter": 50, '
+    '"n_restarts": 10, "n_starts": 2, "seed": 0, "strategy_prior": 10.0, "tol": 1e-05, '
+    '"use_gold": 0}',
+    "one-coin": '{"constant_at_chance": 1, "max_iter": 100, "n_starts": 2, "smoothing": 0.0, '
+    '"tol": 1e-05, "use_gold": 0}',
+    "auto": '{"holdout": 0.2, "seed": 0, "use_gold": 0}',
+    "wawa": "{}",
+    "normalized": '{"alpha": 0.0}',
+    "crowdlab": "{}",
+}
+
+
+@pytest.mark.parametrize("method", list(STORED_KEYS))
+def test_parameters_keep_the_stored_cache_key(method: str) -> None:
+    from app.labels.fits import params_key
+
+    assert params_key(resolve_method(method, {}).params()) == STORED_KEYS[method]
 
 
 def test_resolve_fills_defaults() -> None:
-    _, p = resolve_method("mace", {"seed": "3"})
-    assert p["seed"] == 3 and p["n_restarts"] == 10 and p["max_iter"] == 50
+    p = resolve_method("mace", {"seed": "3"})
+    assert p.params()["seed"] == 3 and p.params()["n_restarts"] == 10
+    assert p.params()["max_iter"] == 50
+
+
+def test_fitted_attributes() -> None:
+    votes, _ = simulate(4, n_items=60, n_workers=8, k=3, per_item=3)
+    m = DawidSkene(n_starts=1)
+    with pytest.raises(RuntimeError):
+        _ = m.probas_
+    assert m.fit(votes) is m
+    assert m.probas_.shape == (60, 3) and m.labels_.tolist() == m.probas_.argmax(1).tolist()
+    assert m.skills_.shape == (8,) and m.confusions_ is not None
+    assert m.confusions_.shape == (8, 3, 3) and m.n_iter_ == m.result_.n_iter
+    assert set(m.state_) >= {"confusion", "class_prior"} and m.warnings_ == []
 
 
 @pytest.mark.parametrize(

@@ -1,93 +1,143 @@
-"""Shared types of every aggregation method: vote arrays, fit results, vote indexing, the EM driver.
+"""The aggregator protocol: every soft-label method is a class whose fields are its parameters.
 
-Method modules import this module; `registry.py` imports the method modules (never the reverse).
+Shaped like crowd-kit's aggregators (`crowdkit.aggregation.DawidSkene` and its siblings): an
+instance is a configuration, `DawidSkene(max_iter=50, smoothing=0.1)`; `fit(...)` returns the
+instance, and what it estimated is read from attributes ending in an underscore (`probas_`,
+`labels_`, `skills_`, `confusions_`, `n_iter_`, ...).
 
-These methods look at *who* gave each vote, not only at per-item counts: they estimate how
-reliable every worker is and weight the votes accordingly. Each one returns per-item posteriors
-over the K classes (the soft labels) plus its per-worker skill estimate.
+Why pydantic models (not dataclasses with annotated constraints): a parameter arrives as a
+query-string value or a JSON number and must be parsed, range-checked and, when bad, reported
+by name; the API documents every parameter in its OpenAPI description. A pydantic field gives
+the constraints, the description and the JSON schema from one declaration (`max_iter: MaxIter =
+100`); app/aggregation/params.py adds the parsing and the error wording the service has always
+had. Hyperparameters are frozen once validated (an instance can be shared and its `params()`
+is the fit cache's key); `fit` keeps its results in private attributes, which a frozen model
+allows.
 
-Everything here is pure numpy and vectorized over the sparse vote list: per-vote values are
-gathered by index and reduced per item (`np.add.reduceat` over votes sorted by item) or per
-worker (`np.bincount`). Memory is O(votes + workers * K^2 + items * K); no dense
-items x workers array is ever built.
+Three kinds, by what a method reads:
+- `CountsAggregator`: per-item vote counts; `compute(counts)` (n, K) -> (n, K), pure.
+- `WorkerAggregator`: the vote list (who voted what); `fit(votes, warm)`, warm-startable, its
+  result (`result_`, a `WorkerModelFit`) is what the fit cache stores (app/labels/fits.py).
+- `ModelAggregator`: the votes plus a training job's out-of-sample predictions (crowdlab), which
+  are loaded above aggregation (app/labels/model_loop.py).
 
-Numerical conventions shared by every method:
-- Posteriors are computed in log space and normalized with a max-shift (log-sum-exp), so an item
-  with thousands of votes neither underflows nor overflows.
-- Probabilities that enter a log are floored at `EPS` (1e-10, the floor crowd-kit uses), so a
-  worker who labeled everything the same, or a class no one used, gives finite logs.
-- Items with no votes get the method's class prior (uniform where the method has none).
-- Worker and item indices are stable identities: a warm start from a fit on fewer items or
-  workers reuses the stored parameters for indices it knows and initializes the new ones.
+Class-level metadata: `name` (the API name), `summary` (one line), `source` (citation) and
+`task_type`. Every method is single-label today (`task_type = "single"`): one true class per
+item, `probas_` rows are distributions over the K classes and `labels_` is their argmax. The
+protocol itself assumes only (n_items, K) arrays, so other task types fit it: a "multi-label"
+aggregator's rows are per-class probabilities that the class applies (they need not sum to 1;
+binary relevance fits one single-label aggregator per class, as crowd-kit's BinaryRelevance, and
+thresholds instead of taking the argmax), an "ordinal" one's are distributions over ordered
+levels. Row normalization happens in the single-label methods, never here.
+
+Imports point one way: method modules import this module, `params` and `votes`; `registry.py`
+imports the method modules.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
-from scipy import sparse
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, ValidationInfo
+from pydantic import field_validator as _field_validator
 
-from app.aggregation.params import MethodParams, ParamSpec
+from app.aggregation.params import check_names, param_error, parse
+from app.aggregation.votes import SortedVotes, VoteArrays
 
-EPS = 1e-10  # probability floor before taking logs (same value as crowd-kit's _EPS)
-
-Params = MethodParams
+TaskType = Literal["single", "multi-label", "ordinal"]
 
 
-@dataclass(frozen=True)
-class VoteArrays:
-    """The sparse vote list: vote v says worker `worker[v]` gave item `item[v]` label `label[v]`.
+class NotFitted(RuntimeError):
+    """A result attribute was read before `fit`."""
 
-    One vote per (item, worker) is expected; duplicates are not rejected (checking costs a sort)
-    and count as independent votes. Arrays are converted to contiguous int64 on construction and
-    their ranges are checked (O(votes)).
+
+class Aggregator(BaseModel):
+    """A soft-label method: its parameters as validated fields, its metadata as class variables.
+
+    `Aggregator(**raw)` parses and checks every value (strings from a query string included) and
+    raises `ParamError` naming the first bad parameter, or one the method does not take; a value
+    given as None takes the default.
     """
 
-    item: np.ndarray
-    worker: np.ndarray
-    label: np.ndarray
-    n_items: int
-    n_workers: int
-    n_classes: int
-    gold: np.ndarray | None = None  # (n_items,) known true class per item, -1 where unknown
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
-    def __post_init__(self) -> None:
-        if self.gold is not None:
-            g = np.ascontiguousarray(self.gold, dtype=np.int64)
-            if g.shape != (self.n_items,) or (
-                g.size and (g.min() < -1 or g.max() >= self.n_classes)
-            ):
-                raise ValueError(f"gold must have shape ({self.n_items},) with values in [-1, K)")
-            object.__setattr__(self, "gold", g)
-        n = None
-        for name, bound in (
-            ("item", self.n_items),
-            ("worker", self.n_workers),
-            ("label", self.n_classes),
-        ):
-            raw = np.asarray(getattr(self, name))
-            if raw.ndim != 1:
-                raise ValueError(f"{name} must be a 1-D array, got shape {raw.shape}")
-            if raw.size and not np.issubdtype(raw.dtype, np.integer):
-                raise ValueError(f"{name} must hold integers, got dtype {raw.dtype}")
-            arr = np.ascontiguousarray(raw, dtype=np.int64)
-            if n is None:
-                n = arr.size
-            elif arr.size != n:
-                raise ValueError("item, worker and label must have the same length")
-            if bound < 0 or (arr.size and (arr.min() < 0 or arr.max() >= bound)):
-                raise ValueError(f"{name} values must lie in [0, {bound})")
-            object.__setattr__(self, name, arr)
-        if self.n_classes < 1:
-            raise ValueError("n_classes must be >= 1")
+    name: ClassVar[str]  # the API name, e.g. "dawid-skene"
+    summary: ClassVar[str]  # one line, for the docs, the method list and /workers
+    source: ClassVar[str]  # citation
+    task_type: ClassVar[TaskType] = "single"
+
+    def __init__(self, **raw: Any) -> None:
+        given = check_names(type(self), self.name, raw)
+        try:
+            super().__init__(**given)
+        except ValidationError as exc:
+            raise param_error(type(self), exc, given) from None
+
+    @_field_validator("*", mode="before")
+    @classmethod
+    def _parse(cls, raw: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None
+        return parse(cls.model_fields[info.field_name], raw)
+
+    def params(self) -> dict[str, int | float]:
+        """The parameters as plain JSON values: what the API echoes, the fit cache's key and
+        what a training job stores. Flags are 1 / 0 and unset optional parameters are left
+        out, as before the methods were classes, so stored keys stay valid."""
+        out: dict[str, int | float] = {}
+        for name, value in self.model_dump().items():
+            if value is not None:
+                out[name] = int(value) if isinstance(value, bool) else value
+        return out
+
+
+def _fitted(value: Any, cls: type) -> Any:
+    if value is None:
+        raise NotFitted(f"{cls.__name__} is not fitted yet: call fit first")
+    return value
+
+
+# ----- count methods ------------------------------------------------------------------------------
+
+
+def count_matrix(counts: np.ndarray) -> np.ndarray:
+    """`counts` as (n, K) (a (K,) vector is one row); ValueError / TypeError if it is not
+    finite, non-negative and numeric."""
+    arr = np.asarray(counts)
+    if arr.ndim not in (1, 2) or arr.shape[-1] == 0:
+        raise ValueError(f"counts must have shape (K,) or (n, K) with K >= 1, got {arr.shape}")
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"counts must be numeric, got dtype {arr.dtype}")
+    if arr.size and not (np.isfinite(arr).all() and (arr >= 0).all()):
+        raise ValueError("counts must be finite and non-negative")
+    return arr.reshape(-1, arr.shape[-1])
+
+
+class CountsAggregator(Aggregator):
+    """A method that needs only per-item vote counts: row i of `counts` is item i's vote-count
+    vector over the K classes."""
+
+    _probas: np.ndarray | None = PrivateAttr(default=None)
+
+    def compute(self, counts: np.ndarray) -> np.ndarray:
+        """(n, K) counts -> (n, K) soft labels (callers validate the counts: `count_matrix`)."""
+        raise NotImplementedError
+
+    def fit(self, counts: np.ndarray) -> Self:
+        self._probas = self.compute(count_matrix(counts))
+        return self
 
     @property
-    def n_votes(self) -> int:
-        return int(self.item.size)
+    def probas_(self) -> np.ndarray:
+        return _fitted(self._probas, type(self))  # type: ignore[no-any-return]
+
+    @property
+    def labels_(self) -> np.ndarray:
+        return self.probas_.argmax(axis=1)  # type: ignore[no-any-return]
+
+
+# ----- worker models ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -101,323 +151,9 @@ class WorkerModelFit:
     n_iter: int
     converged: bool
     state: dict[str, np.ndarray] = field(default_factory=dict)  # warm-start parameters
-    # Problems found in the returned fit (label switching, collapse; see `fit_warnings`), for the
-    # API to show. Empty for a healthy fit.
+    # Problems found in the returned fit (label switching, collapse; see em.fit_warnings), for
+    # the API to show. Empty for a healthy fit.
     warnings: list[str] = field(default_factory=list)
-
-
-FitFn = Callable[[VoteArrays, Params, WorkerModelFit | None], WorkerModelFit]
-
-
-@dataclass(frozen=True)
-class WorkerMethod:
-    """A worker-quality-aware method: its parameters, a one-line summary, citation and fit.
-
-    `fit` takes parameters already validated against `params` (see registry.resolve_method)."""
-
-    name: str
-    params: Mapping[str, ParamSpec]
-    summary: str
-    source: str
-    fit: FitFn
-
-
-@dataclass(frozen=True)
-class CountsMethod:
-    """A soft-label method that needs only per-item vote counts."""
-
-    name: str
-    params: Mapping[str, ParamSpec]
-    compute: Callable[[np.ndarray, Mapping[str, float]], np.ndarray]  # (n, K) -> (n, K)
-    summary: str  # one line, for docs / API listing
-    source: str  # citation
-
-
-# ----- parameter specs shared by several methods ---------------------------------------------
-
-
-def max_iter_spec(default: int) -> ParamSpec:
-    return ParamSpec(
-        name="max_iter",
-        type=int,
-        default=default,
-        doc="maximum number of EM iterations (one E-step and one M-step each); 0 returns the "
-        "initialization's posteriors",
-        # Bounded so that one request cannot ask for hours of work; defaults are 50-100.
-        check=lambda v: 0 <= v <= 1000,
-        rule="an integer in [0, 1000]",
-    )
-
-
-def tol_spec(default: float) -> ParamSpec:
-    return ParamSpec(
-        name="tol",
-        type=float,
-        default=default,
-        doc="stop when the per-vote change of the objective (log marginal likelihood, plus the "
-        "log prior where the method has one) between two E-steps is below tol; 0 runs all "
-        "max_iter iterations",
-        check=lambda v: 0.0 <= v < math.inf,
-        rule="a finite number >= 0",
-    )
-
-
-N_STARTS = ParamSpec(
-    name="n_starts",
-    type=int,
-    default=2,
-    doc="EM starting points: 1 = vote fractions (crowd-kit's start), 2 = also majority vote; "
-    "the run with the best objective among those without warnings is kept",
-    check=lambda v: 1 <= v <= 2,
-    rule="1 or 2",
-)
-
-USE_GOLD = ParamSpec(
-    name="use_gold",
-    type=int,
-    default=0,
-    doc="true: items with a gold label have their posteriors clamped to it during EM, which "
-    "anchors the worker estimates",
-    rule="true or false",
-    flag=True,
-)
-
-SEED = ParamSpec(
-    name="seed",
-    type=int,
-    default=0,
-    doc="seed of the random initialization",
-    check=lambda v: 0 <= v < 2**32,
-    rule="an integer in [0, 2**32)",
-)
-
-
-# ----- vote indexing --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SortedVotes:
-    """Votes sorted by item, with the segment boundaries needed for per-item sums.
-
-    Sorting once lets per-item sums use `np.add.reduceat` on contiguous segments, about 3x faster
-    than `np.bincount` on 10M votes. Every method is invariant to the order of the votes.
-    """
-
-    item: np.ndarray
-    worker: np.ndarray
-    label: np.ndarray
-    n_items: int
-    n_workers: int
-    n_classes: int
-    starts: np.ndarray  # start of each non-empty item's segment
-    voted: np.ndarray  # ids of the items that have at least one vote, ascending
-    worker_votes: np.ndarray  # (n_workers,) number of votes per worker
-    gold_items: np.ndarray | None = None  # items whose posteriors are clamped (use_gold)
-    gold_labels: np.ndarray | None = None
-
-    @classmethod
-    def build(cls, votes: VoteArrays, use_gold: bool = False) -> SortedVotes:
-        item, worker, label = votes.item, votes.worker, votes.label
-        if item.size > 1 and np.any(item[1:] < item[:-1]):
-            order = np.argsort(item, kind="stable")
-            item, worker, label = item[order], worker[order], label[order]
-        if item.size:
-            first = np.empty(item.size, dtype=bool)
-            first[0] = True
-            np.not_equal(item[1:], item[:-1], out=first[1:])
-            starts = np.flatnonzero(first)
-        else:
-            starts = np.zeros(0, dtype=np.int64)
-        gold_items = None
-        if use_gold and votes.gold is not None and (votes.gold >= 0).any():
-            gold_items = np.flatnonzero(votes.gold >= 0)
-        return cls(
-            item=item,
-            worker=worker,
-            label=label,
-            n_items=votes.n_items,
-            n_workers=votes.n_workers,
-            n_classes=votes.n_classes,
-            starts=starts,
-            voted=item[starts],
-            worker_votes=np.bincount(worker, minlength=votes.n_workers),
-            gold_items=gold_items,
-            gold_labels=None
-            if gold_items is None or votes.gold is None
-            else votes.gold[gold_items],
-        )
-
-    @property
-    def n_votes(self) -> int:
-        return int(self.item.size)
-
-    @cached_property
-    def worker_label(self) -> np.ndarray:
-        """Per vote: worker * K + label, the index of (worker, label) in flat (W, K) tables."""
-        return self.worker * self.n_classes + self.label
-
-    @cached_property
-    def item_label(self) -> np.ndarray:
-        """Per vote: item * K + label, the index of (item, label) in flat (I, K) arrays."""
-        return self.item * self.n_classes + self.label
-
-    @cached_property
-    def wl_by_item(self) -> sparse.csr_matrix:
-        """(n_workers * K, n_items) sparse count of votes by (worker, label) and item.
-
-        `wl_by_item @ post` sums item posteriors per (worker, label) (a Dawid-Skene M-step) and
-        `item_by_wl @ table` sums a per-(worker, label) table per item (its E-step): one sparse
-        product each, about 5x faster than K gathers and bincounts at 511k votes."""
-        k = self.n_classes
-        return sparse.csr_matrix(
-            (np.ones(self.n_votes), (self.worker_label, self.item)),
-            shape=(self.n_workers * k, self.n_items),
-        )
-
-    @cached_property
-    def item_by_wl(self) -> sparse.csr_matrix:
-        return self.wl_by_item.T.tocsr()
-
-    @cached_property
-    def constant_workers(self) -> np.ndarray:
-        """Workers who gave one label only, on more votes than a perfect worker plausibly would
-        (share of that label among all votes ** n_votes < 1%): they say nothing about the true
-        class. Dawid-Skene describes them by itself (a confusion whose rows all point at the
-        label); models with one accuracy per worker cannot, and would read them as accurate."""
-        k = self.n_classes
-        per = np.bincount(self.worker_label, minlength=self.n_workers * k).reshape(-1, k)
-        top = per.argmax(axis=1)
-        only = per[np.arange(self.n_workers), top] == self.worker_votes
-        chance = self.label_share[top] ** self.worker_votes
-        return np.flatnonzero(only & (self.worker_votes > 0) & (chance < 0.01))
-
-    @cached_property
-    def label_share(self) -> np.ndarray:
-        """(K,) share of the votes that give each label."""
-        return np.bincount(self.label, minlength=self.n_classes) / max(self.n_votes, 1)
-
-    @cached_property
-    def clear_majority(self) -> tuple[np.ndarray, np.ndarray]:
-        """Items with a clear majority (>= 2 votes for the top label and at least twice the
-        runner-up's), and that label."""
-        counts = self.item_label_counts
-        top2 = np.sort(counts, axis=1)[:, -2:]
-        clear = np.flatnonzero((top2[:, 1] >= 2) & (top2[:, 1] >= 2 * top2[:, 0]))
-        return clear, counts[clear].argmax(axis=1)
-
-    @cached_property
-    def item_label_counts(self) -> np.ndarray:
-        """(n_items, K) float number of votes for each label on each item."""
-        k = self.n_classes
-        counts = np.bincount(self.item_label, minlength=self.n_items * k)
-        return counts.astype(np.float64).reshape(self.n_items, k)
-
-    def item_sum(self, values: np.ndarray) -> np.ndarray:
-        """Per-item sums of a per-vote array (in this object's vote order); 0 for empty items."""
-        out = np.zeros(self.n_items, dtype=np.float64)
-        if self.starts.size:
-            # reduceat on an empty segment would return values[start] instead of 0, so it only
-            # ever sees the non-empty ones.
-            out[self.voted] = np.add.reduceat(values, self.starts)
-        return out
-
-    def worker_sum(self, values: np.ndarray) -> np.ndarray:
-        # bincount returns int64 for empty weights; callers divide into float arrays.
-        return np.bincount(self.worker, weights=values, minlength=self.n_workers).astype(
-            np.float64, copy=False
-        )
-
-    def item_label_sum(self, values: np.ndarray) -> np.ndarray:
-        """(n_items, K) sums of a per-vote array by (item, given label)."""
-        k = self.n_classes
-        flat = np.bincount(self.item_label, weights=values, minlength=self.n_items * k)
-        return flat.astype(np.float64, copy=False).reshape(self.n_items, k)
-
-    def label_posterior(self, post: np.ndarray) -> np.ndarray:
-        """Per vote: the posterior (I, K) of the vote's own label on its item."""
-        return post.reshape(-1)[self.item_label]
-
-    def clamp(self, post: np.ndarray) -> np.ndarray:
-        """Gold items' rows of (I, K) posteriors set to one-hot on their gold class (in place)."""
-        if self.gold_items is not None and self.gold_labels is not None:
-            post[self.gold_items] = 0.0
-            post[self.gold_items, self.gold_labels] = 1.0
-        return post
-
-
-def vote_fractions(sv: SortedVotes) -> np.ndarray:
-    """(n_items, K) share of each label among an item's votes (majority-vote posteriors).
-
-    Items without votes get uniform rows. This is crowd-kit's MajorityVote.predict_proba, the
-    initialization of Dawid-Skene and one-coin.
-    """
-    return normalize_rows(sv.item_label_counts)
-
-
-def class_prior(sv: SortedVotes, post: np.ndarray) -> np.ndarray:
-    """Mean posterior over the items with votes, floored at EPS (uniform without votes)."""
-    k = sv.n_classes
-    if not sv.voted.size:
-        return np.full(k, 1.0 / k)
-    prior = np.maximum(post[sv.voted].mean(axis=0), EPS)
-    return prior / prior.sum()
-
-
-def majority_posteriors(sv: SortedVotes) -> np.ndarray:
-    """(n_items, K) one-hot on the most-voted label, ties sharing the mass (uniform if no votes)."""
-    counts = sv.item_label_counts
-    top = (counts == counts.max(axis=1, keepdims=True)).astype(np.float64)
-    return normalize_rows(top)
-
-
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to sum to 1; all-zero rows become uniform (never 0/0)."""
-    total = x.sum(axis=1, keepdims=True)
-    out = np.full_like(x, 1.0 / x.shape[1])
-    np.divide(x, total, out=out, where=total > 0)
-    return out
-
-
-def posteriors_from_log(log_post: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise softmax of log-joint scores, and each row's log normalizer (log-sum-exp).
-
-    The max-shift makes the largest term exp(0) = 1, so the normalizer is >= 1 and finite even
-    for rows whose scores are all around -1e5 (hundreds of confident votes).
-    """
-    m = log_post.max(axis=1, keepdims=True)
-    p = np.exp(log_post - m)
-    s = p.sum(axis=1, keepdims=True)
-    p /= s
-    return p, (m + np.log(s))[:, 0]
-
-
-def safe_log(x: np.ndarray | float) -> np.ndarray:
-    return np.log(np.maximum(x, EPS))
-
-
-def grow(old: np.ndarray | None, n: int, fill: np.ndarray | float) -> np.ndarray | None:
-    """A warm-start array resized to n rows: known rows kept, new rows set to `fill`.
-
-    Returns None when `old` is missing or its trailing shape does not match `fill` (a warm start
-    from a project with a different number of classes is ignored).
-    """
-    if old is None:
-        return None
-    fill_arr = np.asarray(fill, dtype=np.float64)
-    if fill_arr.ndim and old.shape[1:] != fill_arr.shape:
-        return None
-    out = np.empty((n, *old.shape[1:]), dtype=np.float64)
-    keep = min(n, old.shape[0])
-    out[:keep] = old[:keep]
-    out[keep:] = fill_arr
-    return out
-
-
-def warm_array(warm: WorkerModelFit | None, key: str) -> np.ndarray | None:
-    if warm is None:
-        return None
-    arr = warm.state.get(key)
-    return None if arr is None else np.asarray(arr, dtype=np.float64)
 
 
 def single_class_fit(votes: VoteArrays, **state: np.ndarray) -> WorkerModelFit:
@@ -433,16 +169,103 @@ def single_class_fit(votes: VoteArrays, **state: np.ndarray) -> WorkerModelFit:
     )
 
 
-class Convergence:
-    """Tracks the per-vote objective between E-steps; `tol` = 0 never stops early."""
+def warm_array(warm: WorkerModelFit | None, key: str) -> np.ndarray | None:
+    if warm is None:
+        return None
+    arr = warm.state.get(key)
+    return None if arr is None else np.asarray(arr, dtype=np.float64)
 
-    def __init__(self, tol: float, n_votes: int) -> None:
-        self.tol = tol
-        self.scale = 1.0 / max(n_votes, 1)
-        self.last = -math.inf
 
-    def update(self, objective: float) -> bool:
-        value = objective * self.scale
-        done = abs(value - self.last) < self.tol
-        self.last = value
-        return done
+class WorkerAggregator(Aggregator):
+    """A worker-quality model: estimates how reliable every worker is from the vote list and
+    weights the votes accordingly.
+
+    Subclasses implement `_fit`. A model that can clamp gold items declares a `use_gold:
+    UseGold` field (`sorted_votes` reads it); `work` estimates a fit's cost before it starts.
+    """
+
+    # One class: nothing to estimate, so `fit` answers without calling `_fit`, unless the
+    # model has something to record even then (auto: its candidates' scores).
+    fits_one_class: ClassVar[bool] = False
+
+    _result: WorkerModelFit | None = PrivateAttr(default=None)
+
+    def fit(self, votes: VoteArrays, warm: WorkerModelFit | None = None) -> Self:
+        """Fit on `votes`; `warm`, a previous fit of the same method (on the same project, maybe
+        with fewer items and workers), is where EM starts. Returns self."""
+        if votes.n_classes == 1 and not self.fits_one_class:
+            self._result = single_class_fit(votes)
+        else:
+            self._result = self._fit(votes, warm)
+        return self
+
+    def _fit(self, votes: VoteArrays, warm: WorkerModelFit | None) -> WorkerModelFit:
+        raise NotImplementedError
+
+    def sorted_votes(self, votes: VoteArrays) -> SortedVotes:
+        """The votes indexed for the E- and M-steps, gold items clamped if `use_gold`."""
+        return SortedVotes.build(votes, use_gold=bool(getattr(self, "use_gold", False)))
+
+    @property
+    def uses_gold(self) -> bool:
+        """Whether the fit depends on the items' gold labels (so a gold change must refit)."""
+        return bool(getattr(self, "use_gold", False))
+
+    def work(self, n_votes: int) -> float:
+        """An estimate of the fit's cost, in vote-iterations, made before it starts (the API
+        fits in the request only below a budget: app/labels/fits.py). Default: one pass."""
+        return float(n_votes)
+
+    @property
+    def result_(self) -> WorkerModelFit:
+        """Everything the fit estimated, as the fit cache stores it."""
+        return _fitted(self._result, type(self))  # type: ignore[no-any-return]
+
+    @property
+    def probas_(self) -> np.ndarray:
+        """(n_items, K) posteriors: the soft labels."""
+        return self.result_.probs
+
+    @property
+    def labels_(self) -> np.ndarray:
+        """(n_items,) most probable class (the lowest index on ties)."""
+        return self.result_.probs.argmax(axis=1)  # type: ignore[no-any-return]
+
+    @property
+    def skills_(self) -> np.ndarray:
+        """(n_workers,) the model's skill estimate (its meaning: see the class docstring)."""
+        return self.result_.worker_skill
+
+    @property
+    def confusions_(self) -> np.ndarray | None:
+        """(n_workers, K, K) [worker, true class, given label], where the model has them."""
+        return self.result_.confusion
+
+    @property
+    def class_prior_(self) -> np.ndarray | None:
+        return self.result_.class_prior
+
+    @property
+    def n_iter_(self) -> int:
+        return self.result_.n_iter
+
+    @property
+    def converged_(self) -> bool:
+        return self.result_.converged
+
+    @property
+    def warnings_(self) -> list[str]:
+        return self.result_.warnings
+
+    @property
+    def state_(self) -> dict[str, np.ndarray]:
+        """The fitted parameters a warm start continues from (`fit(votes, warm=result_)`)."""
+        return self.result_.state
+
+
+# ----- model-in-the-loop methods ------------------------------------------------------------------
+
+
+class ModelAggregator(Aggregator):
+    """A method that combines the votes with a training job's out-of-sample predictions; which
+    job, and loading its predictions, is done above aggregation (app/labels/model_loop.py)."""

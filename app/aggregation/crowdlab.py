@@ -39,11 +39,14 @@ Pure numpy: no database.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Self
 
 import numpy as np
+from pydantic import Field, PrivateAttr
 
-from app.aggregation.base import VoteArrays
-from app.aggregation.params import ParamSpec
+from app.aggregation.base import ModelAggregator, NotFitted
+from app.aggregation.params import Rule
+from app.aggregation.votes import VoteArrays
 
 WEIGHT_FLOOR = 1e-3
 SHRINK_VOTES = 2.0  # pseudo-votes at the mean agreement added to every annotator's record
@@ -62,33 +65,54 @@ class CrowdlabResult:
     baseline_accuracy: float  # B
 
 
-@dataclass(frozen=True)
-class ModelMethod:
-    """A label method that needs a training job's out-of-sample predictions besides the votes
-    (the loading is done above aggregation: app/labels/model_loop.py)."""
+class Crowdlab(ModelAggregator):
+    """The consensus of the votes and a training job's out-of-sample predictions (module doc).
 
-    name: str
-    params: dict[str, ParamSpec]
-    summary: str
-    source: str
+    `job` names the training job (default: the project's newest with oos_folds); loading its
+    predictions is done above aggregation (app/labels/model_loop.py), which then calls `fit`."""
+
+    name = "crowdlab"
+    summary = "votes and a model's out-of-sample predictions, weighted by estimated accuracy"
+    source = "Goh, Tkachenko & Mueller, CROWDLAB, arXiv:2210.06812 (2022)"
+
+    job: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            description="training job with out-of-sample predictions (oos_folds); default: the "
+            "newest",
+        ),
+        Rule("a training job id >= 1"),
+    ] = None
+
+    _result: CrowdlabResult | None = PrivateAttr(default=None)
+
+    def fit(
+        self,
+        votes: VoteArrays,
+        model_probs: np.ndarray,
+        has_model: np.ndarray | None = None,
+        n_rounds: int = 2,
+    ) -> Self:
+        self._result = crowdlab(votes, model_probs, has_model, n_rounds)
+        return self
+
+    @property
+    def result_(self) -> CrowdlabResult:
+        if self._result is None:
+            raise NotFitted("Crowdlab is not fitted yet: call fit first")
+        return self._result
+
+    @property
+    def probas_(self) -> np.ndarray:
+        return self.result_.probs
+
+    @property
+    def labels_(self) -> np.ndarray:
+        return self.result_.consensus
 
 
-CROWDLAB = ModelMethod(
-    name="crowdlab",
-    params={
-        "job": ParamSpec(
-            name="job",
-            type=int,
-            default=None,
-            doc="training job with out-of-sample predictions (oos_folds); default: the newest",
-            check=lambda v: v >= 1,
-            rule="a training job id >= 1",
-        )
-    },
-    summary="votes and a model's out-of-sample predictions, weighted by estimated accuracy",
-    source="Goh, Tkachenko & Mueller, CROWDLAB, arXiv:2210.06812 (2022)",
-)
-MODEL_METHODS = {CROWDLAB.name: CROWDLAB}
+MODEL_METHODS: dict[str, type[ModelAggregator]] = {Crowdlab.name: Crowdlab}
 
 
 def _counts(votes: VoteArrays) -> np.ndarray:

@@ -6,62 +6,34 @@ the EM Algorithm." Journal of the Royal Statistical Society, Series C 28(1), 20-
 
 from __future__ import annotations
 
-import math
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from app.aggregation.base import (
+from app.aggregation.base import WorkerAggregator, WorkerModelFit, warm_array
+from app.aggregation.em import (
+    EMModel,
+    State,
+    em_work,
+    fit_result,
+    multi_start,
+    posterior_starts,
+)
+from app.aggregation.params import MaxIter, NonNegative, NStarts, Tol, UseGold
+from app.aggregation.votes import (
     EPS,
-    N_STARTS,
-    USE_GOLD,
-    Params,
     SortedVotes,
     VoteArrays,
-    WorkerMethod,
-    WorkerModelFit,
     class_prior,
     grow,
-    max_iter_spec,
     posteriors_from_log,
-    single_class_fit,
-    tol_spec,
-    warm_array,
-)
-from app.aggregation.em import EMModel, State, fill_empty, multi_start, posterior_starts
-from app.aggregation.params import ParamSpec
-
-NAME = "dawid-skene"
-
-SMOOTHING = ParamSpec(
-    name="smoothing",
-    type=float,
-    default=0.0,
-    doc="pseudo-count added to every cell of every worker's confusion counts (MAP under a "
-    "symmetric Dirichlet(1 + smoothing) prior); 0 = maximum likelihood, as in the paper",
-    check=lambda v: 0.0 <= v < math.inf,
-    rule="a finite number >= 0",
 )
 
-SHRINKAGE = ParamSpec(
-    name="shrinkage",
-    type=float,
-    default=2.0,
-    doc="pseudo-votes, per true class, drawn toward the crowd's pooled confusion matrix (an "
-    "empirical-Bayes Dirichlet prior centred on the average worker): a worker with a handful "
-    "of votes is treated as an average worker rather than as perfect; 0 = maximum likelihood, as "
-    "in the paper and crowd-kit",
-    check=lambda v: 0.0 <= v < math.inf,
-    rule="a finite number >= 0",
+SMOOTHING_DOC = (
+    "pseudo-count added to every cell of every worker's confusion counts (MAP under a "
+    "symmetric Dirichlet(1 + smoothing) prior); 0 = maximum likelihood, as in the paper"
 )
-
-PARAMS: dict[str, ParamSpec] = {
-    "max_iter": max_iter_spec(100),
-    "tol": tol_spec(1e-5),
-    "smoothing": SMOOTHING,
-    "shrinkage": SHRINKAGE,
-    "n_starts": N_STARTS,
-    "use_gold": USE_GOLD,
-}
 
 
 def normalize_confusion(counts: np.ndarray, k: int) -> np.ndarray:
@@ -81,7 +53,7 @@ def log_table(conf: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(conf.transpose(0, 2, 1).reshape(-1, k), EPS))
 
 
-class DawidSkene(EMModel):
+class DawidSkeneEM(EMModel):
     def __init__(self, sv: SortedVotes, smoothing: float, shrinkage: float = 0.0) -> None:
         self.sv, self.smoothing, self.shrinkage = sv, smoothing, shrinkage
         # (worker, label) pairs that occur: the unsmoothed M-step floors only these.
@@ -145,7 +117,7 @@ def warm_state(warm: WorkerModelFit | None, votes: VoteArrays) -> State | None:
     return state
 
 
-def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -> WorkerModelFit:
+class DawidSkene(WorkerAggregator):
     """Dawid-Skene EM over the sparse vote list.
 
     Starts (`n_starts`): per-item vote fractions followed by one M-step, exactly as crowd-kit's
@@ -167,40 +139,47 @@ def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -
 
     `worker_skill`: expected accuracy under the class prior, sum_c prior[c] * confusion[w, c, c].
     """
-    if votes.n_classes == 1:
-        return single_class_fit(votes)
-    sv = SortedVotes.build(votes, use_gold=bool(params["use_gold"]))
-    model = DawidSkene(sv, float(params["smoothing"]), float(params["shrinkage"]))
-    run = multi_start(
-        sv,
-        model,
-        max_iter=int(params["max_iter"]),
-        tol=float(params["tol"]),
-        warm=warm_state(warm, votes),
-        posteriors=posterior_starts(sv, int(params["n_starts"])),
-    )
-    prior, conf = run.state["class_prior"], run.state["confusion"]
-    diag = np.einsum("wcc->wc", conf)
-    return WorkerModelFit(
-        probs=fill_empty(sv, run.probs, prior),
-        worker_skill=diag @ prior,
-        confusion=conf,
-        class_prior=prior,
-        n_iter=run.n_iter,
-        converged=run.converged,
-        state={
-            "confusion": conf,
-            "class_prior": prior,
-            **({"pooled": run.state["pooled"]} if "pooled" in run.state else {}),
-        },
-        warnings=run.warnings,
-    )
 
+    name = "dawid-skene"
+    summary = "per-worker K x K confusion matrices and class priors, fitted by EM"
+    source = "Dawid & Skene (1979), Journal of the Royal Statistical Society C 28(1), 20-28"
 
-METHOD = WorkerMethod(
-    name=NAME,
-    params=PARAMS,
-    summary="per-worker K x K confusion matrices and class priors, fitted by EM",
-    source="Dawid & Skene (1979), Journal of the Royal Statistical Society C 28(1), 20-28",
-    fit=fit,
-)
+    max_iter: MaxIter = 100
+    tol: Tol = 1e-5
+    smoothing: Annotated[NonNegative, Field(description=SMOOTHING_DOC)] = 0.0
+    shrinkage: Annotated[
+        NonNegative,
+        Field(
+            description="pseudo-votes, per true class, drawn toward the crowd's pooled confusion "
+            "matrix (an empirical-Bayes Dirichlet prior centred on the average worker): a worker "
+            "with a handful of votes is treated as an average worker rather than as perfect; 0 = "
+            "maximum likelihood, as in the paper and crowd-kit"
+        ),
+    ] = 2.0
+    n_starts: NStarts = 2
+    use_gold: UseGold = False
+
+    def work(self, n_votes: int) -> float:
+        return em_work(n_votes, self.max_iter, self.n_starts)
+
+    def _fit(self, votes: VoteArrays, warm: WorkerModelFit | None) -> WorkerModelFit:
+        sv = self.sorted_votes(votes)
+        run = multi_start(
+            sv,
+            DawidSkeneEM(sv, self.smoothing, self.shrinkage),
+            max_iter=self.max_iter,
+            tol=self.tol,
+            warm=warm_state(warm, votes),
+            posteriors=posterior_starts(sv, self.n_starts),
+        )
+        prior, conf = run.state["class_prior"], run.state["confusion"]
+        diag = np.einsum("wcc->wc", conf)
+        pooled = {"pooled": run.state["pooled"]} if "pooled" in run.state else {}
+        return fit_result(
+            sv,
+            run,
+            prior,
+            worker_skill=diag @ prior,
+            confusion=conf,
+            state={"confusion": conf, "class_prior": prior, **pooled},
+        )

@@ -17,56 +17,26 @@ is two sparse products over the votes, like Dawid-Skene, plus (W, K^2) x (K^2, L
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
+from pydantic import Field
 
-from app.aggregation.base import (
-    EPS,
-    N_STARTS,
-    USE_GOLD,
-    Params,
-    SortedVotes,
-    VoteArrays,
-    WorkerMethod,
-    WorkerModelFit,
-    class_prior,
-    max_iter_spec,
-    posteriors_from_log,
-    single_class_fit,
-    tol_spec,
+from app.aggregation.base import WorkerAggregator, WorkerModelFit
+from app.aggregation.dawid_skene import SMOOTHING_DOC
+from app.aggregation.em import (
+    EMModel,
+    State,
+    em_work,
+    fit_result,
+    multi_start,
+    posterior_starts,
 )
-from app.aggregation.dawid_skene import SMOOTHING
-from app.aggregation.em import EMModel, State, fill_empty, multi_start, posterior_starts
-from app.aggregation.params import ParamSpec
-
-NAME = "dawid-skene-clustered"
-
-PARAMS: dict[str, ParamSpec] = {
-    "n_clusters": ParamSpec(
-        name="n_clusters",
-        type=int,
-        default=10,
-        doc="number of worker clusters L (at most the number of workers is used)",
-        check=lambda v: 1 <= v <= 1000,
-        rule="an integer in [1, 1000]",
-    ),
-    "max_iter": max_iter_spec(100),
-    "tol": tol_spec(1e-5),
-    "smoothing": ParamSpec(
-        name="smoothing",
-        type=float,
-        default=0.01,
-        doc=SMOOTHING.doc.replace("worker's", "cluster's").replace(
-            "0 = maximum likelihood, as in the paper", "keeps unused clusters finite"
-        ),
-        check=SMOOTHING.check,
-        rule=SMOOTHING.rule,
-    ),
-    "n_starts": N_STARTS,
-    "use_gold": USE_GOLD,
-}
+from app.aggregation.params import MaxIter, NonNegative, NStarts, Tol, UseGold
+from app.aggregation.votes import EPS, SortedVotes, VoteArrays, class_prior, posteriors_from_log
 
 
-class ClusteredDawidSkene(EMModel):
+class ClusteredDawidSkeneEM(EMModel):
     """State: "class_prior" (K,), "cluster_confusion" (L, K, K) [cluster, true, label],
     "cluster_prior" (L,), "membership" (W, L) q(cluster of each worker)."""
 
@@ -126,7 +96,7 @@ class ClusteredDawidSkene(EMModel):
         return post, float(log_norm.sum())
 
 
-def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -> WorkerModelFit:
+class DawidSkeneClustered(WorkerAggregator):
     """Clustered Dawid-Skene EM over the sparse vote list.
 
     Starts: vote fractions and majority vote (`n_starts`), each followed by an M-step in which
@@ -140,61 +110,73 @@ def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -
     `confusion[w]` is the membership-weighted mixture of the cluster matrices; `worker_skill`
     its expected accuracy under the class prior. `state` also holds "membership" (W, L).
     """
-    k = votes.n_classes
-    if k == 1:
-        return single_class_fit(votes)
-    sv = SortedVotes.build(votes, use_gold=bool(params["use_gold"]))
-    model = ClusteredDawidSkene(sv, int(params["n_clusters"]), float(params["smoothing"]))
-    warm_state = None
-    if warm is not None:
-        conf = warm.state.get("cluster_confusion")
-        tau = warm.state.get("cluster_prior")
-        prior = warm.state.get("class_prior")
-        if (
-            conf is not None
-            and tau is not None
-            and prior is not None
-            and conf.shape == (model.n_clusters, k, k)
-            and prior.shape == (k,)
-        ):
-            n = model._worker_counts(sv.clamp(np.full((votes.n_items, k), 1.0 / k)))
-            log_conf = np.log(np.maximum(conf, EPS)).reshape(-1, k * k)
-            member, _ = posteriors_from_log(n.reshape(-1, k * k) @ log_conf.T + np.log(tau))
-            warm_state = {
-                "class_prior": prior,
-                "cluster_confusion": conf,
-                "cluster_prior": tau,
-                "membership": member,
-            }
-    run = multi_start(
-        sv,
-        model,
-        max_iter=int(params["max_iter"]),
-        tol=float(params["tol"]),
-        warm=warm_state,
-        posteriors=posterior_starts(sv, int(params["n_starts"])),
-    )
-    st = run.state
-    prior = st["class_prior"]
-    conf = np.einsum("wl,lck->wck", st["membership"], st["cluster_confusion"])
-    diag = np.einsum("wcc->wc", conf)
-    return WorkerModelFit(
-        probs=fill_empty(sv, run.probs, prior),
-        worker_skill=diag @ prior,
-        confusion=conf,
-        class_prior=prior,
-        n_iter=run.n_iter,
-        converged=run.converged,
-        state=dict(st),
-        warnings=run.warnings,
-    )
 
+    name = "dawid-skene-clustered"
+    summary = (
+        "Dawid-Skene with K x K confusion matrices shared by clusters of workers, for crowds "
+        "of many workers with few votes each"
+    )
+    source = "Imamura, Sato & Sugiyama (2018), ICML, PMLR 80, 2147-2156"
 
-METHOD = WorkerMethod(
-    name=NAME,
-    params=PARAMS,
-    summary="Dawid-Skene with K x K confusion matrices shared by clusters of workers, for crowds "
-    "of many workers with few votes each",
-    source="Imamura, Sato & Sugiyama (2018), ICML, PMLR 80, 2147-2156",
-    fit=fit,
-)
+    n_clusters: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=1000,
+            description="number of worker clusters L (at most the number of workers is used)",
+        ),
+    ] = 10
+    max_iter: MaxIter = 100
+    tol: Tol = 1e-5
+    smoothing: Annotated[
+        NonNegative,
+        Field(
+            description=SMOOTHING_DOC.replace("worker's", "cluster's").replace(
+                "0 = maximum likelihood, as in the paper", "keeps unused clusters finite"
+            )
+        ),
+    ] = 0.01
+    n_starts: NStarts = 2
+    use_gold: UseGold = False
+
+    def work(self, n_votes: int) -> float:
+        return em_work(n_votes, self.max_iter, self.n_starts)
+
+    def _fit(self, votes: VoteArrays, warm: WorkerModelFit | None) -> WorkerModelFit:
+        k = votes.n_classes
+        sv = self.sorted_votes(votes)
+        model = ClusteredDawidSkeneEM(sv, self.n_clusters, self.smoothing)
+        warm_state = None
+        if warm is not None:
+            conf = warm.state.get("cluster_confusion")
+            tau = warm.state.get("cluster_prior")
+            prior = warm.state.get("class_prior")
+            if (
+                conf is not None
+                and tau is not None
+                and prior is not None
+                and conf.shape == (model.n_clusters, k, k)
+                and prior.shape == (k,)
+            ):
+                n = model._worker_counts(sv.clamp(np.full((votes.n_items, k), 1.0 / k)))
+                log_conf = np.log(np.maximum(conf, EPS)).reshape(-1, k * k)
+                member, _ = posteriors_from_log(n.reshape(-1, k * k) @ log_conf.T + np.log(tau))
+                warm_state = {
+                    "class_prior": prior,
+                    "cluster_confusion": conf,
+                    "cluster_prior": tau,
+                    "membership": member,
+                }
+        run = multi_start(
+            sv,
+            model,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            warm=warm_state,
+            posteriors=posterior_starts(sv, self.n_starts),
+        )
+        st = run.state
+        prior = st["class_prior"]
+        conf = np.einsum("wl,lck->wck", st["membership"], st["cluster_confusion"])
+        diag = np.einsum("wcc->wc", conf)
+        return fit_result(sv, run, prior, worker_skill=diag @ prior, confusion=conf, state=dict(st))

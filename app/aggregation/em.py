@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.aggregation import budget
-from app.aggregation.base import (
+from app.aggregation.base import WorkerModelFit
+from app.aggregation.votes import (
     Convergence,
     SortedVotes,
     majority_posteriors,
@@ -305,3 +306,31 @@ def fill_empty(sv: SortedVotes, probs: np.ndarray, prior: np.ndarray) -> np.ndar
     empty[sv.voted] = False
     probs[empty] = prior
     return sv.clamp(probs)
+
+
+def em_work(n_votes: int, max_iter: int, starts: int, rounds: int = 1) -> float:
+    """An EM fit's cost estimate: votes x iterations x starts (x inner rounds per M-step)."""
+    return float(n_votes) * max(1, max_iter) * max(1, starts) * rounds
+
+
+def fit_result(
+    sv: SortedVotes,
+    run: Run,
+    prior: np.ndarray,
+    *,
+    worker_skill: np.ndarray,
+    confusion: np.ndarray | None,
+    state: State,
+) -> WorkerModelFit:
+    """The chosen run as a fit: items without votes get `prior` (also the fit's class prior);
+    iterations, convergence and warnings are the run's."""
+    return WorkerModelFit(
+        probs=fill_empty(sv, run.probs, prior),
+        worker_skill=worker_skill,
+        confusion=confusion,
+        class_prior=prior,
+        n_iter=run.n_iter,
+        converged=run.converged,
+        state=state,
+        warnings=run.warnings,
+    )

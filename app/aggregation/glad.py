@@ -13,85 +13,36 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Annotated, Self
 
 import numpy as np
+from pydantic import Field
 
 from app.aggregation.base import (
-    USE_GOLD,
-    Params,
-    SortedVotes,
-    VoteArrays,
-    WorkerMethod,
+    WorkerAggregator,
     WorkerModelFit,
-    grow,
-    max_iter_spec,
-    posteriors_from_log,
     single_class_fit,
-    tol_spec,
     warm_array,
 )
-from app.aggregation.em import EMModel, State, fill_empty, multi_start, posterior_starts
-from app.aggregation.params import ParamSpec
-
-NAME = "glad"
-
-PARAMS: dict[str, ParamSpec] = {
-    "max_iter": max_iter_spec(100),
-    "tol": tol_spec(1e-5),
-    "alpha_prior_mean": ParamSpec(
-        name="alpha_prior_mean",
-        type=float,
-        default=1.0,
-        doc="mean of the N(mean, 1) prior on every worker's ability alpha, and its initial value",
-        check=lambda v: math.isfinite(v) and abs(v) <= 100,
-        rule="a number in [-100, 100]",
-    ),
-    "beta_prior_mean": ParamSpec(
-        name="beta_prior_mean",
-        type=float,
-        default=1.0,
-        doc="mean of the N(mean, 1) prior on every item's log inverse difficulty beta, and its "
-        "initial value",
-        check=lambda v: math.isfinite(v) and abs(v) <= 20,
-        rule="a number in [-20, 20]",
-    ),
-    "m_step_iter": ParamSpec(
-        name="m_step_iter",
-        type=int,
-        default=3,
-        doc="maximum Newton rounds per M-step (each updates all abilities, then all "
-        "difficulties); the M-step need not converge (generalized EM): 3 rounds gave the "
-        "fastest fits at unchanged accuracy in benchmarks/worker_models.py",
-        check=lambda v: 1 <= v <= 100,
-        rule="an integer in [1, 100]",
-    ),
-    "m_step_tol": ParamSpec(
-        name="m_step_tol",
-        type=float,
-        default=1e-4,
-        doc="end the M-step early once every gradient component is below this in absolute value",
-        check=lambda v: 0.0 <= v < math.inf,
-        rule="a finite number >= 0",
-    ),
-    "n_starts": ParamSpec(
-        name="n_starts",
-        type=int,
-        default=2,
-        doc="EM starting points: 1 = every ability and difficulty at its prior mean (crowd-kit's "
-        "start), 2 = also an M-step from majority-vote posteriors; see app/aggregation/em.py",
-        check=lambda v: 1 <= v <= 2,
-        rule="1 or 2",
-    ),
-    "use_gold": USE_GOLD,
-}
+from app.aggregation.em import (
+    EMModel,
+    State,
+    em_work,
+    fit_result,
+    multi_start,
+    posterior_starts,
+)
+from app.aggregation.params import MaxIter, NonNegative, Tol, UseGold
+from app.aggregation.votes import SortedVotes, VoteArrays, grow, posteriors_from_log
 
 # Newton steps are clipped to this size: far from the optimum the quadratic model of a logistic
 # likelihood overshoots, and the next E-step refines the parameters anyway.
 _MAX_STEP = 1.0
 
-# (sv, P, alpha, beta, params) -> (alpha, beta); P[v] = posterior of vote v's own label.
+# (sv, P, alpha, beta, glad) -> (alpha, beta); P[v] = posterior of vote v's own label, `glad` the
+# aggregator (its priors and M-step settings).
 MStep = Callable[
-    [SortedVotes, np.ndarray, np.ndarray, np.ndarray, Params], tuple[np.ndarray, np.ndarray]
+    [SortedVotes, np.ndarray, np.ndarray, np.ndarray, "Glad"], tuple[np.ndarray, np.ndarray]
 ]
 
 
@@ -166,7 +117,7 @@ def objective(
 
 
 def newton_m_step(
-    sv: SortedVotes, hit: np.ndarray, alpha: np.ndarray, beta: np.ndarray, params: Params
+    sv: SortedVotes, hit: np.ndarray, alpha: np.ndarray, beta: np.ndarray, glad: Glad
 ) -> tuple[np.ndarray, np.ndarray]:
     """Block-coordinate Newton ascent on Q: all abilities, then all difficulties, repeated.
 
@@ -176,11 +127,11 @@ def newton_m_step(
     Each round is a few vectorized passes over the votes, versus crowd-kit's scipy conjugate
     gradient over all W + I parameters at once.
     """
-    mu_a, mu_b = float(params["alpha_prior_mean"]), float(params["beta_prior_mean"])
-    tol = float(params["m_step_tol"])
+    mu_a, mu_b = glad.alpha_prior_mean, glad.beta_prior_mean
+    tol = glad.m_step_tol
     alpha, beta = alpha.copy(), beta.copy()
     bv = np.exp(beta)[sv.item]
-    for _ in range(int(params["m_step_iter"])):
+    for _ in range(glad.m_step_iter):
         # Abilities. In-place updates keep the number of 8-bytes-per-vote temporaries low,
         # which matters at 10M votes (each one is a fresh 80 MB allocation).
         x = alpha[sv.worker]
@@ -215,11 +166,11 @@ def newton_m_step(
     return alpha, beta
 
 
-class Glad(EMModel):
-    def __init__(self, sv: SortedVotes, params: Params, m_step: MStep) -> None:
-        self.sv, self.params, self.newton = sv, params, m_step
-        self.mu_a = float(params["alpha_prior_mean"])
-        self.mu_b = float(params["beta_prior_mean"])
+class GladEM(EMModel):
+    def __init__(self, sv: SortedVotes, glad: Glad, m_step: MStep) -> None:
+        self.sv, self.glad, self.newton = sv, glad, m_step
+        self.mu_a = glad.alpha_prior_mean
+        self.mu_b = glad.beta_prior_mean
 
     def prior_state(self) -> State:
         return {
@@ -233,48 +184,11 @@ class Glad(EMModel):
     def m_step(self, post: np.ndarray, state: State | None) -> State:
         start = state if state is not None else self.prior_state()
         hit = self.sv.label_posterior(post)
-        alpha, beta = self.newton(self.sv, hit, start["alpha"], start["beta"], self.params)
+        alpha, beta = self.newton(self.sv, hit, start["alpha"], start["beta"], self.glad)
         return {"alpha": alpha, "beta": beta}
 
 
-def fit_with(
-    votes: VoteArrays,
-    params: Params,
-    warm: WorkerModelFit | None,
-    m_step: MStep,
-) -> WorkerModelFit:
-    """GLAD EM with a pluggable M-step (the tests plug in crowd-kit's scipy CG to compare)."""
-    k = votes.n_classes
-    if k == 1:
-        return single_class_fit(votes)
-    sv = SortedVotes.build(votes, use_gold=bool(params["use_gold"]))
-    model = Glad(sv, params, m_step)
-    mu_a, mu_b = model.mu_a, model.mu_b
-    alpha = grow(warm_array(warm, "alpha"), votes.n_workers, mu_a)
-    beta = grow(warm_array(warm, "beta"), votes.n_items, mu_b)
-    warm_state = None if alpha is None or beta is None else {"alpha": alpha, "beta": beta}
-    run = multi_start(
-        sv,
-        model,
-        max_iter=int(params["max_iter"]),
-        tol=float(params["tol"]),
-        warm=warm_state,
-        states=[("prior means", model.prior_state())],
-        posteriors=posterior_starts(sv, 2)[1:] if int(params["n_starts"]) >= 2 else [],
-    )
-    return WorkerModelFit(
-        probs=fill_empty(sv, run.probs, np.full(k, 1.0 / k)),
-        worker_skill=run.state["alpha"],
-        confusion=None,
-        class_prior=np.full(k, 1.0 / k),
-        n_iter=run.n_iter,
-        converged=run.converged,
-        state={"alpha": run.state["alpha"], "beta": run.state["beta"]},
-        warnings=run.warnings,
-    )
-
-
-def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -> WorkerModelFit:
+class Glad(WorkerAggregator):
     """GLAD EM over the sparse vote list.
 
     Starts: alpha_w = alpha_prior_mean, beta_i = beta_prior_mean (1 and 1, as crowd-kit), and
@@ -301,13 +215,98 @@ def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -
 
     `worker_skill`: the ability alpha_w (0 = random guessing, < 0 = adversarial).
     """
-    return fit_with(votes, params, warm, newton_m_step)
 
+    name = "glad"
+    summary = "worker ability and item difficulty (GLAD), EM with a Newton M-step"
+    source = "Whitehill, Ruvolo, Wu, Bergsma & Movellan (2009), NeurIPS 22, 2035-2043"
 
-METHOD = WorkerMethod(
-    name=NAME,
-    params=PARAMS,
-    summary="worker ability and item difficulty (GLAD), EM with a Newton M-step",
-    source="Whitehill, Ruvolo, Wu, Bergsma & Movellan (2009), NeurIPS 22, 2035-2043",
-    fit=fit,
-)
+    max_iter: MaxIter = 100
+    tol: Tol = 1e-5
+    alpha_prior_mean: Annotated[
+        float,
+        Field(
+            ge=-100,
+            le=100,
+            description="mean of the N(mean, 1) prior on every worker's ability alpha, and its "
+            "initial value",
+        ),
+    ] = 1.0
+    beta_prior_mean: Annotated[
+        float,
+        Field(
+            ge=-20,
+            le=20,
+            description="mean of the N(mean, 1) prior on every item's log inverse difficulty "
+            "beta, and its initial value",
+        ),
+    ] = 1.0
+    m_step_iter: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=100,
+            description="maximum Newton rounds per M-step (each updates all abilities, then all "
+            "difficulties); the M-step need not converge (generalized EM): 3 rounds gave the "
+            "fastest fits at unchanged accuracy in benchmarks/worker_models.py",
+        ),
+    ] = 3
+    m_step_tol: Annotated[
+        NonNegative,
+        Field(
+            description="end the M-step early once every gradient component is below this in "
+            "absolute value"
+        ),
+    ] = 1e-4
+    n_starts: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=2,
+            description="EM starting points: 1 = every ability and difficulty at its prior mean "
+            "(crowd-kit's start), 2 = also an M-step from majority-vote posteriors; see "
+            "app/aggregation/em.py",
+        ),
+    ] = 2
+    use_gold: UseGold = False
+
+    def work(self, n_votes: int) -> float:
+        return em_work(n_votes, self.max_iter, self.n_starts, self.m_step_iter)
+
+    def _fit(self, votes: VoteArrays, warm: WorkerModelFit | None) -> WorkerModelFit:
+        return self._em(votes, warm, newton_m_step)
+
+    def fit_with(
+        self, votes: VoteArrays, m_step: MStep, warm: WorkerModelFit | None = None
+    ) -> Self:
+        """`fit` with another M-step (the tests plug in crowd-kit's scipy CG to compare)."""
+        self._result = (
+            single_class_fit(votes) if votes.n_classes == 1 else self._em(votes, warm, m_step)
+        )
+        return self
+
+    def _em(self, votes: VoteArrays, warm: WorkerModelFit | None, m_step: MStep) -> WorkerModelFit:
+        k = votes.n_classes
+        sv = self.sorted_votes(votes)
+        model = GladEM(sv, self, m_step)
+        mu_a, mu_b = model.mu_a, model.mu_b
+        alpha = grow(warm_array(warm, "alpha"), votes.n_workers, mu_a)
+        beta = grow(warm_array(warm, "beta"), votes.n_items, mu_b)
+        warm_state = None if alpha is None or beta is None else {"alpha": alpha, "beta": beta}
+        run = multi_start(
+            sv,
+            model,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            warm=warm_state,
+            states=[("prior means", model.prior_state())],
+            posteriors=posterior_starts(sv, 2)[1:] if self.n_starts >= 2 else [],
+        )
+        uniform = np.full(k, 1.0 / k)
+        return fit_result(
+            sv,
+            run,
+            uniform,
+            worker_skill=run.state["alpha"],
+            confusion=None,
+            state={"alpha": run.state["alpha"], "beta": run.state["beta"]},
+        )

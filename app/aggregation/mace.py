@@ -19,79 +19,25 @@ Proceedings of NAACL-HLT 2013, 1120-1130.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from app.aggregation.base import (
-    SEED,
-    USE_GOLD,
-    Params,
-    SortedVotes,
-    VoteArrays,
-    WorkerMethod,
-    WorkerModelFit,
-    class_prior,
-    grow,
-    max_iter_spec,
-    posteriors_from_log,
-    single_class_fit,
-    tol_spec,
-    warm_array,
+from app.aggregation.base import WorkerAggregator, WorkerModelFit, warm_array
+from app.aggregation.em import (
+    EMModel,
+    State,
+    em_work,
+    fit_result,
+    multi_start,
+    posterior_starts,
 )
-from app.aggregation.em import EMModel, State, fill_empty, multi_start, posterior_starts
-from app.aggregation.params import ParamSpec
+from app.aggregation.params import MaxIter, Seed, Tol, UseGold
+from app.aggregation.votes import SortedVotes, VoteArrays, class_prior, grow, posteriors_from_log
 
-NAME = "mace"
-
-
-def _positive(name: str, default: float, doc: str) -> ParamSpec:
-    return ParamSpec(
-        name=name,
-        type=float,
-        default=default,
-        doc=doc,
-        check=lambda v: 0.0 < v <= 1e6,
-        rule="a number in (0, 1e6]",
-    )
-
-
-PARAMS: dict[str, ParamSpec] = {
-    "n_restarts": ParamSpec(
-        name="n_restarts",
-        type=int,
-        default=10,
-        doc="random restarts; the one with the highest log marginal likelihood is kept",
-        check=lambda v: 1 <= v <= 100,
-        rule="an integer in [1, 100]",
-    ),
-    "max_iter": max_iter_spec(50),
-    "tol": tol_spec(1e-5),
-    "alpha": _positive("alpha", 0.5, "Beta prior pseudo-count on spamming"),
-    "beta": _positive("beta", 0.5, "Beta prior pseudo-count on knowing (not spamming)"),
-    "strategy_prior": _positive(
-        "strategy_prior", 10.0, "symmetric Dirichlet pseudo-count on each spam-strategy label"
-    ),
-    "seed": SEED,
-    "n_starts": ParamSpec(
-        name="n_starts",
-        type=int,
-        default=2,
-        doc="deterministic starts added to the random restarts: 0 = none (crowd-kit), 1 = an "
-        "M-step from vote fractions, 2 = also from majority vote; see app/aggregation/em.py",
-        check=lambda v: 0 <= v <= 2,
-        rule="an integer in [0, 2]",
-    ),
-    "learn_class_prior": ParamSpec(
-        name="learn_class_prior",
-        type=int,
-        default=1,
-        doc="true: the distribution of the true class is estimated (mean posterior, as in "
-        "Dawid-Skene); false: uniform, as in the paper and crowd-kit",
-        rule="true or false",
-        flag=True,
-    ),
-    "use_gold": USE_GOLD,
-}
+# A Beta or Dirichlet pseudo-count: positive, and bounded so digamma's recurrence stays short.
+PseudoCount = Annotated[float, Field(gt=0, le=1e6)]
 
 # crowd-kit draws every initial weight from U(1, 1 + default_noise) with default_noise = 0.5,
 # then normalizes.
@@ -135,13 +81,13 @@ def _initial(seed: int, restart: int, n_workers: int, k: int) -> tuple[np.ndarra
     return draw((n_workers, 2)), draw((n_workers, k))
 
 
-class Mace(EMModel):
+class MaceEM(EMModel):
     """State: "log_spam" (W, 2) log (spam, know) weights, "log_strategy" (W, K) and
     "log_class_prior" (K,) (uniform unless `learn_class_prior`)."""
 
-    def __init__(self, sv: SortedVotes, params: Params) -> None:
-        self.sv, self.params = sv, params
-        self.learn_prior = bool(params["learn_class_prior"])
+    def __init__(self, sv: SortedVotes, mace: Mace) -> None:
+        self.sv, self.mace = sv, mace
+        self.learn_prior = mace.learn_class_prior
 
     def e_step(self, state: State) -> tuple[np.ndarray, float]:
         """Posteriors (I, K) and the log marginal likelihood under VB's weights as they are.
@@ -179,7 +125,7 @@ class Mace(EMModel):
         """VB M-step from each vote's posterior probability of having been given knowingly,
         P(knew) = P(true = label) * know / (spam xi + know); from posteriors alone (a start),
         every vote that matches the posterior is taken as known."""
-        sv, k, p = self.sv, self.sv.n_classes, self.params
+        sv, k, p = self.sv, self.sv.n_classes, self.mace
         hit = sv.label_posterior(post)
         if state is None:
             knew = hit
@@ -199,8 +145,8 @@ class Mace(EMModel):
         uniform = np.full(k, -math.log(k))
         log_prior = np.log(class_prior(sv, post)) if self.learn_prior else uniform
         return {
-            "log_spam": _log_geometric_mean(counts, np.array([p["alpha"], p["beta"]])),
-            "log_strategy": _log_geometric_mean(strategy, float(p["strategy_prior"])),
+            "log_spam": _log_geometric_mean(counts, np.array([p.alpha, p.beta])),
+            "log_strategy": _log_geometric_mean(strategy, p.strategy_prior),
             "log_class_prior": log_prior,
         }
 
@@ -219,7 +165,7 @@ def _logsumexp_rows(x: np.ndarray) -> np.ndarray:
     return m + np.log(np.exp(x - m).sum(axis=1, keepdims=True))
 
 
-def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -> WorkerModelFit:
+class Mace(WorkerAggregator):
     """MACE with variational-Bayes EM and random restarts.
 
     Initialization: for each restart, (spam, know) and strategy weights drawn from U(1, 2.5) and
@@ -252,66 +198,102 @@ def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -
     `worker_skill`: the probability of knowing, know / (spam + know), from the VB weights.
     `confusion[w, c, l]` = spam_w * xi_w[l] + know_w * [l == c] with normalized weights.
     """
-    p = params
-    k = votes.n_classes
-    if k == 1:
-        return single_class_fit(votes)
-    sv = SortedVotes.build(votes, use_gold=bool(p["use_gold"]))
-    w = votes.n_workers
-    model = Mace(sv, p)
 
-    warm_spam = grow(warm_array(warm, "log_spam"), w, np.log([0.5, 0.5]))
-    warm_strategy = grow(warm_array(warm, "log_strategy"), w, np.full(k, -math.log(k)))
-    warm_state = None
-    if warm_spam is not None and warm_strategy is not None:
-        warm_state = {"log_spam": warm_spam, "log_strategy": warm_strategy}
-        warm_prior = warm_array(warm, "log_class_prior")
-        if warm_prior is not None and warm_prior.shape == (k,):
-            warm_state["log_class_prior"] = warm_prior
-    restarts = []
-    for r in range(int(p["n_restarts"])):
-        log_spam0, log_strategy0 = _initial(int(p["seed"]), r, w, k)
-        restarts.append(
-            (f"random restart {r}", {"log_spam": log_spam0, "log_strategy": log_strategy0})
+    name = "mace"
+    summary = "per-worker spamming probability and spam strategy (MACE), variational EM"
+    source = "Hovy, Berg-Kirkpatrick, Vaswani & Hovy (2013), NAACL-HLT, 1120-1130"
+
+    n_restarts: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=100,
+            description="random restarts; the one with the highest log marginal likelihood is kept",
+        ),
+    ] = 10
+    max_iter: MaxIter = 50
+    tol: Tol = 1e-5
+    alpha: Annotated[PseudoCount, Field(description="Beta prior pseudo-count on spamming")] = 0.5
+    beta: Annotated[
+        PseudoCount, Field(description="Beta prior pseudo-count on knowing (not spamming)")
+    ] = 0.5
+    strategy_prior: Annotated[
+        PseudoCount,
+        Field(description="symmetric Dirichlet pseudo-count on each spam-strategy label"),
+    ] = 10.0
+    seed: Seed = 0
+    n_starts: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=2,
+            description="deterministic starts added to the random restarts: 0 = none "
+            "(crowd-kit), 1 = an M-step from vote fractions, 2 = also from majority vote; see "
+            "app/aggregation/em.py",
+        ),
+    ] = 2
+    learn_class_prior: Annotated[
+        bool,
+        Field(
+            description="true: the distribution of the true class is estimated (mean posterior, "
+            "as in Dawid-Skene); false: uniform, as in the paper and crowd-kit"
+        ),
+    ] = True
+    use_gold: UseGold = False
+
+    def work(self, n_votes: int) -> float:
+        return em_work(n_votes, self.max_iter, self.n_restarts + self.n_starts)
+
+    def _fit(self, votes: VoteArrays, warm: WorkerModelFit | None) -> WorkerModelFit:
+        k = votes.n_classes
+        sv = self.sorted_votes(votes)
+        w = votes.n_workers
+        model = MaceEM(sv, self)
+
+        warm_spam = grow(warm_array(warm, "log_spam"), w, np.log([0.5, 0.5]))
+        warm_strategy = grow(warm_array(warm, "log_strategy"), w, np.full(k, -math.log(k)))
+        warm_state = None
+        if warm_spam is not None and warm_strategy is not None:
+            warm_state = {"log_spam": warm_spam, "log_strategy": warm_strategy}
+            warm_prior = warm_array(warm, "log_class_prior")
+            if warm_prior is not None and warm_prior.shape == (k,):
+                warm_state["log_class_prior"] = warm_prior
+        restarts = []
+        for r in range(self.n_restarts):
+            log_spam0, log_strategy0 = _initial(self.seed, r, w, k)
+            restarts.append(
+                (f"random restart {r}", {"log_spam": log_spam0, "log_strategy": log_strategy0})
+            )
+        run = multi_start(
+            sv,
+            model,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            warm=warm_state,
+            states=restarts,
+            posteriors=posterior_starts(sv, self.n_starts) if self.n_starts else [],
+            final_e_step=True,
         )
-    run = multi_start(
-        sv,
-        model,
-        max_iter=int(p["max_iter"]),
-        tol=float(p["tol"]),
-        warm=warm_state,
-        states=restarts,
-        posteriors=posterior_starts(sv, int(p["n_starts"])) if int(p["n_starts"]) else [],
-        final_e_step=True,
-    )
-    log_spam, log_strategy = run.state["log_spam"], run.state["log_strategy"]
-    log_prior = _prior(run.state, sv)
-    prior = np.exp(log_prior)
-    prior /= prior.sum()
-    post = fill_empty(sv, run.probs, prior)
-    spam = np.exp(log_spam)
-    spam /= spam.sum(axis=1, keepdims=True)
-    strategy = np.exp(log_strategy)
-    strategy /= strategy.sum(axis=1, keepdims=True)
-    conf = np.repeat((spam[:, 0:1] * strategy)[:, None, :], k, axis=1)
-    idx = np.arange(k)
-    conf[:, idx, idx] += spam[:, 1:2]
-    return WorkerModelFit(
-        probs=post,
-        worker_skill=spam[:, 1].copy(),
-        confusion=conf,
-        class_prior=prior,
-        n_iter=run.n_iter,
-        converged=run.converged,
-        state={"log_spam": log_spam, "log_strategy": log_strategy, "log_class_prior": log_prior},
-        warnings=run.warnings,
-    )
-
-
-METHOD = WorkerMethod(
-    name=NAME,
-    params=PARAMS,
-    summary="per-worker spamming probability and spam strategy (MACE), variational EM",
-    source="Hovy, Berg-Kirkpatrick, Vaswani & Hovy (2013), NAACL-HLT, 1120-1130",
-    fit=fit,
-)
+        log_spam, log_strategy = run.state["log_spam"], run.state["log_strategy"]
+        log_prior = _prior(run.state, sv)
+        prior = np.exp(log_prior)
+        prior /= prior.sum()
+        spam = np.exp(log_spam)
+        spam /= spam.sum(axis=1, keepdims=True)
+        strategy = np.exp(log_strategy)
+        strategy /= strategy.sum(axis=1, keepdims=True)
+        conf = np.repeat((spam[:, 0:1] * strategy)[:, None, :], k, axis=1)
+        idx = np.arange(k)
+        conf[:, idx, idx] += spam[:, 1:2]
+        return fit_result(
+            sv,
+            run,
+            prior,
+            worker_skill=spam[:, 1].copy(),
+            confusion=conf,
+            state={
+                "log_spam": log_spam,
+                "log_strategy": log_strategy,
+                "log_class_prior": log_prior,
+            },
+        )

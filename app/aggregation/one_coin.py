@@ -10,57 +10,29 @@ Optimal Algorithm for Crowdsourcing." Journal of Machine Learning Research 17(10
 
 from __future__ import annotations
 
-import math
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from app.aggregation.base import (
+from app.aggregation.base import WorkerAggregator, WorkerModelFit, warm_array
+from app.aggregation.em import (
+    EMModel,
+    State,
+    em_work,
+    fit_result,
+    multi_start,
+    posterior_starts,
+)
+from app.aggregation.params import MaxIter, NonNegative, NStarts, Tol, UseGold
+from app.aggregation.votes import (
     EPS,
-    N_STARTS,
-    USE_GOLD,
-    Params,
     SortedVotes,
     VoteArrays,
-    WorkerMethod,
-    WorkerModelFit,
     class_prior,
     grow,
-    max_iter_spec,
     posteriors_from_log,
-    single_class_fit,
-    tol_spec,
-    warm_array,
 )
-from app.aggregation.em import EMModel, State, fill_empty, multi_start, posterior_starts
-from app.aggregation.params import ParamSpec
-
-NAME = "one-coin"
-
-PARAMS: dict[str, ParamSpec] = {
-    "max_iter": max_iter_spec(100),
-    "tol": tol_spec(1e-5),
-    "smoothing": ParamSpec(
-        name="smoothing",
-        type=float,
-        default=0.0,
-        doc="pseudo-votes added to each worker's correct and to their incorrect expected counts "
-        "(MAP under a Beta(1 + smoothing, 1 + smoothing) prior on accuracy); 0 = maximum "
-        "likelihood",
-        check=lambda v: 0.0 <= v < math.inf,
-        rule="a finite number >= 0",
-    ),
-    "n_starts": N_STARTS,
-    "constant_at_chance": ParamSpec(
-        name="constant_at_chance",
-        type=int,
-        default=1,
-        doc="true: workers who gave one label only, beyond chance, are held at accuracy 1/K "
-        "(their votes carry no weight); false: crowd-kit's update",
-        rule="true or false",
-        flag=True,
-    ),
-    "use_gold": USE_GOLD,
-}
 
 
 def _log_rates(skill: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +46,7 @@ def _log_rates(skill: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.log(right), np.log(wrong)
 
 
-class OneCoin(EMModel):
+class OneCoinEM(EMModel):
     def __init__(self, sv: SortedVotes, smoothing: float, constant_at_chance: bool = True) -> None:
         self.sv, self.smoothing = sv, smoothing
         self.constant = sv.constant_workers if constant_at_chance else np.zeros(0, np.int64)
@@ -110,7 +82,7 @@ def _confusion(skill: np.ndarray, k: int) -> np.ndarray:
     return conf
 
 
-def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -> WorkerModelFit:
+class OneCoin(WorkerAggregator):
     """One-coin EM over the sparse vote list.
 
     Initialization: per-item vote fractions (majority-vote posteriors), then one M-step, as in
@@ -133,45 +105,66 @@ def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -
     `worker_skill`: the accuracy s_w (clipped as above); `confusion` is the implied K x K
     matrix (s_w on the diagonal, (1 - s_w) / (K - 1) elsewhere).
     """
-    k = votes.n_classes
-    if k == 1:
-        return single_class_fit(votes)
-    sv = SortedVotes.build(votes, use_gold=bool(params["use_gold"]))
-    old_skill = warm_array(warm, "skill")
-    old_prior = warm_array(warm, "class_prior")
-    warm_state = None
-    if old_skill is not None and old_skill.size and old_prior is not None and old_prior.size == k:
-        skill = grow(old_skill, votes.n_workers, float(old_skill.mean()))
-        assert skill is not None
-        warm_state = {"skill": skill, "class_prior": old_prior / old_prior.sum()}
-    run = multi_start(
-        sv,
-        OneCoin(sv, float(params["smoothing"]), bool(params["constant_at_chance"])),
-        max_iter=int(params["max_iter"]),
-        tol=float(params["tol"]),
-        warm=warm_state,
-        posteriors=posterior_starts(sv, int(params["n_starts"])),
-    )
-    skill, prior = run.state["skill"], run.state["class_prior"]
-    post = fill_empty(sv, run.probs, prior)
-    clipped = np.clip(skill, EPS, 1.0 - EPS)
-    return WorkerModelFit(
-        probs=post,
-        worker_skill=clipped,
-        confusion=_confusion(skill, k),
-        class_prior=prior,
-        n_iter=run.n_iter,
-        converged=run.converged,
-        state={"skill": skill, "class_prior": prior},
-        warnings=run.warnings,
+
+    name = "one-coin"
+    summary = "one accuracy per worker, errors uniform over the other classes, fitted by EM"
+    source = (
+        "Zhang, Chen, Zhou & Jordan (2016), JMLR 17(102); one-coin special case of "
+        "Dawid & Skene (1979)"
     )
 
+    max_iter: MaxIter = 100
+    tol: Tol = 1e-5
+    smoothing: Annotated[
+        NonNegative,
+        Field(
+            description="pseudo-votes added to each worker's correct and to their incorrect "
+            "expected counts (MAP under a Beta(1 + smoothing, 1 + smoothing) prior on accuracy); "
+            "0 = maximum likelihood"
+        ),
+    ] = 0.0
+    n_starts: NStarts = 2
+    constant_at_chance: Annotated[
+        bool,
+        Field(
+            description="true: workers who gave one label only, beyond chance, are held at "
+            "accuracy 1/K (their votes carry no weight); false: crowd-kit's update"
+        ),
+    ] = True
+    use_gold: UseGold = False
 
-METHOD = WorkerMethod(
-    name=NAME,
-    params=PARAMS,
-    summary="one accuracy per worker, errors uniform over the other classes, fitted by EM",
-    source="Zhang, Chen, Zhou & Jordan (2016), JMLR 17(102); one-coin special case of "
-    "Dawid & Skene (1979)",
-    fit=fit,
-)
+    def work(self, n_votes: int) -> float:
+        return em_work(n_votes, self.max_iter, self.n_starts)
+
+    def _fit(self, votes: VoteArrays, warm: WorkerModelFit | None) -> WorkerModelFit:
+        k = votes.n_classes
+        sv = self.sorted_votes(votes)
+        old_skill = warm_array(warm, "skill")
+        old_prior = warm_array(warm, "class_prior")
+        warm_state = None
+        if (
+            old_skill is not None
+            and old_skill.size
+            and old_prior is not None
+            and old_prior.size == k
+        ):
+            skill = grow(old_skill, votes.n_workers, float(old_skill.mean()))
+            assert skill is not None
+            warm_state = {"skill": skill, "class_prior": old_prior / old_prior.sum()}
+        run = multi_start(
+            sv,
+            OneCoinEM(sv, self.smoothing, self.constant_at_chance),
+            max_iter=self.max_iter,
+            tol=self.tol,
+            warm=warm_state,
+            posteriors=posterior_starts(sv, self.n_starts),
+        )
+        skill, prior = run.state["skill"], run.state["class_prior"]
+        return fit_result(
+            sv,
+            run,
+            prior,
+            worker_skill=np.clip(skill, EPS, 1.0 - EPS),
+            confusion=_confusion(skill, k),
+            state={"skill": skill, "class_prior": prior},
+        )

@@ -26,39 +26,39 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Annotated, ClassVar
 
 import numpy as np
+from pydantic import Field
 
-from app.aggregation.base import (
-    EPS,
-    SEED,
-    USE_GOLD,
-    Params,
-    VoteArrays,
-    WorkerMethod,
-    WorkerModelFit,
-)
-from app.aggregation.params import ParamSpec, validate_params
+from app.aggregation.base import WorkerAggregator, WorkerModelFit
+from app.aggregation.dawid_skene import DawidSkene
+from app.aggregation.dawid_skene_clustered import DawidSkeneClustered
+from app.aggregation.glad import Glad
+from app.aggregation.mace import Mace
+from app.aggregation.one_coin import OneCoin
+from app.aggregation.params import Seed, UseGold
+from app.aggregation.votes import EPS, VoteArrays
+from app.aggregation.wawa import Wawa
 
-NAME = "auto"
 MIN_GOLD = 30
 # Two standard errors: a difference smaller than that is within what another held-out split
 # (or another sample of gold items) could reverse about 1 time in 20.
 TIE_SE = 2.0
+# auto (and /methods/compare) fits every worker model twice (held-out split, then the winner):
+# about this many vote-iterations per vote with the methods' defaults (see WorkerAggregator.work).
+WORK_PER_VOTE = 4000
 
-PARAMS: dict[str, ParamSpec] = {
-    "holdout": ParamSpec(
-        name="holdout",
-        type=float,
-        default=0.2,
-        doc="share of each item's votes held out to score the candidates (items with one vote "
-        "keep it)",
-        check=lambda v: 0.0 < v < 1.0,
-        rule="a number in (0, 1)",
-    ),
-    "seed": SEED,
-    "use_gold": USE_GOLD,
-}
+# The worker models auto chooses among, in the registry's order (a test checks that every
+# worker model is here).
+CANDIDATES: tuple[type[WorkerAggregator], ...] = (
+    DawidSkene,
+    DawidSkeneClustered,
+    OneCoin,
+    Glad,
+    Mace,
+    Wawa,
+)
 
 CRITERIA = ("held-out vote log-likelihood", "accuracy on gold items")
 
@@ -102,7 +102,10 @@ def vote_probability(
 
 
 def score_candidates(
-    votes: VoteArrays, candidates: Sequence[WorkerMethod], params: Params
+    votes: VoteArrays,
+    candidates: Sequence[type[WorkerAggregator]],
+    holdout: float,
+    seed: int,
 ) -> tuple[str, np.ndarray, np.ndarray]:
     """(criterion, score per candidate, standard error of each score's difference to the best
     score); NaN where a candidate failed to give a finite fit.
@@ -117,17 +120,17 @@ def score_candidates(
     units: list[np.ndarray | None] = [None] * n
     if gold is not None and gold_items.size >= MIN_GOLD:
         criterion = CRITERIA[1]
-        for j, spec in enumerate(candidates):
-            f = spec.fit(votes, validate_params(spec.name, spec.params, {}), None)
+        for j, method in enumerate(candidates):
+            f = method().fit(votes).result_
             if np.isfinite(f.probs).all():
                 hit = f.probs[gold_items].argmax(axis=1) == gold[gold_items]
                 units[j] = hit.astype(np.float64)
     else:
         criterion = CRITERIA[0]
-        train, held = split_votes(votes, float(params["holdout"]), int(params["seed"]))
+        train, held = split_votes(votes, holdout, seed)
         if held.size:
-            for j, spec in enumerate(candidates):
-                f = spec.fit(train, validate_params(spec.name, spec.params, {}), None)
+            for j, method in enumerate(candidates):
+                f = method().fit(train).result_
                 p = vote_probability(
                     f, votes.item[held], votes.worker[held], votes.label[held], votes.n_classes
                 )
@@ -152,38 +155,63 @@ def indistinguishable(scores: np.ndarray, std_err: np.ndarray, choice: int) -> n
     return close
 
 
-def make_auto(candidates: Sequence[WorkerMethod]) -> WorkerMethod:
-    """The `auto` method over `candidates` (the registry passes its worker methods, so this
-    module needs no registry import)."""
-    names = [c.name for c in candidates]
+class Auto(WorkerAggregator):
+    """Every candidate scored (see the module doc), the best fitted on all votes.
 
-    def fit(
-        votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None
-    ) -> WorkerModelFit:
-        criterion, scores, std_err = score_candidates(votes, candidates, params)
+    The result is the chosen method's fit (with `use_gold` if asked), its state extended with
+    every candidate's score ("auto_methods", "auto_scores", "auto_std_err", "auto_choice",
+    "auto_criterion"; read by `describe`). `warm` is not used: the choice may change."""
+
+    name = "auto"
+    summary = (
+        "the worker model whose held-out votes are best predicted (or, with at least "
+        f"{MIN_GOLD} gold items, the most accurate on gold); see GET .../methods/compare"
+    )
+    source = "model selection by held-out predictive likelihood; candidates cite their own"
+    fits_one_class = True  # its state records the candidates' scores even then
+    candidates: ClassVar[tuple[type[WorkerAggregator], ...]] = CANDIDATES
+
+    holdout: Annotated[
+        float,
+        Field(
+            gt=0,
+            lt=1,
+            description="share of each item's votes held out to score the candidates (items "
+            "with one vote keep it)",
+        ),
+    ] = 0.2
+    seed: Annotated[Seed, Field(description="seed of the held-out split")] = 0
+    use_gold: Annotated[
+        UseGold,
+        Field(description="true: the chosen method is fitted with gold items clamped"),
+    ] = False
+
+    @property
+    def uses_gold(self) -> bool:
+        return True  # with enough gold items, they decide the choice
+
+    def work(self, n_votes: int) -> float:
+        return float(n_votes) * WORK_PER_VOTE
+
+    def _fit(self, votes: VoteArrays, warm: WorkerModelFit | None) -> WorkerModelFit:
+        criterion, scores, std_err = score_candidates(
+            votes, self.candidates, self.holdout, self.seed
+        )
         finite = np.where(np.isfinite(scores), scores, -math.inf)
         choice = int(np.argmax(finite)) if np.isfinite(scores).any() else 0
-        spec = candidates[choice]
-        raw = {"use_gold": params["use_gold"]} if "use_gold" in spec.params else {}
-        result = spec.fit(votes, validate_params(spec.name, spec.params, raw), None)
+        method = self.candidates[choice]
+        gold = {"use_gold": self.use_gold} if "use_gold" in method.model_fields else {}
+        chosen = method(**gold)
+        result = chosen.fit(votes).result_
         result.state = {
             **result.state,
-            "auto_methods": np.asarray(names, dtype=str),
+            "auto_methods": np.asarray([c.name for c in self.candidates], dtype=str),
             "auto_scores": scores,
             "auto_std_err": std_err,
             "auto_choice": np.asarray(choice),
             "auto_criterion": np.asarray(criterion, dtype=str),
         }
         return result
-
-    return WorkerMethod(
-        name=NAME,
-        params=PARAMS,
-        summary="the worker model whose held-out votes are best predicted (or, with at least "
-        f"{MIN_GOLD} gold items, the most accurate on gold); see GET .../methods/compare",
-        source="model selection by held-out predictive likelihood; candidates cite their own",
-        fit=fit,
-    )
 
 
 def describe(fit: WorkerModelFit) -> dict[str, object] | None:

@@ -12,24 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.aggregation.base import (
-    Params,
-    SortedVotes,
-    VoteArrays,
-    WorkerMethod,
-    WorkerModelFit,
-    normalize_rows,
-    single_class_fit,
-    vote_fractions,
-)
-from app.aggregation.params import ParamSpec
-
-NAME = "wawa"
-
-PARAMS: dict[str, ParamSpec] = {}
+from app.aggregation.base import WorkerAggregator, WorkerModelFit
+from app.aggregation.votes import VoteArrays, normalize_rows, vote_fractions
 
 
-def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -> WorkerModelFit:
+class Wawa(WorkerAggregator):
     """Weighted majority vote with weights = agreement with the unweighted majority.
 
     Initialization: none (closed form); `warm` is accepted and ignored. `n_iter` is 1.
@@ -41,38 +28,33 @@ def fit(votes: VoteArrays, params: Params, warm: WorkerModelFit | None = None) -
     `worker_skill`: the weight, i.e. the worker's agreement rate with the majority, in [0, 1];
     0 for a worker without votes.
     """
-    if votes.n_classes == 1:
-        return single_class_fit(votes)
-    sv = SortedVotes.build(votes)
-    shares = vote_fractions(sv)
-    majority = shares.argmax(axis=1)  # first maximum: lowest class index on ties
-    agree = (majority[sv.item] == sv.label).astype(np.float64)
-    weight = np.divide(
-        sv.worker_sum(agree),
-        sv.worker_votes,
-        out=np.zeros(sv.n_workers),
-        where=sv.worker_votes > 0,
-    )
-    weighted = sv.item_label_sum(weight[sv.worker])
-    total = weighted.sum(axis=1)
-    probs = normalize_rows(weighted)
-    dead = total <= 0  # no votes (shares are uniform there) or only zero-weight voters
-    probs[dead] = shares[dead]
-    return WorkerModelFit(
-        probs=probs,
-        worker_skill=weight,
-        confusion=None,
-        class_prior=None,
-        n_iter=1,
-        converged=True,
-        state={"skill": weight},
-    )
 
+    name = "wawa"
+    summary = "majority vote weighted by each worker's agreement with the majority"
+    source = "crowd-kit's Wawa (Ustalov et al., crowd-kit, 2021-2024)"
 
-METHOD = WorkerMethod(
-    name=NAME,
-    params=PARAMS,
-    summary="majority vote weighted by each worker's agreement with the majority",
-    source="crowd-kit's Wawa (Ustalov et al., crowd-kit, 2021-2024)",
-    fit=fit,
-)
+    def _fit(self, votes: VoteArrays, warm: WorkerModelFit | None) -> WorkerModelFit:
+        sv = self.sorted_votes(votes)
+        shares = vote_fractions(sv)
+        majority = shares.argmax(axis=1)  # first maximum: lowest class index on ties
+        agree = (majority[sv.item] == sv.label).astype(np.float64)
+        weight = np.divide(
+            sv.worker_sum(agree),
+            sv.worker_votes,
+            out=np.zeros(sv.n_workers),
+            where=sv.worker_votes > 0,
+        )
+        weighted = sv.item_label_sum(weight[sv.worker])
+        total = weighted.sum(axis=1)
+        probs = normalize_rows(weighted)
+        dead = total <= 0  # no votes (shares are uniform there) or only zero-weight voters
+        probs[dead] = shares[dead]
+        return WorkerModelFit(
+            probs=probs,
+            worker_skill=weight,
+            confusion=None,
+            class_prior=None,
+            n_iter=1,
+            converged=True,
+            state={"skill": weight},
+        )

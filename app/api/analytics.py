@@ -12,14 +12,7 @@ import app.api.paths  # noqa: F401  (registers the {worker:id} path convertor)
 from app.aggregation import agreement
 from app.aggregation.registry import get_method
 from app.api.deps import EngineDep, ProjectDep, require
-from app.api.method_query import (
-    LabelerDep,
-    MaxIterQuery,
-    SeedQuery,
-    TolQuery,
-    UseGoldQuery,
-    WorkerLabelerDep,
-)
+from app.api.method_query import LabelerDep, WorkerLabelerDep
 from app.api.schemas import NextItems, ProjectStats, WorkerDetail, WorkerList
 from app.db.models import Project
 from app.errors import NotFound, ValidationFailed
@@ -41,10 +34,6 @@ def stats(
     project: ProjectDep,
     engine: EngineDep,
     labels: LabelerDep,
-    max_iter: MaxIterQuery = None,
-    tol: TolQuery = None,
-    seed: SeedQuery = None,
-    use_gold: UseGoldQuery = None,
 ) -> ProjectStats:
     """Counts, votes-per-item histogram, Krippendorff's alpha (nominal), Fleiss' kappa, and the
     mean normalized entropy of the soft labels by `method`."""
@@ -94,10 +83,6 @@ def next_items(
     max_votes: Annotated[
         int | None, Query(ge=1, le=2**31 - 1, description="Only items with fewer votes.")
     ] = None,
-    max_iter: MaxIterQuery = None,
-    tol: TolQuery = None,
-    seed: SeedQuery = None,
-    use_gold: UseGoldQuery = None,
 ) -> NextItems:
     """The items that most need another vote: most uncertain first (`entropy`: normalized
     entropy of the soft label; `margin`: 1 - (p1 - p2); `activelab`: 1 - the quality of the
@@ -206,10 +191,6 @@ def list_workers(
     project: ProjectDep,
     engine: EngineDep,
     labeled: WorkerLabelerDep,
-    max_iter: MaxIterQuery = None,
-    tol: TolQuery = None,
-    seed: SeedQuery = None,
-    use_gold: UseGoldQuery = None,
 ) -> WorkerList:
     """Every worker: votes, agreement with the leave-one-out majority, the method's skill
     estimate and the spammer flag (rule in `spammer_rule`)."""
@@ -235,10 +216,6 @@ def get_worker(
     engine: EngineDep,
     labeled: WorkerLabelerDep,
     worker: str,
-    max_iter: MaxIterQuery = None,
-    tol: TolQuery = None,
-    seed: SeedQuery = None,
-    use_gold: UseGoldQuery = None,
 ) -> WorkerDetail:
     """One worker, with a K x K confusion matrix (row = true class, column = given label) and
     class-wise accuracy: the model's where it has one (dawid-skene), otherwise counted against

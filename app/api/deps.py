@@ -24,7 +24,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from app.aggregation.registry import PARAM_NAMES
 from app.api.services import Services
 from app.auth.scopes import ANONYMOUS_ADMIN, Caller
 from app.config import Settings
@@ -187,16 +186,13 @@ def _walk_query_params(route: APIRoute) -> frozenset[str]:
 def reject_unknown_query(request: Request) -> None:
     """A query parameter no route reads is a client's typo: say so (422) instead of ignoring it.
 
-    Routes that compute soft labels also take every method's parameters (app/api/method_query.py
-    checks each against the chosen method)."""
+    Routes that compute soft labels declare every method's parameters through a dependency
+    (app/api/method_query.py, which then checks each against the chosen method)."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or not request.query_params:
         return
     declared = declared_query_params(route)
-    allowed = declared
-    if "method" in declared:
-        allowed = declared | PARAM_NAMES
-    unknown = sorted(set(request.query_params) - allowed)
+    unknown = sorted(set(request.query_params) - declared)
     if unknown:
         takes = ", ".join(sorted(declared)) or "no query parameters"
         raise ValidationFailed(

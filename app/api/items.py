@@ -13,14 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 import app.api.paths  # noqa: F401  (registers the {item:id} path convertor)
 from app.api.deps import EngineDep, ProjectDep, ServicesDep, require
 from app.api.item_schemas import ItemDetail, ItemPage, ItemRow, ItemVote
-from app.api.method_query import (
-    AlphaQuery,
-    LabelerDep,
-    MaxIterQuery,
-    SeedQuery,
-    TemperatureQuery,
-    TolQuery,
-)
+from app.api.method_query import LabelerDep
 from app.errors import NotFound, ValidationFailed
 from app.labels.fits import params_key
 from app.labels.items import list_items, read_image, read_item
@@ -51,11 +44,6 @@ def get_items(
     features: Annotated[
         bool, Query(description="Also return each item's feature vector (for training sets).")
     ] = False,
-    alpha: AlphaQuery = None,
-    temperature: TemperatureQuery = None,
-    max_iter: MaxIterQuery = None,
-    tol: TolQuery = None,
-    seed: SeedQuery = None,
 ) -> ItemPage:
     """Items with their soft label under `method`, one page at a time. Items without a score
     (no votes; for gold_disagreement no gold) come last in either order."""

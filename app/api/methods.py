@@ -6,13 +6,11 @@ a second call, or `?method=auto` on the soft-label routes with the same paramete
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 
 from app.aggregation.select import describe
 from app.api.deps import ProjectDep, ServicesDep, require
-from app.api.method_query import labeler_from_request
+from app.api.method_query import AutoParamsQuery, labeler_from_request
 from app.api.schemas import MethodComparison
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["analytics"])
@@ -27,13 +25,7 @@ def compare_methods(
     request: Request,
     project: ProjectDep,
     services: ServicesDep,
-    holdout: Annotated[
-        float | None, Query(description="Share of each item's votes held out (default 0.2).")
-    ] = None,
-    seed: Annotated[int | None, Query(description="Seed of the held-out split.")] = None,
-    use_gold: Annotated[
-        bool | None, Query(description="Fit the chosen method with gold items clamped.")
-    ] = None,
+    _: AutoParamsQuery = None,
 ) -> MethodComparison:
     """Every worker-model method scored on this project's votes: the mean log-probability each
     gives held-out votes (a share of every item's votes, fitted on the rest), or, with at least

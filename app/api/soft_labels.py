@@ -12,14 +12,9 @@ from sqlalchemy import select
 import app.api.paths  # noqa: F401  (registers the {item:id} path convertor)
 from app.api.deps import ProjectDep, ServicesDep, SessionDep, require
 from app.api.method_query import (
-    AlphaQuery,
     LabelerDep,
-    MaxIterQuery,
+    MethodParamsQuery,
     MethodQuery,
-    SeedQuery,
-    TemperatureQuery,
-    TolQuery,
-    UseGoldQuery,
     labeler_from_request,
 )
 from app.api.model_loop import export_model_predictions
@@ -41,12 +36,6 @@ def get_soft_label(
     session: SessionDep,
     item: str,
     labels: LabelerDep,
-    alpha: AlphaQuery = None,
-    temperature: TemperatureQuery = None,
-    max_iter: MaxIterQuery = None,
-    tol: TolQuery = None,
-    seed: SeedQuery = None,
-    use_gold: UseGoldQuery = None,
 ) -> SoftLabel:
     row = session.execute(
         select(Item.id, Item.n_votes, Item.counts, Item.gold).where(
@@ -91,12 +80,7 @@ def export_soft_labels(
     method: MethodQuery = "normalized",
     format: Annotated[Format, Query(description="jsonl, csv or parquet.")] = "jsonl",
     min_votes: Annotated[int, Query(ge=0, le=2**31 - 1)] = 1,
-    alpha: AlphaQuery = None,
-    temperature: TemperatureQuery = None,
-    max_iter: MaxIterQuery = None,
-    tol: TolQuery = None,
-    seed: SeedQuery = None,
-    use_gold: UseGoldQuery = None,
+    _: MethodParamsQuery = None,
 ) -> StreamingResponse:
     """Every item with at least `min_votes` votes: id, n_votes, distribution, gold if any.
 

@@ -8,17 +8,19 @@ import gzip
 import io
 import time
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 from pydantic import TypeAdapter, ValidationError
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from sqlalchemy import Engine
 
-from app.aggregation.params import MethodParams
 from app.cli.common import DataDirOpt, console, fail, migrated_engine, settings_for
 from app.config import Settings
 from app.votes.records import index_text
+
+if TYPE_CHECKING:  # the aggregation package (numpy, scipy) loads only for an export
+    from app.aggregation.base import Aggregator
 
 
 def register(app: typer.Typer) -> None:
@@ -173,12 +175,12 @@ def export(
         fail(f"--param {bad[0]!r}: write NAME=VALUE, e.g. temperature=2", code=2)
     raw = dict(p.split("=", 1) for p in (param or []))
     try:
-        spec, params = resolve_method(method, raw)
+        aggregator = resolve_method(method, raw)
     except ParamError as exc:
         fail(f"{exc.field}: {exc.reason}", code=2)
     settings = settings_for(data_dir)
     with migrated_engine(settings) as engine:
-        _export(engine, settings, project, output, format, min_votes, spec, params)
+        _export(engine, settings, project, output, format, min_votes, aggregator)
 
 
 def _export(
@@ -188,8 +190,7 @@ def _export(
     output: Path,
     format: str,
     min_votes: int,
-    spec: Any,
-    params: MethodParams,
+    aggregator: Aggregator,
 ) -> None:
     from sqlalchemy import select
 
@@ -208,7 +209,7 @@ def _export(
     started = time.perf_counter()
     n_bytes = 0
     labels = labeler(
-        engine, proj.id, len(proj.classes), proj.votes_version, spec, params, sync_max_votes=0
+        engine, proj.id, len(proj.classes), proj.votes_version, aggregator, sync_max_votes=0
     )
     chunks = read_chunks(
         engine, proj.id, proj.classes, labels.probs, min_votes, settings.export_chunk_rows

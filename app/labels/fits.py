@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, text
 
-from app.aggregation.base import VoteArrays, WorkerMethod, WorkerModelFit
+from app.aggregation.base import WorkerAggregator, WorkerModelFit
 from app.aggregation.budget import FitOverBudget, time_budget
-from app.aggregation.params import MethodParams
+from app.aggregation.votes import VoteArrays
 from app.db import functions
 from app.errors import FitPending, FitsBusy
 
@@ -109,10 +109,6 @@ _GOLD_KEY = text(
 
 def gold_key(conn: Connection, project_id: int) -> str:
     return str(conn.execute(_GOLD_KEY, {"p": project_id}).scalar_one())
-
-
-def uses_gold(method: str, params: dict[str, Any]) -> bool:
-    return bool(params.get("use_gold")) or method == "auto"
 
 
 def load_votes(conn: Connection, project_id: int, n_classes: int) -> ProjectVotes:
@@ -247,23 +243,22 @@ def fit_in_snapshot(
     conn: Connection,
     project_id: int,
     n_classes: int,
-    spec: WorkerMethod,
-    params: MethodParams,
+    method: WorkerAggregator,
     warm: Fit | None = None,
 ) -> Fit:
     """Fit on the votes `conn` sees: the caller holds the REPEATABLE READ transaction, so the
     fit is for exactly the votes (and votes_version) of that snapshot. Not stored."""
     version = functions.votes_version(conn, project_id=project_id)
     pv = load_votes(conn, project_id, n_classes)
-    key = gold_key(conn, project_id) if uses_gold(spec.name, params) else ""
+    key = gold_key(conn, project_id) if method.uses_gold else ""
     started = time.perf_counter()
     # Indices are database-id order, and ids only grow, so the stored fit's rows line up with
     # the first rows of the new one: a valid warm start even after new items or workers.
     usable = warm is not None and np.array_equal(warm.item_ids, pv.item_ids[: len(warm.item_ids)])
-    result = spec.fit(pv.votes, params, warm.result if usable and warm else None)
+    result = method.fit(pv.votes, warm.result if usable and warm else None).result_
     return Fit(
-        spec.name,
-        params,
+        method.name,
+        method.params(),
         int(version),
         pv.item_ids,
         pv.worker_ids,
@@ -277,13 +272,12 @@ def compute_fit(
     engine: Engine,
     project_id: int,
     n_classes: int,
-    spec: WorkerMethod,
-    params: MethodParams,
+    method: WorkerAggregator,
     warm: Fit | None = None,
 ) -> Fit:
     """Fit on the project's current votes (one REPEATABLE READ snapshot) and store it."""
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
-        fit = fit_in_snapshot(conn, project_id, n_classes, spec, params, warm)
+        fit = fit_in_snapshot(conn, project_id, n_classes, method, warm)
         conn.rollback()
     with engine.begin() as conn:
         store_fit(conn, project_id, fit)
@@ -303,34 +297,21 @@ def n_votes(conn: Connection, project_id: int) -> int:
 class SyncBudget:
     """What a fit inside an API request may cost; more goes to the worker (see module doc).
 
-    `max_work`: votes x iterations x starts (x Newton rounds for GLAD), an estimate of the fit's
-    cost made before it starts; `max_s`: wall-clock seconds, checked each EM iteration;
-    `slots`: fits this process runs at once (a request finding none free gets 503)."""
+    `max_work`: votes x iterations x starts (x Newton rounds for GLAD), the estimate of the
+    fit's cost its method makes before it starts (WorkerAggregator.work); `max_s`: wall-clock
+    seconds, checked each EM iteration; `slots`: fits this process runs at once (a request
+    finding none free gets 503)."""
 
     max_work: float
     max_s: float
     slots: threading.BoundedSemaphore
 
 
-# `auto` (and /methods/compare) fits every worker model twice (held-out split, then the winner):
-# about this many vote-iterations per vote with the methods' defaults.
-AUTO_WORK_PER_VOTE = 4000
-
-
-def fit_work(n_votes: int, params: dict[str, Any], method: str = "") -> float:
-    if method == "auto":
-        return float(n_votes) * AUTO_WORK_PER_VOTE
-    starts = int(params.get("n_restarts", 0)) + int(params.get("n_starts", 1))
-    rounds = int(params.get("m_step_iter", 1))
-    return float(n_votes) * max(1, int(params.get("max_iter", 1))) * max(1, starts) * rounds
-
-
 def current_fit(
     engine: Engine,
     project_id: int,
     n_classes: int,
-    spec: WorkerMethod,
-    params: MethodParams,
+    method: WorkerAggregator,
     *,
     sync_max_votes: int,
     request_refit: Any = None,
@@ -343,30 +324,26 @@ def current_fit(
     project's."""
     with engine.connect() as conn:
         version = functions.votes_version(conn, project_id=project_id)
-        cached = load_fit(conn, project_id, spec.name, params)
+        cached = load_fit(conn, project_id, method.name, method.params())
         size = n_votes(conn, project_id)
-        key = gold_key(conn, project_id) if uses_gold(spec.name, params) else ""
+        key = gold_key(conn, project_id) if method.uses_gold else ""
     if cached is not None and cached.votes_version == version and cached.gold_key == key:
         return cached
     if request_refit is None or (budget is None and size <= sync_max_votes):
-        return compute_fit(engine, project_id, n_classes, spec, params, warm=cached)
-    if (
-        budget is not None
-        and size <= sync_max_votes
-        and fit_work(size, params, spec.name) <= budget.max_work
-    ):
+        return compute_fit(engine, project_id, n_classes, method, warm=cached)
+    if budget is not None and size <= sync_max_votes and method.work(size) <= budget.max_work:
         if not budget.slots.acquire(blocking=False):
             raise FitsBusy()
         try:
             with time_budget(budget.max_s):
-                return compute_fit(engine, project_id, n_classes, spec, params, warm=cached)
+                return compute_fit(engine, project_id, n_classes, method, warm=cached)
         except FitOverBudget:
             pass  # the worker fits it without a deadline
         finally:
             budget.slots.release()
     request_refit()
     if cached is None:
-        raise FitPending(spec.name)  # a 503 with Retry-After (app/errors.py)
+        raise FitPending(method.name)  # a 503 with Retry-After (app/errors.py)
     cached.stale = True
     return cached
 
@@ -375,14 +352,14 @@ def refit_now(engine: Engine, project_id: int, method: str, params: dict[str, An
     """The worker's `refit` task: bring the stored fit up to the project's current votes."""
     from app.aggregation.registry import resolve_method
 
-    spec, values = resolve_method(method, params)
-    if not isinstance(spec, WorkerMethod):
+    aggregator = resolve_method(method, params)
+    if not isinstance(aggregator, WorkerAggregator):
         return  # count methods have no fit to refresh
     with engine.connect() as conn:
         k = conn.execute(
             text("SELECT cardinality(classes) FROM projects WHERE id = :p"), {"p": project_id}
         ).scalar_one_or_none()
-        warm = load_fit(conn, project_id, spec.name, values) if k is not None else None
+        warm = load_fit(conn, project_id, method, aggregator.params()) if k is not None else None
     if k is None:
         return  # project deleted meanwhile
-    compute_fit(engine, project_id, int(k), spec, values, warm=warm)
+    compute_fit(engine, project_id, int(k), aggregator, warm=warm)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, text
 
-from app.aggregation.crowdlab import CrowdlabResult, crowdlab
+from app.aggregation.crowdlab import Crowdlab, CrowdlabResult, crowdlab
 from app.errors import ValidationFailed
 from app.labels import predictions
 from app.labels.fits import ProjectVotes, load_votes, locate
@@ -97,7 +97,7 @@ def crowdlab_view(
 
 
 def crowdlab_targets(
-    conn: Connection, project_id: int, params: dict[str, Any], db_ids: np.ndarray
+    conn: Connection, project_id: int, method: Crowdlab, db_ids: np.ndarray
 ) -> np.ndarray:
     """Training targets by the crowdlab method for these item ids (app/training/snapshot.py)."""
     k = int(
@@ -105,7 +105,7 @@ def crowdlab_targets(
             text("SELECT cardinality(classes) FROM projects WHERE id = :p"), {"p": project_id}
         ).scalar_one()
     )
-    view, result = crowdlab_view(conn, project_id, k, params.get("job"))
+    view, result = crowdlab_view(conn, project_id, k, method.job)
     pos, _ = locate(view.pv.item_ids, db_ids)
     return result.probs[pos]
 

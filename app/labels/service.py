@@ -11,10 +11,8 @@ import numpy as np
 import procrastinate
 from sqlalchemy import Engine
 
-from app.aggregation.crowdlab import ModelMethod
-from app.aggregation.methods import CountsMethod
-from app.aggregation.params import MethodParams
-from app.aggregation.registry import Method
+from app.aggregation.base import Aggregator, CountsAggregator, WorkerAggregator
+from app.aggregation.crowdlab import Crowdlab
 from app.db import functions
 from app.labels.fits import Fit, SyncBudget, current_fit, params_key
 from app.tasks import defer_refit
@@ -37,8 +35,7 @@ def labeler(
     project_id: int,
     n_classes: int,
     votes_version: int,
-    spec: Method,
-    params: MethodParams,
+    method: Aggregator,
     *,
     sync_max_votes: int,
     queue: procrastinate.App | None = None,
@@ -46,16 +43,20 @@ def labeler(
 ) -> Labeler:
     """`queue` given (the API): large projects refit in the worker and reads get the last fit.
     None (CLI, worker): always fit now."""
-    if isinstance(spec, ModelMethod):  # crowdlab (a job's out-of-sample predictions)
-        return _model_labeler(engine, project_id, n_classes, votes_version, spec, params)
-    if isinstance(spec, CountsMethod):
+    if isinstance(method, Crowdlab):  # a job's out-of-sample predictions and the votes
+        return _model_labeler(engine, project_id, n_classes, method)
+    if isinstance(method, CountsAggregator):
         return Labeler(
-            spec.name,
-            params,
+            method.name,
+            method.params(),
             votes_version,
             False,
-            lambda ids, counts: spec.compute(counts, params),
+            lambda ids, counts: method.compute(counts),
         )
+    if not isinstance(method, WorkerAggregator):
+        raise TypeError(f"no labels for {type(method).__name__}")
+    worker_method = method  # narrowed, for the closures below
+    params = method.params()
 
     def request_refit() -> None:
         assert queue is not None
@@ -66,34 +67,31 @@ def labeler(
                 queue,
                 conn.connection.driver_connection,
                 project_id,
-                spec.name,
+                worker_method.name,
                 params,
-                f"{spec.name}:{params_key(params)}",
+                f"{worker_method.name}:{params_key(params)}",
             )
 
     fit = current_fit(
         engine,
         project_id,
         n_classes,
-        spec,
-        params,
+        worker_method,
         sync_max_votes=sync_max_votes,
         request_refit=request_refit if queue is not None else None,
         budget=budget,
     )
     return Labeler(
-        spec.name, params, fit.votes_version, fit.stale, lambda ids, counts: fit.probs_for(ids), fit
+        method.name,
+        params,
+        fit.votes_version,
+        fit.stale,
+        lambda ids, counts: fit.probs_for(ids),
+        fit,
     )
 
 
-def _model_labeler(
-    engine: Engine,
-    project_id: int,
-    n_classes: int,
-    votes_version: int,
-    spec: ModelMethod,
-    params: dict[str, Any],
-) -> Labeler:
+def _model_labeler(engine: Engine, project_id: int, n_classes: int, method: Crowdlab) -> Labeler:
     """crowdlab: computed on each read (pure numpy over the vote list; no cache yet)."""
     from app.aggregation.crowdlab import routing_scores
     from app.labels.fits import locate
@@ -101,7 +99,7 @@ def _model_labeler(
 
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         version = functions.votes_version(conn, project_id=project_id)
-        view, result = crowdlab_view(conn, project_id, n_classes, params.get("job"))
+        view, result = crowdlab_view(conn, project_id, n_classes, method.job)
         conn.rollback()
     route = routing_scores(view.pv.votes, view.probs, result)
 
@@ -113,6 +111,5 @@ def _model_labeler(
         pos, known = locate(view.pv.item_ids, ids)
         return np.where(known, route[pos], 0.0)  # items newer than the view: label them
 
-    return Labeler(
-        spec.name, {**params, "job": view.job_id}, int(version), False, probs, routing=routing
-    )
+    params = {**method.params(), "job": view.job_id}
+    return Labeler(method.name, params, int(version), False, probs, routing=routing)

@@ -250,10 +250,10 @@ class TrainingConfig(_Strict):
         if not isinstance(method, str):
             raise _field_error("labels", ("method",), "a method name is required", method)
         try:
-            spec, values = resolve_method(method, params)
+            resolved = resolve_method(method, params)
         except ParamError as exc:
             raise _field_error("labels", (exc.field,), exc.reason, raw.get(exc.field)) from None
-        return {"method": spec.name, **values}
+        return {"method": resolved.name, **resolved.params()}
 
     @model_validator(mode="after")
     def _cross_field(self) -> TrainingConfig:

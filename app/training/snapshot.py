@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, text
 
-from app.aggregation.base import WorkerMethod
-from app.aggregation.params import MethodParams
-from app.aggregation.registry import needs_votes, resolve_method
+from app.aggregation.base import Aggregator, WorkerAggregator
+from app.aggregation.registry import resolve_method
 from app.db import functions
 from app.labels.fits import Fit, current_fit, fit_in_snapshot, store_fit
 from app.training.data import TrainingData, build_training_data
@@ -75,8 +74,8 @@ def _n_classes(engine: Engine, project_id: int) -> int:
 
 
 # Model-in-the-loop label methods (crowdlab) need a job's out-of-sample predictions: the hook
-# is set by app/training/oos.py (a function of (conn, project id, params, voted db ids) ->
-# targets), so this module does not import it at load time.
+# is set by app/training/runner.py (a function of (conn, project id, the method, voted db ids)
+# -> targets), so this module does not import it at load time.
 ModelTargets = Any
 
 
@@ -87,17 +86,17 @@ def freeze(
     *,
     model_targets: ModelTargets = None,
 ) -> Snapshot:
-    spec, params = resolve_method(
+    method = resolve_method(
         str(labels["method"]), {k: v for k, v in labels.items() if k != "method"}
     )
     fit: Fit | None = None
     k = _n_classes(engine, project_id)
     for attempt in range(FIT_ATTEMPTS):
-        if needs_votes(spec):
-            fit = current_fit(engine, project_id, k, spec, params, sync_max_votes=2**62)  # type: ignore[arg-type]
+        if isinstance(method, WorkerAggregator):
+            fit = current_fit(engine, project_id, k, method, sync_max_votes=2**62)
         last = attempt == FIT_ATTEMPTS - 1
-        in_snapshot = spec if isinstance(spec, WorkerMethod) and last else None
-        snap = _read(engine, project_id, labels, fit, model_targets, params, k, in_snapshot)
+        in_snapshot = method if isinstance(method, WorkerAggregator) and last else None
+        snap = _read(engine, project_id, labels, fit, model_targets, method, k, in_snapshot)
         if snap is not None:
             return snap
     raise JobError("the project's votes kept changing while the job read them; retry the job")
@@ -109,9 +108,9 @@ def _read(
     labels: Mapping[str, Any],
     fit: Fit | None,
     model_targets: ModelTargets,
-    params: MethodParams,
+    method: Aggregator,
     n_classes: int,
-    fit_here: WorkerMethod | None,
+    fit_here: WorkerAggregator | None,
 ) -> Snapshot | None:
     """The snapshot, or None when `fit` is for another votes_version than the snapshot's.
     With `fit_here` (the worker method), such a fit is replaced by one made in the snapshot."""
@@ -122,7 +121,7 @@ def _read(
             if fit_here is None:
                 conn.rollback()
                 return None
-            fit = refit = fit_in_snapshot(conn, project_id, n_classes, fit_here, params, warm=fit)
+            fit = refit = fit_in_snapshot(conn, project_id, n_classes, fit_here, warm=fit)
         rows = conn.execute(
             text(
                 "SELECT id, external_id, features, counts, coalesce(gold, -1) FROM items "
@@ -143,7 +142,7 @@ def _read(
             targets = fit.probs_for(np.asarray([r[0] for r in rows], dtype=np.int64))
         elif rows and model_targets is not None and labels["method"] == "crowdlab":
             targets = model_targets(
-                conn, project_id, params, np.asarray([r[0] for r in rows], np.int64)
+                conn, project_id, method, np.asarray([r[0] for r in rows], np.int64)
             )
         conn.rollback()
     if refit is not None:

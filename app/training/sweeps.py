@@ -65,8 +65,7 @@ def recipe_name(labels: Mapping[str, Any], loss: str) -> str:
     from app.aggregation.registry import resolve_method
 
     try:
-        spec, _ = resolve_method(str(labels["method"]), {})
-        defaults = {name: p.default for name, p in spec.params.items()}
+        defaults: dict[str, Any] = resolve_method(str(labels["method"]), {}).params()
     except ParamError:
         defaults = {}
     params = ", ".join(

@@ -25,7 +25,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from app.aggregation.registry import METHOD_NAMES, needs_votes, resolve_method
+from app.aggregation.base import WorkerAggregator
+from app.aggregation.registry import METHODS
 
 HERE = Path(__file__).parent
 STATIC = "/ui/static"
@@ -65,10 +66,9 @@ PAGES = {
 def methods() -> dict[str, Any]:
     """Every method by kind, from the registry: count methods, then worker models."""
     out: dict[str, list[dict[str, Any]]] = {"count": [], "worker": []}
-    for name in METHOD_NAMES:
-        spec, _ = resolve_method(name, {})
-        kind = "worker" if needs_votes(spec) else "count"
-        out[kind].append({"name": name, "summary": getattr(spec, "summary", "")})
+    for name, method in METHODS.items():
+        kind = "worker" if issubclass(method, WorkerAggregator) else "count"
+        out[kind].append({"name": name, "summary": method.summary})
     return out
 
 
