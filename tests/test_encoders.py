@@ -304,6 +304,16 @@ def test_content_of_the_wrong_kind(texts: dict[str, Any]) -> None:
 # ---- config ----
 
 
+@pytest.mark.slow  # a fresh interpreter
+def test_api_imports_no_encoder_library() -> None:
+    import subprocess
+
+    heavy = ["torch", "sklearn", "transformers", "sentence_transformers", "torchvision", "PIL"]
+    code = f"import sys, app.main; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_default_encoder_is_the_features() -> None:
     assert TrainingConfig().encoder.name == "features"
     cfg = TrainingConfig(encoder={"name": "tfidf-svd"})

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.training.encoders.base import Content, Progress, version_string
+from app.training.encoders.base import Content, Progress, encode_batched, version_string
 from app.training.encoders.images import to_pixels
 from app.training.encoders.options import SmallCNNOptions
 
 CODE_VERSION = 1  # bump when the preprocessing changes
+BATCH = 1024  # images decoded per step: progress granularity
 PAD = 4
 
 
@@ -85,11 +86,11 @@ class SmallCNNEncoder:
         """Nothing to fit before training: the network learns inside the training loop."""
 
     def encode(self, content: Content, *, progress: Progress | None = None) -> np.ndarray:
-        pixels = to_pixels(content, self.options.size, self.name)  # (n, s, s, 3) uint8
-        rows = pixels.transpose(0, 3, 1, 2).reshape(len(pixels), -1).astype(np.float32)
-        if progress is not None:
-            progress(len(rows), len(rows))
-        return rows
+        def one(batch: Content) -> np.ndarray:
+            pixels = to_pixels(batch, self.options.size, self.name)  # (b, s, s, 3) uint8
+            return pixels.transpose(0, 3, 1, 2).reshape(len(pixels), -1)  # channel-first rows
+
+        return encode_batched(content, BATCH, one, self.dim, progress)
 
     def trunk(self) -> ImageTrunk:
         o = self.options

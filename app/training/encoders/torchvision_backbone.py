@@ -119,12 +119,12 @@ class TorchvisionEncoder:
         """Frozen: nothing to learn."""
 
     def encode(self, content: Content, *, progress: Progress | None = None) -> np.ndarray:
-        pixels = to_pixels(content, self.options.size, self.name)
-
         @torch.inference_mode()
-        def one(batch: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        def one(batch: Content) -> np.ndarray:
+            # decoded batch by batch: 100k images at 224 px would be 15 GB of pixels at once
+            pixels = to_pixels(batch, self.options.size, self.name)
+            x = torch.from_numpy(pixels).to(self.device).permute(0, 3, 1, 2).float() / 255.0
             out = self.model((x - self._mean) / self._std).flatten(1)
             return out.float().cpu().numpy()  # type: ignore[no-any-return]
 
-        return encode_batched(pixels, self.options.batch_size, one, self.dim, progress)
+        return encode_batched(content, self.options.batch_size, one, self.dim, progress)
