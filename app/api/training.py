@@ -23,7 +23,7 @@ from app.config import Settings
 from app.db.models import Project, TrainingJob
 from app.errors import Conflict, NotFound, ValidationFailed, plural
 from app.labels.model_loop import check_crowdlab_job
-from app.training.config import TrainingConfig
+from app.training.config import CONTENT_NOT_STORED, TrainingConfig
 from app.training.jobs import enqueue, request_cancel
 from app.training.serving import checkpoint_bytes, item_features
 from app.training.snapshot import usable_items
@@ -71,6 +71,8 @@ def create_training_job(
     """Queue a training job. The config is checked now: an impossible one is a 422 here,
     never a job that fails later; one past the server's training limits is a 422 naming the
     limit (an admin raises them, docs/security.md)."""
+    if config.content_encoder:
+        raise _invalid("encoder", f"{config.content_encoder!r} {CONTENT_NOT_STORED}")
     conn = session.connection()
     n_items = usable_items(conn, project.id)
     if n_items == 0:

@@ -17,8 +17,13 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from app.aggregation.params import ParamError
 from app.aggregation.registry import resolve_method
+from app.training.encoders.options import EncoderOptions, FeaturesInput
 
 DEFAULT_LABELS: dict[str, Any] = {"method": "normalized"}
+CONTENT_NOT_STORED = (
+    "trains on item content, which the service does not store yet; jobs by endpoint train on "
+    'features ({"name": "features"})'
+)
 
 
 class _Strict(BaseModel):
@@ -117,6 +122,21 @@ class TrainingConfig(_Strict):
             'Model: {"kind": "linear"} or {"kind": "mlp", "hidden": [...], "dropout": p}. '
             "Inputs are standardized with the training split's mean and std (kept in the "
             'model). Default {"kind": "mlp", "hidden": [256], "dropout": 0.2}.'
+        ),
+    )
+    encoder: EncoderOptions = Field(
+        default_factory=FeaturesInput,
+        description=(
+            'How items become model inputs. {"name": "features"}: their feature vectors. '
+            'Texts: {"name": "tfidf-svd", "dim": 256} (TF-IDF + SVD fitted on the training '
+            'split), {"name": "hashing", "n_features": 262144, "dim": 256}, '
+            '{"name": "sentence-transformer", "path": "/models/minilm"} or {"name": '
+            '"transformers", "path": ..., "pooling": "mean"} (local weights only; '
+            'softlabels[text]). Images: {"name": "small-cnn", "size": 32} (trained end to '
+            'end, `model` is its head) or {"name": "torchvision", "arch": "resnet18", '
+            '"weights_path": ...} (frozen; softlabels[vision]). Frozen embeddings feed `model`. '
+            "Jobs by endpoint train on features until items carry content (docs/training.md, "
+            'Encoders). Default {"name": "features"}.'
         ),
     )
     optimizer: Literal["adam", "sgd"] = Field(
@@ -273,6 +293,12 @@ class TrainingConfig(_Strict):
                 self.lwr.k,
             )
         return self
+
+    @property
+    def content_encoder(self) -> str | None:
+        """The encoder's name when the job trains on item content (texts, images), which the
+        service does not store yet (issue 22, phase 2): only train_on_content runs those."""
+        return None if self.encoder.name == "features" else self.encoder.name
 
     @property
     def fractions(self) -> tuple[float, float]:

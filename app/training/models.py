@@ -39,17 +39,25 @@ class Standardize(nn.Module):
 
 
 def build_model(
-    model_cfg: LinearModel | MLPModel, n_features: int, n_classes: int
+    model_cfg: LinearModel | MLPModel,
+    n_features: int,
+    n_classes: int,
+    trunk: nn.Module | None = None,
 ) -> nn.Sequential:
     """Standardize, then Linear (linear) or [Linear, ReLU, Dropout] * len(hidden) + Linear (mlp).
 
-    The result maps raw (n, n_features) float32 features to (n, n_classes) logits. Parameters are
-    initialized from torch's global RNG: seed it first (the trainer does).
+    The result maps raw (n, n_features) float32 features to (n, n_classes) logits. With a
+    `trunk` (an end-to-end encoder's network, e.g. the small CNN, with an `out_dim`), it sits
+    between the standardization and that head, and trains with it. Parameters are initialized
+    from torch's global RNG: seed it first (the trainer does).
     """
     if n_features < 1 or n_classes < 2:
         raise ValueError(f"need n_features >= 1 and n_classes >= 2, got {n_features}, {n_classes}")
     layers: list[nn.Module] = [Standardize(n_features)]
     width = n_features
+    if trunk is not None:
+        layers.append(trunk)
+        width = int(getattr(trunk, "out_dim"))  # noqa: B009  (nn.Module hides attributes from mypy)
     if isinstance(model_cfg, MLPModel):
         for hidden in model_cfg.hidden:
             layers += [nn.Linear(width, hidden), nn.ReLU()]

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, text
 from app.labels import predictions
 from app.labels.model_loop import crowdlab_targets
 from app.training import jobs
-from app.training.config import TrainingConfig
+from app.training.config import CONTENT_NOT_STORED, TrainingConfig
 from app.training.data import TrainingData
 from app.training.errors import JobError
 from app.training.oos import oos_predictions
@@ -75,6 +75,8 @@ def run_training_job(
     started = time.perf_counter()
     try:
         cfg = TrainingConfig.model_validate(claimed["config"])
+        if cfg.content_encoder:  # the API refuses these; a config stored another way may not
+            raise JobError(f"encoder {cfg.content_encoder!r} {CONTENT_NOT_STORED}")
         snap = freeze(engine, claimed["project_id"], cfg.labels, model_targets=crowdlab_targets)
         device = resolve_device(cfg.device)
         jobs.record_snapshot(

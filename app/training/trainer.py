@@ -27,6 +27,7 @@ from torch import nn
 
 from app.training.config import TrainingConfig
 from app.training.data import TEST, TRAIN, VALIDATION, TrainingData, split_items
+from app.training.encoders import build_trunk
 from app.training.errors import JobError
 from app.training.evaluate import evaluate, predict_logits
 from app.training.losses import (
@@ -60,6 +61,8 @@ class TrainResult:
     # per-item predictions by split: "<split>_ids", "<split>_probs", "<split>_counts",
     # "<split>_gold" (and "_probs_calibrated"); "unlabeled_*" with cfg.predict_unlabeled
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    # train_on_content: the fitted encoder (app/training/encoders), to encode new content
+    encoder: Any = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -145,7 +148,7 @@ def _train(
         y, y_va = hard_targets(y), hard_targets(y_va)
     val_labels = EvalSet.build(data.counts[va], data.gold[va])  # once, not every epoch
 
-    model = build_model(cfg.model, data.n_features, data.n_classes)
+    model = build_model(cfg.model, data.n_features, data.n_classes, build_trunk(cfg.encoder))
     standardizer(model).fit(data.features[tr])  # training split only: no held-out leakage
     model.to(device)
     opt = _optimizer(cfg, model)
@@ -435,7 +438,8 @@ def load_checkpoint(
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"unsupported checkpoint format {ckpt.get('format')!r}")
     cfg = TrainingConfig.model_validate(ckpt["config"])
-    model = build_model(cfg.model, ckpt["n_features"], ckpt["n_classes"])
+    trunk = build_trunk(cfg.encoder)
+    model = build_model(cfg.model, ckpt["n_features"], ckpt["n_classes"], trunk)
     model.load_state_dict(ckpt["model_state"])
     model.eval()
     return model, cfg, ckpt
