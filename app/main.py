@@ -25,10 +25,10 @@ from app.api import (
     votes,
     webhooks,
 )
-from app.api.deps import ERROR_RESPONSES
 from app.api.error_handlers import install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.api.paths import RawPathRouting
+from app.api.responses import ERROR_RESPONSES
 from app.api.services import Services
 from app.auth.bootstrap import refuse_open_no_auth
 from app.config import Settings, get_settings

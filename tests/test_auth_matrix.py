@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api.deps import api_routes
+from app.api.access import api_routes
 from app.config import Settings
 from app.main import create_app
 from tests.helpers import ADMIN_HEADERS, ADMIN_KEY, db_rows

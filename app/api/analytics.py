@@ -11,7 +11,8 @@ from sqlalchemy import Engine
 import app.api.paths  # noqa: F401  (registers the {worker:id} path convertor)
 from app.aggregation import agreement
 from app.aggregation.registry import get_method
-from app.api.deps import EngineDep, ProjectDep, require
+from app.api.access import require
+from app.api.deps import EngineDep, ProjectDep
 from app.api.method_query import LabelerDep, WorkerLabelerDep
 from app.api.schemas import NextItems, ProjectStats, WorkerDetail, WorkerList
 from app.db.models import Project

@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
 from sqlalchemy import Engine, text
 
+from app.api.access import require
 from app.api.connector_schemas import (
     ArgillaConfig,
     ConnectorOut,
@@ -28,7 +29,7 @@ from app.api.connector_schemas import (
     SyncResult,
     Tool,
 )
-from app.api.deps import Caller, ProjectDep, ServicesDep, SessionDep, bearer, get_caller, require
+from app.api.deps import Caller, ProjectDep, ServicesDep, SessionDep, bearer, get_caller
 from app.api.schemas import ErrorBody
 from app.connectors import replay, store
 from app.db.models import Connector

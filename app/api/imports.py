@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
+from app.api.access import require
 from app.api.connector_schemas import ImportResult
-from app.api.deps import ProjectDep, SessionDep, require
+from app.api.deps import ProjectDep, SessionDep
 from app.connectors.common import OnDuplicate, apply
 from app.connectors.files import FileFormat, Options, parse_file
 from app.votes.ingest import committed_with_retries

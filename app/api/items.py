@@ -11,7 +11,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 import app.api.paths  # noqa: F401  (registers the {item:id} path convertor)
-from app.api.deps import EngineDep, ProjectDep, ServicesDep, require
+from app.api.access import require
+from app.api.deps import EngineDep, ProjectDep, ServicesDep
 from app.api.item_schemas import ItemDetail, ItemPage, ItemRow, ItemVote
 from app.api.method_query import LabelerDep
 from app.errors import NotFound, ValidationFailed

@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Response, status
 from pydantic import BaseModel, Field
 
-from app.api.deps import ServicesDep, SessionDep, require
+from app.api.access import require
+from app.api.deps import ServicesDep, SessionDep
 from app.auth.keys import active_keys, create_key, revoke_key
 from app.auth.scopes import ALL_PROJECTS
 from app.auth.spec import KeyCreate, ScopeName

@@ -11,8 +11,9 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import StreamingResponse
 
 import app.api.paths  # noqa: F401  (registers the {item:id} path convertor)
+from app.api.access import require
 from app.api.connector_schemas import DeletedOut, ExcludedOut, ProjectDeletedOut
-from app.api.deps import EngineDep, ProjectDep, ServicesDep, SessionDep, SettingsDep, require
+from app.api.deps import EngineDep, ProjectDep, ServicesDep, SessionDep, SettingsDep
 from app.errors import ValidationFailed
 from app.votes import lifecycle
 from app.votes.export import (

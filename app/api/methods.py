@@ -9,7 +9,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from app.aggregation.select import describe
-from app.api.deps import ProjectDep, ServicesDep, require
+from app.api.access import require
+from app.api.deps import ProjectDep, ServicesDep
 from app.api.method_query import AutoParamsQuery, labeler_from_request
 from app.api.schemas import MethodComparison
 

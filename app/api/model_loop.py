@@ -14,7 +14,8 @@ from sqlalchemy import text
 
 from app.aggregation.crowdlab import crowdlab, suspect_scores
 from app.aggregation.methods import majority_labels
-from app.api.deps import EngineDep, ProjectDep, require
+from app.api.access import require
+from app.api.deps import EngineDep, ProjectDep
 from app.api.services import Services
 from app.api.sweep_schemas import SuspectItem, SuspectItems
 from app.db.models import Project

@@ -7,7 +7,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.api.deps import ProjectDep, ServicesDep, SessionDep, require
+from app.api.access import require
+from app.api.deps import ProjectDep, ServicesDep, SessionDep
 from app.api.schemas import ProjectCreate, ProjectList, ProjectOut, ProjectUpdate
 from app.db.models import Item, Project, Worker
 from app.errors import Conflict

@@ -10,7 +10,8 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 import app.api.paths  # noqa: F401  (registers the {item:id} path convertor)
-from app.api.deps import ProjectDep, ServicesDep, SessionDep, require
+from app.api.access import require
+from app.api.deps import ProjectDep, ServicesDep, SessionDep
 from app.api.method_query import (
     LabelerDep,
     MethodParamsQuery,

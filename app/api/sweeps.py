@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, status
 from sqlalchemy import select
 
-from app.api.deps import ProjectDep, QueueDep, SessionDep, require
+from app.api.access import require
+from app.api.deps import ProjectDep, QueueDep, SessionDep
 from app.api.sweep_schemas import SweepCell, SweepIn, SweepOut
 from app.db.models import TrainingJob, TrainingSweep
 from app.errors import NotFound, ValidationFailed

@@ -7,24 +7,20 @@ import math
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, Path, Query, Response, status
-from sqlalchemy import func, select
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import Engine, func, select
 
-from app.api.deps import (
-    ModelCacheDep,
-    ProjectDep,
-    QueueDep,
-    SessionDep,
-    SettingsDep,
-    require,
-)
+from app.api.access import require
+from app.api.deps import ModelCacheDep, ProjectDep, QueueDep, SessionDep, SettingsDep
 from app.api.schemas import PredictIn, PredictOut, TrainingJobList, TrainingJobOut
+from app.api.services import Services
 from app.config import Settings
 from app.db.models import Project, TrainingJob
 from app.errors import Conflict, NotFound, ValidationFailed, plural
 from app.labels.model_loop import check_crowdlab_job
 from app.training.config import CONTENT_NOT_STORED, TrainingConfig
-from app.training.jobs import enqueue, request_cancel
+from app.training.jobs import enqueue, project_of_job, request_cancel
 from app.training.serving import checkpoint_bytes, item_features
 from app.training.snapshot import usable_items
 from app.webhooks.deliver import emit_job_finished
@@ -44,11 +40,35 @@ def get_job(session: SessionDep, job_id: JobId) -> tuple[TrainingJob, Project]:
         .where(TrainingJob.id == job_id)
     ).one_or_none()
     if row is None:
-        raise NotFound(f"No training job {job_id}.")
+        raise job_not_found(job_id)
     return row[0], row[1]
 
 
 JobDep = Annotated[tuple[TrainingJob, Project], Depends(get_job)]
+
+
+def job_not_found(job_id: int) -> NotFound:
+    return NotFound(f"No training job {job_id}.")
+
+
+def _project_of(engine: Engine, job_id: int) -> str | None:
+    with engine.connect() as conn:
+        return project_of_job(conn, job_id)
+
+
+async def job_project(request: Request, services: Services) -> tuple[str, NotFound] | None:
+    """A job path's project, for `require`: a key that does not cover it gets the job's 404,
+    word for word what a missing job gets (get_job)."""
+    try:
+        job_id = int(request.path_params["job_id"])
+    except ValueError:
+        return None  # the route answers 422 for it
+    if not 1 <= job_id < 2**63:
+        return None
+    project = await run_in_threadpool(_project_of, services.engine, job_id)
+    if project is None:
+        raise job_not_found(job_id)
+    return project, job_not_found(job_id)
 
 
 def _invalid(field: str, reason: str) -> ValidationFailed:
@@ -167,7 +187,7 @@ def list_training_jobs(
 @router.get(
     "/v1/training-jobs/{job_id}",
     response_model=TrainingJobOut,
-    dependencies=[Depends(require("train"))],
+    dependencies=[Depends(require("train", job_project))],
 )
 def read_training_job(job: JobDep) -> TrainingJobOut:
     return job_out(job[0], job[1].name)
@@ -176,7 +196,7 @@ def read_training_job(job: JobDep) -> TrainingJobOut:
 @router.post(
     "/v1/training-jobs/{job_id}/cancel",
     response_model=TrainingJobOut,
-    dependencies=[Depends(require("train"))],
+    dependencies=[Depends(require("train", job_project))],
 )
 def cancel_training_job(job: JobDep, session: SessionDep) -> TrainingJobOut:
     """A queued job is cancelled at once; a running one stops within one epoch."""
@@ -190,7 +210,7 @@ def cancel_training_job(job: JobDep, session: SessionDep) -> TrainingJobOut:
 
 @router.get(
     "/v1/training-jobs/{job_id}/model",
-    dependencies=[Depends(require("train"))],
+    dependencies=[Depends(require("train", job_project))],
     response_class=Response,
     responses={
         200: {
@@ -221,7 +241,7 @@ def _checkpoint(session: SessionDep, job: TrainingJob) -> bytes:
 @router.post(
     "/v1/training-jobs/{job_id}/predict",
     response_model=PredictOut,
-    dependencies=[Depends(require("train"))],
+    dependencies=[Depends(require("train", job_project))],
 )
 def predict(body: PredictIn, job: JobDep, session: SessionDep, models: ModelCacheDep) -> PredictOut:
     """Class probabilities for raw feature vectors, or for stored items (by id)."""

@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
 
-from app.api.deps import ProjectDep, ServicesDep, SessionDep, SettingsDep, require
+from app.api.access import require
+from app.api.deps import ProjectDep, ServicesDep, SessionDep, SettingsDep
 from app.api.schemas import ItemBatch, ItemResult, VoteBatch, VoteResult
 from app.errors import PayloadTooLarge
 from app.votes.ingest import committed_with_retries, ingest_items, store_votes

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, status
 from sqlalchemy import select
 
+from app.api.access import require
 from app.api.connector_schemas import (
     DeliveryList,
     DeliveryOut,
@@ -15,7 +16,7 @@ from app.api.connector_schemas import (
     SubscriptionList,
     SubscriptionOut,
 )
-from app.api.deps import ProjectDep, ServicesDep, SessionDep, require
+from app.api.deps import ProjectDep, ServicesDep, SessionDep
 from app.db.models import Project, WebhookDelivery, WebhookSubscription
 from app.errors import NotFound, ValidationFailed
 from app.outbound import Policy, refuse_url
