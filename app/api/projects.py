@@ -1,17 +1,22 @@
-"""/v1/projects: create, list, read and update projects."""
+"""/v1/projects: create, list, read, update and delete projects."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, status
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.api.access import require
+from app.api.connector_schemas import ProjectDeletedOut
 from app.api.deps import ProjectDep, ServicesDep, SessionDep
 from app.api.schemas import ProjectCreate, ProjectList, ProjectOut, ProjectUpdate
 from app.db.models import Item, Project, Worker
-from app.errors import Conflict
+from app.errors import Conflict, ValidationFailed
+from app.votes import lifecycle
+from app.votes.ingest import committed_with_retries
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
 
@@ -83,3 +88,27 @@ def update_project(
         )
     session.flush()
     return project_out(session, project)
+
+
+@router.delete(
+    "/{project}", response_model=ProjectDeletedOut, dependencies=[Depends(require("admin"))]
+)
+def delete_project(
+    project: ProjectDep,
+    session: SessionDep,
+    services: ServicesDep,
+    confirm: Annotated[
+        str, Query(description="The project's name, repeated: deleting cannot be undone.")
+    ],
+) -> ProjectDeletedOut:
+    """Delete the project and everything in it: items, votes, workers, fits, training jobs and
+    checkpoints, connectors, webhook subscriptions."""
+    if confirm != project.name:
+        raise ValidationFailed(
+            "To delete the project, pass its name as `confirm`.",
+            errors=[{"index": None, "field": "confirm", "reason": f"must be {project.name!r}"}],
+        )
+    name = project.name
+    n = committed_with_retries(session, lambda: lifecycle.delete_project(session, project))
+    services.projects.forget(name)  # other processes: the write path finds it gone (SLNOP)
+    return ProjectDeletedOut(deleted=name, deleted_votes=n)
