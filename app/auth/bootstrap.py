@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.auth.keys import count_active_keys, create_key
+from app.db.session import make_engine
 
 KEY_FILE = "admin.key"
 
@@ -62,8 +63,6 @@ def bootstrap_admin_key(database_url: str, key_file: Path) -> str | None:
     written before the commit: if the commit fails, the next start overwrites a useless file; the
     other order could store a key nobody ever sees.
     """
-    from app.db.session import make_engine
-
     engine = make_engine(database_url, pool_size=1)
     try:
         with Session(engine) as session:

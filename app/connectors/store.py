@@ -16,6 +16,7 @@ from app.connectors.common import Applied, Parsed, apply, problem
 from app.db.models import Connector, Project
 from app.errors import NotFound, ValidationFailed
 from app.outbound import Policy
+from app.votes.ingest import committed_with_retries
 
 log = logging.getLogger(__name__)
 SECRET_KEYS = {"label-studio": "token", "argilla": "secret"}
@@ -160,8 +161,6 @@ def sync_due(engine: Engine) -> list[int]:
     has passed since its last sync. A failure is recorded in `last_sync` (and logged without
     the token), and retried at the next interval. Rejected annotations do not fail it: the
     summary in `last_sync` lists them."""
-    from app.votes.ingest import committed_with_retries
-
     with Session(engine) as session:
         due = list(
             session.execute(

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, text
 
 from app.aggregation.base import WorkerAggregator, WorkerModelFit
 from app.aggregation.budget import FitOverBudget, time_budget
+from app.aggregation.registry import resolve_method
 from app.aggregation.votes import VoteArrays
 from app.db import functions
 from app.errors import FitPending, FitsBusy
@@ -350,8 +351,6 @@ def current_fit(
 
 def refit_now(engine: Engine, project_id: int, method: str, params: dict[str, Any]) -> None:
     """The worker's `refit` task: bring the stored fit up to the project's current votes."""
-    from app.aggregation.registry import resolve_method
-
     aggregator = resolve_method(method, params)
     if not isinstance(aggregator, WorkerAggregator):
         return  # count methods have no fit to refresh

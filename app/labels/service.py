@@ -12,9 +12,10 @@ import procrastinate
 from sqlalchemy import Engine
 
 from app.aggregation.base import Aggregator, CountsAggregator, WorkerAggregator
-from app.aggregation.crowdlab import Crowdlab
+from app.aggregation.crowdlab import Crowdlab, routing_scores
 from app.db import functions
-from app.labels.fits import Fit, SyncBudget, current_fit, params_key
+from app.labels.fits import Fit, SyncBudget, current_fit, locate, params_key
+from app.labels.model_loop import crowdlab_view
 from app.tasks import defer_refit
 
 
@@ -93,10 +94,6 @@ def labeler(
 
 def _model_labeler(engine: Engine, project_id: int, n_classes: int, method: Crowdlab) -> Labeler:
     """crowdlab: computed on each read (pure numpy over the vote list; no cache yet)."""
-    from app.aggregation.crowdlab import routing_scores
-    from app.labels.fits import locate
-    from app.labels.model_loop import crowdlab_view
-
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         version = functions.votes_version(conn, project_id=project_id)
         view, result = crowdlab_view(conn, project_id, n_classes, method.job)
