@@ -87,6 +87,19 @@ class DatabaseUnavailable(AppError):
         )
 
 
+class DatabaseTimeout(AppError):
+    """The database cancelled a statement that ran past its time limit."""
+
+    status = 503
+    code = "database_timeout"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database cancelled the statement for taking too long; retry, or send less.",
+            headers={"Retry-After": "5"},
+        )
+
+
 class FitPending(AppError):
     """No fit exists yet for a large project; a worker is computing the first one."""
 

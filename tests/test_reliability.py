@@ -32,3 +32,38 @@ def test_perfect_and_empty() -> None:
     top = bins[-1]
     assert top["count"] == 4 and top["accuracy"] == 1.0 and top["confidence"] == 1.0
     assert reliability_bins(np.zeros((0, 3)), np.zeros(0, int)) == []
+
+
+def test_only_a_lost_connection_is_database_unavailable() -> None:
+    """A statement the server cancelled is `database_timeout`; a database error about the
+    statement itself is a bug (500 with its traceback logged), never "database unavailable"."""
+    import psycopg
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from app.api.error_handlers import install_error_handlers
+    from app.logging import RequestContext
+
+    app = FastAPI()
+    install_error_handlers(app)
+    app.add_middleware(RequestContext)
+
+    @app.get("/timeout")
+    def timeout() -> None:
+        raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+
+    @app.get("/gone")
+    def gone() -> None:
+        raise psycopg.OperationalError("connection refused")
+
+    @app.get("/lock")
+    def lock() -> None:
+        raise psycopg.errors.LockNotAvailable("could not obtain lock")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/timeout")
+        assert (r.status_code, r.json()["error"]) == (503, "database_timeout")
+        r = client.get("/gone")
+        assert (r.status_code, r.json()["error"]) == (503, "database_unavailable")
+        r = client.get("/lock")
+        assert (r.status_code, r.json()["error"]) == (500, "internal_error")

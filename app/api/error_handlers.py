@@ -17,9 +17,27 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.aggregation.params import ParamError
-from app.errors import AppError, DatabaseUnavailable, ValidationFailed, error_body, plural
+from app.errors import (
+    AppError,
+    DatabaseTimeout,
+    DatabaseUnavailable,
+    ValidationFailed,
+    error_body,
+    plural,
+)
 
 log = logging.getLogger(__name__)
+
+QUERY_CANCELED = "57014"
+# Class 08 (connection exception) and the server going away or not accepting connections yet.
+SERVER_GONE = {"57P01", "57P02", "57P03"}
+
+
+def connection_lost(sqlstate: str | None) -> bool:
+    """A failure to reach the server (no SQLSTATE: the connection never answered) or to keep
+    the connection, as opposed to an error the server reported about a statement."""
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in SERVER_GONE
+
 
 # Top-level lists whose elements are the "rows" of a batch: errors there carry the row index.
 BATCH_FIELDS = ("votes", "items", "features")
@@ -121,15 +139,21 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
-    # Only connection-level failures map to 503; any other database error is a bug and must
-    # surface as one (a 500 with its traceback in the log), not be dressed up as the client's.
+    # Only a lost or refused connection is "database unavailable" (503); a statement the server
+    # cancelled (statement timeout) is a 503 of its own; any other database error is a bug and
+    # surfaces as one (a 500 with its traceback in the log), not dressed up as an outage.
     @app.exception_handler(OperationalError)
-    async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
-        return _json(DatabaseUnavailable())
+    async def _db_error(request: Request, exc: OperationalError) -> JSONResponse:
+        return await _psycopg_error(request, exc.orig if exc.orig is not None else exc)
 
-    # The same for the async write path, which talks psycopg directly (app/votes/ingest.py).
+    # The async write path talks psycopg directly (app/votes/ingest.py).
     @app.exception_handler(psycopg.OperationalError)
-    async def _db_down_async(_: Request, exc: psycopg.OperationalError) -> JSONResponse:
-        log.warning("database unavailable: %s", type(exc).__name__)
-        return _json(DatabaseUnavailable())
+    async def _psycopg_error(request: Request, exc: BaseException) -> JSONResponse:
+        sqlstate = getattr(exc, "sqlstate", None)
+        if connection_lost(sqlstate):
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return _json(DatabaseUnavailable())
+        if sqlstate == QUERY_CANCELED:
+            log.warning("database statement cancelled: %s", exc)
+            return _json(DatabaseTimeout())
+        raise exc  # a bug: RequestContext (app/logging.py) answers 500 and logs the traceback
