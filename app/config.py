@@ -145,6 +145,13 @@ class Settings(BaseSettings):
     outbound_max_bytes: int = Field(
         default=100 * 1024 * 1024, ge=1024, description="The most an outbound reply may hold."
     )
+    label_studio_export_deadline_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="How long a sync waits for Label Studio's export: Label Studio builds the "
+        "whole export before it sends a byte, which takes minutes on large projects (67-86 s "
+        "for 20,000 tasks on a 2-core machine).",
+    )
 
     @field_validator("allowed_networks")
     @classmethod

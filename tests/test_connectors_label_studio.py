@@ -415,6 +415,30 @@ def test_tasks_imported_with_annotations_request_a_sync(
     assert {("item-6", "2", "pos"), ("item-6", "3", "neg")} <= stored(database_url, ls_project)
 
 
+def test_sync_without_waiting_is_queued_for_the_worker(
+    client: TestClient, ls_project: str, database_url: str, fake_ls: FakeLabelStudio
+) -> None:
+    """wait=false answers 202 at once (Label Studio may take minutes to build a large export)
+    and the worker's next tick runs the sync; a connector that cannot sync is still a 422."""
+    from app.connectors.store import sync_due
+    from app.db.session import make_engine
+
+    r = client.post(f"/v1/projects/{ls_project}/connectors/label-studio/sync?wait=false")
+    assert r.status_code == 422 and {e["field"] for e in r.json()["errors"]} >= {"url", "token"}
+    url = connect(client, ls_project, fake_ls)
+    r = client.post(f"/v1/projects/{ls_project}/connectors/label-studio/sync?wait=false")
+    assert (r.status_code, r.json()["queued"]) == (202, True)
+    assert stored(database_url, ls_project) == set()  # nothing yet: the worker does it
+    pid = db_rows(database_url, "SELECT id FROM projects WHERE name = %s", ls_project)[0][0]
+    engine = make_engine(database_url)
+    try:
+        assert pid in sync_due(engine)
+    finally:
+        engine.dispose()
+    assert stored(database_url, ls_project) == FINAL
+    assert client.get(url).json()["last_sync"]["inserted"] == len(FINAL)
+
+
 def export_data() -> list[dict[str, Any]]:
     return json.loads((LS / "exports" / "project.json").read_text())
 

@@ -123,6 +123,11 @@ class Rejection(BaseModel):
     )
 
 
+class SyncQueued(BaseModel):
+    queued: bool = Field(description="True: the worker syncs within a minute.")
+    detail: str
+
+
 class SyncResult(BaseModel):
     annotations: int = Field(description="Annotations Label Studio has for the project.")
     inserted: int

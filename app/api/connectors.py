@@ -14,8 +14,9 @@ import logging
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
 from sqlalchemy import Engine, text
@@ -26,6 +27,7 @@ from app.api.connector_schemas import (
     ConnectorOut,
     EventResult,
     LabelStudioConfig,
+    SyncQueued,
     SyncResult,
     Tool,
 )
@@ -257,6 +259,7 @@ async def connector_events(
     response_model=SyncResult,
     dependencies=[Depends(require("admin"))],
     responses={
+        202: {"model": SyncQueued, "description": "With `wait=false`: queued for the worker."},
         404: {"model": ErrorBody, "description": "No such project, or it has no connector."},
         422: {
             "model": ErrorBody,
@@ -272,8 +275,18 @@ async def connector_events(
     },
 )
 def sync_label_studio(
-    project: ProjectDep, session: SessionDep, services: ServicesDep
-) -> SyncResult:
+    project: ProjectDep,
+    session: SessionDep,
+    services: ServicesDep,
+    wait: Annotated[
+        bool,
+        Query(
+            description="false: queue the sync for the worker and answer 202 at once (for large "
+            "projects, whose export Label Studio takes minutes to build); the result is then "
+            "the connector's `last_sync`."
+        ),
+    ] = True,
+) -> SyncResult | JSONResponse:
     """Pull the project's annotations from Label Studio and reconcile: add what is missing,
     update what changed, remove what Label Studio no longer has. Repairs missed webhooks
     (Label Studio never retries one). An annotation that cannot be a vote (a choice that is not
@@ -281,6 +294,11 @@ def sync_label_studio(
     skipped and reported in `rejections` while the others are stored; a vote stored from it
     before is kept. One transaction: a database error changes nothing."""
     connector = store.get(session, project, "label-studio")
+    if not wait:
+        store.check_syncable(connector)
+        store.request_sync(session, project)
+        body = SyncQueued(queued=True, detail="The worker syncs within a minute; see last_sync.")
+        return JSONResponse(body.model_dump(), status_code=202)
     n, applied = committed_with_retries(
         session,
         lambda: store.sync_label_studio(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app import outbound
+from app.config import get_settings
 from app.connectors.common import Parsed, Rejected, ToolVote, external_id, problem
 from app.db.models import MAX_EXTERNAL_ID
 from app.errors import ToolUnreachable
@@ -328,13 +329,22 @@ class SyncFailed(ToolUnreachable):
 
 
 def _request(
-    url: str, headers: dict[str, str], body: bytes | None = None, policy: Policy | None = None
+    url: str,
+    headers: dict[str, str],
+    body: bytes | None = None,
+    policy: Policy | None = None,
+    deadline_s: float | None = None,
 ) -> Any:
     """GET (or POST `body`) under the address policy; the reply parsed as JSON. Errors name what
     failed, never what Label Studio sent (nor the path: an error is not a way to probe a URL)."""
     try:
         reply = outbound.request(
-            "POST" if body is not None else "GET", url, headers=headers, body=body, policy=policy
+            "POST" if body is not None else "GET",
+            url,
+            headers=headers,
+            body=body,
+            policy=policy,
+            deadline_s=deadline_s,
         )
     except outbound.OutboundError as exc:
         raise SyncFailed(f"Label Studio could not be read: {exc}") from None
@@ -368,5 +378,9 @@ def fetch_export(base_url: str, ls_project: int, token: str, policy: Policy | No
     base = base_url.rstrip("/")
     headers = auth_header(base, token, policy)
     return _request(
-        f"{base}/api/projects/{ls_project}/export?exportType=JSON", headers, None, policy
+        f"{base}/api/projects/{ls_project}/export?exportType=JSON",
+        headers,
+        None,
+        policy,
+        get_settings().label_studio_export_deadline_s,
     )

@@ -97,6 +97,17 @@ def request_sync(session: Session, project: Project) -> None:
 REJECTIONS_SHOWN = 100  # rejected annotations listed in a sync's result; `rejected` counts all
 
 
+def check_syncable(connector: Connector) -> None:
+    """A 422 naming what the connector lacks for a sync (url, ls_project, token)."""
+    missing = [k for k in ("url", "ls_project") if not connector.config.get(k)]
+    missing += [] if connector.secret else ["token"]
+    if missing:
+        raise ValidationFailed(
+            f"The connector needs {', '.join(missing)} for sync; PUT them first.",
+            errors=[problem(k, "needed for sync") for k in missing],
+        )
+
+
 def sync_label_studio(
     session: Session, project: Project, connector: Connector, policy: Policy | None = None
 ) -> tuple[int, Applied]:
@@ -108,13 +119,7 @@ def sync_label_studio(
     connector lacks what sync needs, label_studio.SyncFailed when Label Studio cannot be read
     or its export is not a list of tasks."""
     c = connector.config
-    missing = [k for k in ("url", "ls_project") if not c.get(k)]
-    missing += [] if connector.secret else ["token"]
-    if missing:
-        raise ValidationFailed(
-            f"The connector needs {', '.join(missing)} for sync; PUT them first.",
-            errors=[problem(k, "needed for sync") for k in missing],
-        )
+    check_syncable(connector)
     data = label_studio.fetch_export(c["url"], int(c["ls_project"]), connector.secret or "", policy)
     parsed = label_studio.parse_export(data, label_studio.Mapping.from_config(c), lenient=True)
     if parsed.errors:
