@@ -174,14 +174,15 @@ def dawid_skene_levels(crowd: Crowd) -> tuple[np.ndarray, np.ndarray]:
     """The single-label `dawid-skene` (default parameters) fitted to level indices: posteriors
     (n_items, K) and confusions (n_workers, K, K) [worker, true, answer]. The one place here that
     calls the single-label method API: adapt it when that API changes."""
-    from app.aggregation.base import VoteArrays
+    from app.aggregation.base import VoteArrays, WorkerAggregator
     from app.aggregation.registry import resolve_method
 
     assert crowd.level is not None
-    spec, params = resolve_method("dawid-skene", {})
+    method = resolve_method("dawid-skene", {})
+    assert isinstance(method, WorkerAggregator)
     votes = VoteArrays(
         crowd.item, crowd.worker, crowd.level, crowd.n_items, crowd.n_workers, crowd.n_levels
     )
-    fit = spec.fit(votes, params, None)  # type: ignore[union-attr,call-arg]
-    assert fit.confusion is not None
-    return fit.probs, fit.confusion
+    fit = method.fit(votes)
+    assert fit.confusions_ is not None
+    return fit.probas_, fit.confusions_

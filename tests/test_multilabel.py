@@ -75,7 +75,7 @@ def test_softmax_by_hand_and_as_two_way_softmax() -> None:
         q = MultiLabelSoftmax(temperature=temperature).fit_counts(t, n).probas_
         for k in range(2):
             two_way = np.stack([n - t[:, k], t[:, k]], axis=1)
-            ref = methods.softmax(two_way, {"temperature": temperature})[:, 1]
+            ref = methods.softmax(two_way, temperature)[:, 1]
             np.testing.assert_allclose(q[:, k], ref, rtol=1e-12)
 
 

@@ -130,7 +130,7 @@ class OrdinalNormalized(_CountsFit):
         check(0.0 <= self.alpha < math.inf, "alpha must be a finite number >= 0")
 
     def _probas(self, counts: np.ndarray) -> np.ndarray:
-        return methods.normalized(counts, {"alpha": self.alpha})
+        return methods.normalized(counts, self.alpha)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -150,7 +150,7 @@ class OrdinalSoftmax(_CountsFit):
         check(0.0 < self.temperature < math.inf, "temperature must be a finite number > 0")
 
     def _probas(self, counts: np.ndarray) -> np.ndarray:
-        return methods.softmax(counts, {"temperature": self.temperature})
+        return methods.softmax(counts, self.temperature)
 
 
 def distance_kernel(n_levels: int, bandwidth: float) -> np.ndarray:
@@ -190,7 +190,7 @@ class OrdinalSmoothed(_CountsFit):
 
     def _probas(self, counts: np.ndarray) -> np.ndarray:
         smoothed = counts @ distance_kernel(counts.shape[1], self.bandwidth)
-        return methods.normalized(smoothed, {"alpha": 0.0})
+        return methods.normalized(smoothed)
 
 
 # ----- the rater model --------------------------------------------------------------------------
@@ -478,7 +478,7 @@ class RaterModel(_OrdinalFit):
         lv = index_array("level", level, n_levels)
         check(lv.size == votes.n_votes, "item and level must have the same length")
         # Start from the vote shares (uniform for items without votes).
-        post = methods.normalized(level_counts(votes.item, lv, n_items, n_levels), {"alpha": 0})
+        post = methods.normalized(level_counts(votes.item, lv, n_items, n_levels))
         prior, bias, spread = self.m_step(votes, lv, post)
         prev = -np.inf
         n_votes = max(votes.n_votes, 1)
