@@ -98,7 +98,7 @@ def encode_snapshot(
         waiting = lambda: progress("waiting for another job encoding these items", 0, len(refs))  # noqa: E731
         lock = encoding_lock(engine, project_id, key, waiting)
     cached: dict[int, np.ndarray] = {}
-    fetched, fetch_s, encode_s = 0, 0.0, 0.0
+    fetched, read_s, encode_s = 0, 0.0, 0.0
     with lock:
         if key is not None:
             cached = embedding_cache.load(
@@ -118,7 +118,7 @@ def encode_snapshot(
             t1 = time.perf_counter()
             features[rows] = encoder.encode(content)
             encode_s += time.perf_counter() - t1
-            fetched, fetch_s = fetched + n_fetched, fetch_s + t1 - t0
+            fetched, read_s = fetched + n_fetched, read_s + t1 - t0
             if key is not None:
                 embedding_cache.store(
                     engine, key, [r.db_id for r in chunk], digests, features[rows]
@@ -133,7 +133,7 @@ def encode_snapshot(
         computed=len(refs) - len(cached),
         cached=len(cached),
         fetched=fetched,
-        fetch_seconds=round(fetch_s, 3),
+        read_seconds=round(read_s, 3),  # reading stored images, fetching URLs
         encode_seconds=round(encode_s, 3),
         # per second of encoding alone (no weights loading, fit or fetching)
         encode_items_per_second=round((len(refs) - len(cached)) / encode_s, 1)
