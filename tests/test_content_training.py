@@ -284,3 +284,30 @@ def test_a_frozen_encoders_vectors_are_computed_once(client: TestClient, databas
         p,
     )
     assert rows == [(120, 1)]
+
+
+def test_a_sweep_encodes_each_item_once(client: TestClient) -> None:
+    """Every cell of a sweep on a frozen encoder: one of them encodes, the others read."""
+    p = new_project(client, ["sport", "food", "weather"])
+    docs, truth = topic_texts(90, 8)
+    ids = [f"s{i}" for i in range(90)]
+    rows = [{"id": i, "text": d} for i, d in zip(ids, docs, strict=True)]
+    post(client, f"/v1/projects/{p}/items", {"items": rows})
+    post(client, f"/v1/projects/{p}/votes", {"votes": crowd_votes(ids, truth, 3, 9)})
+    base = {**QUICK, "encoder": {"name": "hashing", "n_features": 128, "dim": None}, "epochs": 2}
+    body = {
+        "labels": [{"method": "majority"}, {"method": "normalized"}],
+        "losses": ["hard-ce"],
+        "seeds": [0, 1],
+    }
+    sweep = post(client, f"/v1/projects/{p}/training-sweeps", {**body, "base": base}, 202)
+    jobs = []
+    for job_id in [c["job_id"] for c in sweep["cells"]]:
+        deadline = time.monotonic() + 240
+        while (job := client.get(f"/v1/training-jobs/{job_id}").json())["status"] not in TERMINAL:
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+        jobs.append(job)
+    assert all(j["status"] == "succeeded" for j in jobs), jobs
+    computed = [j["metrics"]["encoder"]["computed"] for j in jobs]
+    assert sorted(computed) == [0] * (len(jobs) - 1) + [90]

@@ -29,7 +29,7 @@ class Server:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 auth = self.headers.get("Authorization")
                 outer.seen.append((self.path, auth))
                 if self.path.startswith("/data/upload/") and auth != f"Token {TOKEN}":
