@@ -170,6 +170,30 @@ def test_train_wait_and_predict(client: Client, project: dict, tmp_path: Path) -
     assert slow.status == "cancelled"
 
 
+def test_content_items_and_predictions_on_new_texts(client: Client, tmp_path: Path) -> None:
+    """Items with texts (and an image given as bytes), a job on them, predict(texts=...)."""
+    from tests.test_content_training import topic_texts
+    from tests.test_item_content import png
+
+    name = f"cl-text-{uuid.uuid4().hex[:8]}"
+    client.create_project(name, ["sport", "food", "weather"])
+    docs, truth = topic_texts(150, 7)
+    items: list[dict[str, Any]] = [{"id": f"t{i}", "text": d} for i, d in enumerate(docs)]
+    (tmp_path / "x.png").write_bytes(png())
+    items.append({"id": "img", "image": png()})  # bytes: the client sends them base64
+    assert client.add_items(name, items) == {"inserted": 151, "updated": 0}
+    votes = [(f"t{i}", f"w{w}", int(t)) for i, t in enumerate(truth) for w in range(3)]
+    client.add_votes(name, votes)
+    job = client.train(name, encoder={"name": "tfidf-svd", "dim": 8}, epochs=30, batch_size=16)
+    job.wait(timeout=180, poll=0.2)
+    assert job.status == "succeeded" and job.metrics and job.metrics["encoder"]["computed"] == 150
+    pred = job.predict(texts=["the team scored a goal", "bake bread for dinner"])
+    assert np.argmax(pred["probs"], axis=1).tolist() == [0, 1]
+    with pytest.raises(SoftlabelsError) as e:  # a job on texts does not read images
+        job.predict(images=[tmp_path / "x.png"])
+    assert e.value.status == 422 and e.value.errors[0]["field"] == "images"
+
+
 class Flaky(httpx.BaseTransport):
     """Fails the first `n` requests (a connection error, or a given status), then passes."""
 

@@ -346,11 +346,66 @@ def test_encoder_config_errors_name_the_field(raw: dict[str, Any], loc: tuple[st
     assert [e["loc"] for e in info.value.errors()] == [loc]
 
 
-def test_service_refuses_content_encoders_until_items_carry_content(client, project) -> None:
-    """Phase 1: the worker's snapshot has features only, so a job or sweep asking for a
-    content encoder is a 422 naming the field, never a job that fails later."""
-    enc = {"name": "tfidf-svd"}
-    r = client.post(f"/v1/projects/{project}/training-jobs", json={"encoder": enc})
-    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "encoder", r.text
+def test_a_job_on_content_needs_items_that_carry_it(client, project) -> None:
+    """Refused at submit, naming `encoder`, when no voted item has the content the encoder
+    reads: never a job that fails later. (Jobs that train: tests/test_content_training.py.)"""
+    items = [{"id": f"x{i}", "features": [float(i), 1.0]} for i in range(4)]
+    assert client.post(f"/v1/projects/{project}/items", json={"items": items}).status_code == 200
+    votes = [{"item": f"x{i}", "worker": "w", "label": i % 3} for i in range(4)]
+    assert client.post(f"/v1/projects/{project}/votes", json={"votes": votes}).status_code == 200
+    r = client.post(
+        f"/v1/projects/{project}/training-jobs", json={"encoder": {"name": "tfidf-svd"}}
+    )
+    assert r.status_code == 422, r.text
+    err = r.json()["errors"][0]
+    assert err["field"] == "encoder" and err["reason"].startswith("0 of 4 voted items have a text")
+    enc = {"name": "small-cnn"}
     r = client.post(f"/v1/projects/{project}/training-sweeps", json={"base": {"encoder": enc}})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "base.encoder", r.text
+    assert "0 of 4 voted items have an image" in r.json()["errors"][0]["reason"]
+    # with texts on two items the job is queued; distillation is for features jobs only
+    texts = [{"id": "x0", "text": "a goal"}, {"id": "x1", "text": "a soup"}]
+    assert client.post(f"/v1/projects/{project}/items", json={"items": texts}).status_code == 200
+    r = client.post(f"/v1/projects/{project}/training-jobs", json={"encoder": {"name": "hashing"}})
+    assert r.status_code == 202, r.text
+    cfg = {"encoder": {"name": "hashing"}, "distill": {"teacher_job": r.json()["id"]}}
+    r = client.post(f"/v1/projects/{project}/training-jobs", json=cfg)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "distill", r.text
+    # the model-size limit counts the head on the CNN's 1024 channels (1024 * 65536 > 50M)
+    from tests.test_item_content import b64, png
+
+    image = [{"id": "x2", "image": b64(png())}]
+    assert client.post(f"/v1/projects/{project}/items", json={"items": image}).status_code == 200
+    cfg = {
+        "encoder": {"name": "small-cnn", "widths": [1024]},
+        "model": {"kind": "mlp", "hidden": [65536]},
+    }
+    r = client.post(f"/v1/projects/{project}/training-jobs", json=cfg)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "model", r.text
+
+
+def test_fitted_encoder_travels_in_the_checkpoint(texts: dict[str, Any]) -> None:
+    """A fresh process rebuilds the fitted TF-IDF + SVD from the checkpoint alone."""
+    from app.training.content import restore_encoder
+
+    res = run({"name": "tfidf-svd", "dim": 8}, texts, texts["texts"], epochs=3)
+    model, cfg, ckpt = load_checkpoint(res.checkpoint)
+    encoder = restore_encoder(cfg, ckpt)
+    new = ["a goal by the team", "spicy soup", "snow and wind"]
+    np.testing.assert_array_equal(encoder.encode(new), res.encoder.encode(new))
+    np.testing.assert_allclose(
+        predict_probs(model, encoder.encode(new)), predict_content(res, new), atol=1e-6
+    )
+    ckpt["encoder"]["version"] = "tfidf-svd/1/0000000000000000"  # another fit or library
+    with pytest.raises(EncoderUnavailableError, match="changed since it trained"):
+        restore_encoder(cfg, ckpt)
+
+
+def test_which_encoders_are_cached() -> None:
+    from app.training.embedding_cache import cacheable
+    from app.training.encoders.options import HashingOptions
+
+    assert cacheable(build_encoder(HashingOptions(name="hashing", n_features=64, dim=None)))
+    assert not cacheable(build_encoder(HashingOptions(name="hashing")))  # its SVD is the job's
+    assert not cacheable(build_encoder(TfidfSvdOptions(name="tfidf-svd")))
+    assert not cacheable(build_encoder(SmallCNNOptions(name="small-cnn")))  # trained end to end

@@ -95,10 +95,22 @@ def export_model_predictions(
     engine = services.engine
     with engine.connect() as conn:
         job = conn.execute(
-            text("SELECT project_id, status FROM training_jobs WHERE id = :j"), {"j": job_id}
+            text(
+                "SELECT project_id, status, coalesce(config->'encoder'->>'name', 'features') "
+                "AS encoder FROM training_jobs WHERE id = :j"
+            ),
+            {"j": job_id},
         ).one_or_none()
         if job is None or job.project_id != project.id:
             raise NotFound(f"No training job {job_id} in project {project.name!r}.")
+        if job.encoder != "features":
+            # Scoring by content here would encode (and fetch) every item on every export.
+            raise ValidationFailed.field(
+                "method",
+                f"job {job_id} trains on content (encoder {job.encoder!r}), not on feature "
+                f"vectors: POST /v1/training-jobs/{job_id}/predict with `items`, or train with "
+                "predict_unlabeled",
+            )
         if job.status != "succeeded":
             raise Conflict(
                 f"Training job {job_id} is {job.status}; only a succeeded job has a model."
@@ -117,8 +129,8 @@ def export_model_predictions(
         assert blob is not None  # a succeeded job stored one with its status
         return blob
 
-    model, ckpt = services.models.get(job_id, load)
-    n_feat = int(ckpt["n_features"])
+    loaded = services.models.get(job_id, load)
+    model, n_feat = loaded.model, int(loaded.ckpt["n_features"])
     rows = [r for r in rows if len(r.features) == n_feat]
     from app.training.trainer import predict_probs  # torch: imported on first use only
 

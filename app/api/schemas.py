@@ -13,7 +13,17 @@ from pydantic import (
 )
 
 from app.db.models import NAME_PATTERN
-from app.votes.records import ClassName, ExternalId, Feature, ItemIn, Strict, VoteIn, no_nul
+from app.votes.records import (
+    ClassName,
+    ExternalId,
+    Feature,
+    ImageBytes,
+    ItemIn,
+    Strict,
+    Text,
+    VoteIn,
+    no_nul,
+)
 
 # --- projects ---------------------------------------------------------------------------------
 
@@ -179,9 +189,39 @@ class TrainingJobList(BaseModel):
     jobs: list[TrainingJobOut]
 
 
+def _predict_url(value: str) -> str:
+    if not value.startswith(("http://", "https://", "/")) or value.startswith("//"):
+        raise ValueError("must be an http:// or https:// URL, or a Label Studio path (/data/...)")
+    return value
+
+
+PredictUrl = Annotated[
+    str, StringConstraints(min_length=2, max_length=4096), AfterValidator(_predict_url)
+]
+
+
 class PredictIn(Strict):
+    """Exactly one input: what the job's model reads (features for a job on features; texts,
+    or images, for a job on content), or stored items by id (their features or content)."""
+
     features: list[list[Feature]] | None = Field(default=None, min_length=1, max_length=10_000)
     items: list[ExternalId] | None = Field(default=None, min_length=1, max_length=10_000)
+    texts: list[Text] | None = Field(
+        default=None, min_length=1, max_length=10_000, description="For a job on texts."
+    )
+    images: list[ImageBytes] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="For a job on images: image files (PNG, JPEG, GIF, BMP, WebP), base64.",
+    )
+    image_urls: list[PredictUrl] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="For a job on images: fetched by the service (the network policy applies; "
+        "a Label Studio path with the project's Label Studio connector).",
+    )
 
 
 class PredictOut(BaseModel):

@@ -16,6 +16,7 @@ from app.labels import predictions
 from app.labels.model_loop import check_crowdlab_job
 from app.training.jobs import enqueue
 from app.training.snapshot import usable_items
+from app.training.stored_content import content_kind, no_content_reason, usable_content
 from app.training.sweeps import Cell, build_grid, recipe_name, report
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["training"])
@@ -41,7 +42,12 @@ def create_sweep(
         body.labels, body.losses, body.seeds, body.base, body.split_seed, body.baseline.model_dump()
     )
     conn = session.connection()
-    if usable_items(conn, project.id) == 0:
+    kind = content_kind(configs[0].encoder.name)  # the base's: every cell has it
+    if kind is not None:
+        have, total = usable_content(conn, project.id, kind)
+        if have == 0:
+            raise _invalid("base.encoder", no_content_reason(kind, have, total))
+    elif usable_items(conn, project.id) == 0:
         raise _invalid(
             "features",
             "the project has no item with both a feature vector and a vote; "

@@ -6,23 +6,24 @@ import itertools
 import math
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from app.api.access import require
-from app.api.deps import ModelCacheDep, ProjectDep, QueueDep, SessionDep, SettingsDep
-from app.api.schemas import PredictIn, PredictOut, TrainingJobList, TrainingJobOut
+from app.api.deps import ProjectDep, QueueDep, SessionDep, SettingsDep
+from app.api.schemas import TrainingJobList, TrainingJobOut
 from app.api.services import Services
 from app.config import Settings
 from app.db.models import Project, TrainingJob
-from app.errors import Conflict, NotFound, ValidationFailed, plural
+from app.errors import Conflict, NotFound, ValidationFailed
 from app.labels.model_loop import check_crowdlab_job
-from app.training.config import CONTENT_NOT_STORED, TrainingConfig
+from app.training.config import TrainingConfig
+from app.training.encoders.options import head_input_width, trunk_params
 from app.training.jobs import enqueue, project_of_job, request_cancel
-from app.training.serving import checkpoint_bytes, item_features
+from app.training.serving import checkpoint_bytes
 from app.training.snapshot import usable_items
+from app.training.stored_content import content_kind, no_content_reason, usable_content
 from app.webhooks.deliver import emit_job_finished
 
 router = APIRouter(tags=["training"])
@@ -90,18 +91,11 @@ def create_training_job(
 ) -> TrainingJobOut:
     """Queue a training job. The config is checked now: an impossible one is a 422 here,
     never a job that fails later; one past the server's training limits is a 422 naming the
-    limit (an admin raises them, docs/security.md)."""
-    if config.content_encoder:
-        raise _invalid("encoder", f"{config.content_encoder!r} {CONTENT_NOT_STORED}")
+    limit (an admin raises them, docs/security.md). A job on content (texts, images) needs
+    voted items that carry it: none is a 422 naming `encoder`."""
     conn = session.connection()
-    n_items = usable_items(conn, project.id)
-    if n_items == 0:
-        raise _invalid(
-            "features",
-            "the project has no item with both a feature vector and a "
-            "vote; POST features to /items first",
-        )
-    check_limits(config, settings, n_items, project.n_features or 0, len(project.classes))
+    n_items, width = check_inputs(conn, project.id, config, project.n_features)
+    check_limits(config, settings, n_items, width, len(project.classes))
     active = session.scalar(
         select(func.count())
         .select_from(TrainingJob)
@@ -134,28 +128,61 @@ def create_training_job(
     return job_out(job, project.name)
 
 
+def check_inputs(
+    conn: Connection, project_id: int, config: TrainingConfig, n_features: int | None
+) -> tuple[int, int | None]:
+    """(items the job will train on, width of its model's input rows, None if unknown yet).
+    A 422 when there are none: it names `features`, or `encoder` for a job on content."""
+    kind = content_kind(config.encoder.name)
+    if kind is None:
+        n_items = usable_items(conn, project_id)
+        if n_items == 0:
+            raise _invalid(
+                "features",
+                "the project has no item with both a feature vector and a "
+                "vote; POST features to /items first",
+            )
+        return n_items, n_features or 0
+    if config.distill is not None:  # the teacher's inputs would be other rows than these
+        raise _invalid("distill", "distillation needs features: a job on content cannot use it")
+    have, total = usable_content(conn, project_id, kind)
+    if have == 0:
+        raise _invalid("encoder", no_content_reason(kind, have, total))
+    return have, head_input_width(config.encoder)
+
+
 def model_params(config: TrainingConfig, n_features: int, n_classes: int) -> int:
-    """Weights and biases of the configured model."""
+    """Weights and biases of the configured model (an end-to-end encoder's network too)."""
     widths = [n_features, *getattr(config.model, "hidden", []), n_classes]
-    return sum(a * b + b for a, b in itertools.pairwise(widths))
+    head = sum(a * b + b for a, b in itertools.pairwise(widths))
+    return head + trunk_params(config.encoder)
 
 
 def check_limits(
-    config: TrainingConfig, settings: Settings, n_items: int, n_features: int, n_classes: int
+    config: TrainingConfig,
+    settings: Settings,
+    n_items: int,
+    n_features: int | None,
+    n_classes: int,
 ) -> None:
     """The server's training limits: a job that would run for hours or build a model of
-    billions of weights is refused before it is queued."""
+    billions of weights is refused before it is queued. `n_features` None: the input width
+    is a pretrained encoder's, unknown until its weights load, and the model is not counted
+    (its frozen backbone does not train; the head on it is small)."""
     steps = config.epochs * math.ceil(n_items / config.batch_size)
     checks = [
         ("epochs", config.epochs, settings.training_max_epochs, "SOFTLABELS_TRAINING_MAX_EPOCHS"),
         ("batch_size", steps, settings.training_max_steps, "SOFTLABELS_TRAINING_MAX_STEPS"),
-        (
-            "model",
-            model_params(config, n_features, n_classes),
-            settings.training_max_params,
-            "SOFTLABELS_TRAINING_MAX_PARAMS",
-        ),
     ]
+    if n_features is not None:
+        checks.append(
+            (
+                "model",
+                model_params(config, n_features, n_classes),
+                settings.training_max_params,
+                "SOFTLABELS_TRAINING_MAX_PARAMS",
+            )
+        )
     what = {"epochs": "epochs", "batch_size": "optimizer steps", "model": "model weights"}
     for field, value, limit, env in checks:
         if value > limit:
@@ -221,7 +248,7 @@ def cancel_training_job(job: JobDep, session: SessionDep) -> TrainingJobOut:
 )
 def download_model(job: JobDep, session: SessionDep) -> Response:
     """torch.load(..., weights_only=True) it, or use app.training.trainer.load_checkpoint."""
-    blob = _checkpoint(session, job[0])
+    blob = checkpoint_of(session, job[0])
     return Response(
         bytes(blob),
         media_type="application/octet-stream",
@@ -229,73 +256,10 @@ def download_model(job: JobDep, session: SessionDep) -> Response:
     )
 
 
-def _checkpoint(session: SessionDep, job: TrainingJob) -> bytes:
+def checkpoint_of(session: SessionDep, job: TrainingJob) -> bytes:
     if job.status != "succeeded":
         raise Conflict(f"Training job {job.id} is {job.status}; only a succeeded job has a model.")
     blob = checkpoint_bytes(session.connection(), job.id)
     if blob is None:  # a succeeded job always stored one (same transaction as its status)
         raise RuntimeError(f"training job {job.id} succeeded but has no stored checkpoint")
     return blob
-
-
-@router.post(
-    "/v1/training-jobs/{job_id}/predict",
-    response_model=PredictOut,
-    dependencies=[Depends(require("train", job_project))],
-)
-def predict(body: PredictIn, job: JobDep, session: SessionDep, models: ModelCacheDep) -> PredictOut:
-    """Class probabilities for raw feature vectors, or for stored items (by id)."""
-    row, project = job
-    if (body.features is None) == (body.items is None):
-        raise ValidationFailed(
-            "Send exactly one of `features` or `items`.",
-            errors=[
-                {"index": None, "field": "features", "reason": "exactly one of features or items"}
-            ],
-        )
-    model, ckpt = models.get(row.id, lambda: _checkpoint(session, row))
-    n_features = int(ckpt["n_features"])
-    if body.items is not None:
-        found = item_features(session.connection(), project.id, body.items)
-        errors = [
-            {
-                "index": i,
-                "field": "items",
-                "reason": "no such item" if item not in found else "the item has no feature vector",
-            }
-            for i, item in enumerate(body.items)
-            if found.get(item) is None
-        ]
-        if errors:
-            raise ValidationFailed(
-                f"{plural(len(errors), 'item')} cannot be predicted.", errors=errors
-            )
-        rows: list[list[float]] = [found[i] or [] for i in body.items]  # all found (checked)
-    else:
-        rows = body.features or []
-    bad = [
-        {
-            "index": i,
-            "field": "features",
-            "reason": f"has {len(r)} values; the model takes {n_features}",
-        }
-        for i, r in enumerate(rows)
-        if len(r) != n_features
-    ]
-    if bad:
-        raise ValidationFailed(
-            f"{plural(len(bad), 'feature vector')} of the wrong length.", errors=bad
-        )
-    from app.training.trainer import predict_probs
-
-    probs = predict_probs(model, np.asarray(rows, dtype=np.float32))
-    bad = [
-        {"index": i, "field": "features", "reason": "too large for the model (no finite output)"}
-        for i in np.flatnonzero(~np.isfinite(probs).all(axis=1)).tolist()
-    ]
-    if bad:
-        # A float32 feature far outside the training range overflows the network's logits.
-        raise ValidationFailed(
-            f"{plural(len(bad), 'feature vector')} gave no finite probabilities.", errors=bad
-        )
-    return PredictOut(classes=project.classes, probs=probs.tolist())

@@ -16,6 +16,7 @@ from typing import Any
 import procrastinate
 
 from app.config import Settings
+from app.connectors.media import resolvers
 from app.connectors.store import sync_due
 from app.db.session import libpq_url, make_engine
 from app.labels.fits import refit_now
@@ -84,7 +85,10 @@ def run_worker(settings: Settings, device: str = "cpu") -> None:
     engine = make_engine(url, pool_size=3)
     timeout = settings.job_heartbeat_timeout_s
     handlers = Handlers(
-        train=lambda job_id: run_training_job(engine, job_id, timeout, settings.training_max_s),
+        # Image URLs are fetched with the credentials of the connector that stored them.
+        train=lambda job_id: run_training_job(
+            engine, job_id, timeout, settings.training_max_s, media=resolvers(engine)
+        ),
         refit=lambda project_id, method, params: refit_now(engine, project_id, method, params),
         webhook=lambda delivery_id: deliver(engine, delivery_id),
         sync=lambda: sync_due(engine),

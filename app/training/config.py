@@ -20,10 +20,6 @@ from app.aggregation.registry import resolve_method
 from app.training.encoders.options import EncoderOptions, FeaturesInput
 
 DEFAULT_LABELS: dict[str, Any] = {"method": "normalized"}
-CONTENT_NOT_STORED = (
-    "trains on item content, which the service does not store yet; jobs by endpoint train on "
-    'features ({"name": "features"})'
-)
 
 
 class _Strict(BaseModel):
@@ -134,9 +130,10 @@ class TrainingConfig(_Strict):
             '"transformers", "path": ..., "pooling": "mean"} (local weights only; '
             'softlabels[text]). Images: {"name": "small-cnn", "size": 32} (trained end to '
             'end, `model` is its head) or {"name": "torchvision", "arch": "resnet18", '
-            '"weights_path": ...} (frozen; softlabels[vision]). Frozen embeddings feed `model`. '
-            "Jobs by endpoint train on features until items carry content (docs/training.md, "
-            'Encoders). Default {"name": "features"}.'
+            '"weights_path": ...} (frozen; softlabels[vision]). Frozen embeddings feed `model`, '
+            "and are cached per item and encoder. The items' content is what POST /items, a "
+            "connector's content field or a file import stored (docs/training.md, Training on "
+            'texts and images). Default {"name": "features"}.'
         ),
     )
     optimizer: Literal["adam", "sgd"] = Field(
@@ -293,12 +290,6 @@ class TrainingConfig(_Strict):
                 self.lwr.k,
             )
         return self
-
-    @property
-    def content_encoder(self) -> str | None:
-        """The encoder's name when the job trains on item content (texts, images), which the
-        service does not store yet (issue 22, phase 2): only train_on_content runs those."""
-        return None if self.encoder.name == "features" else self.encoder.name
 
     @property
     def fractions(self) -> tuple[float, float]:

@@ -11,7 +11,11 @@ seeds, early stopping, metrics and checkpoint.
   text shapes the embedding.
 - The small CNN's encode gives pixel rows and the model gets its trunk: trained end to end.
 
-Pure: no database. The worker calls it in phase 2 of issue 22 with a snapshot's content.
+The fitted encoder travels in the checkpoint (`checkpoint_entry`: its state and version), so
+`restore_encoder` in another process (the API's predict) encodes new content as the job did.
+
+Pure: no database. The worker's path (app/training/content_job.py) shares these pieces and adds
+the embedding cache and the fetching of images.
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ from torch import nn
 
 from app.training.config import TrainingConfig
 from app.training.data import TRAIN, build_training_data, split_items
-from app.training.encoders import Content, Encoder, Progress, build_encoder, take
+from app.training.encoders import (
+    Content,
+    Encoder,
+    EncoderUnavailableError,
+    Progress,
+    build_encoder,
+    take,
+)
 from app.training.errors import JobError
 from app.training.trainer import TrainResult, predict_probs, resolve_device, train
 
@@ -68,11 +79,9 @@ def train_on_content(
 
     started = time.perf_counter()
     encoder = build_encoder(cfg.encoder, str(device))
-    _check_modality(encoder, content)
-    # The split train() will compute (by item id and split seed): fit on its training part.
-    split = split_items(ids, cfg.effective_split_seed, *cfg.fractions)
+    check_modality(encoder, content)
     voted_content = take(content, voted)
-    encoder.fit(take(voted_content, split == TRAIN))
+    fit_on_training_split(cfg, encoder, ids, voted_content)
     extra_ids, extra_content, extra_gold = extra if extra is not None else ([], [], None)
     features, extra_features = _encode(encoder, [voted_content, extra_content], on_encode)
     seconds = time.perf_counter() - started
@@ -98,18 +107,61 @@ def train_on_content(
         on_epoch=on_epoch,
         should_stop=should_stop,
         checkpoint_path=checkpoint_path,
+        checkpoint_extra=checkpoint_entry(encoder),
     )
     n_encoded = len(voted_content) + len(extra_ids)
-    result.metrics["encoder"] = {
-        "name": encoder.name,
-        "version": encoder.version,
-        "dim": int(features.shape[1]),
-        "end_to_end": encoder.end_to_end,
-        "seconds": round(seconds, 3),  # fit + encode (+ loading the weights)
-        "items_per_second": round(n_encoded / seconds, 1) if seconds > 0 else None,
-    }
+    result.metrics["encoder"] = encoder_metrics(encoder, seconds, computed=n_encoded)
     result.encoder = encoder
     return result
+
+
+def fit_on_training_split(
+    cfg: TrainingConfig, encoder: Encoder, voted_ids: Sequence[str], voted_content: Content
+) -> None:
+    """encoder.fit on the training part of the split train() will compute (by item id and
+    split seed), so no validation or test content shapes the embedding."""
+    if encoder.fits_on_data:
+        split = split_items(voted_ids, cfg.effective_split_seed, *cfg.fractions)
+        encoder.fit(take(voted_content, split == TRAIN))
+
+
+def encoder_metrics(
+    encoder: Encoder, seconds: float, *, computed: int, **more: Any
+) -> dict[str, Any]:
+    """metrics["encoder"]: what encoded, and how fast (`computed` items in `seconds`, which
+    count the fit and loading the weights too)."""
+    return {
+        "name": encoder.name,
+        "version": encoder.version,
+        "dim": int(encoder.dim),
+        "end_to_end": encoder.end_to_end,
+        "seconds": round(seconds, 3),
+        "items_per_second": round(computed / seconds, 1) if computed and seconds > 0 else None,
+        "computed": computed,
+        **more,
+    }
+
+
+def checkpoint_entry(encoder: Encoder) -> dict[str, Any]:
+    """The checkpoint's "encoder" entry: what fit() learned, and the version it encodes as."""
+    return {"encoder": {"version": encoder.version, "state": encoder.state()}}
+
+
+def restore_encoder(cfg: TrainingConfig, ckpt: dict[str, Any], device: str = "cpu") -> Encoder:
+    """The encoder a content job's checkpoint was trained with, ready to encode new content.
+    Pretrained weights are loaded from their path again: if they (or the libraries) are not
+    the job's any more, the version differs and this raises EncoderUnavailableError."""
+    entry = ckpt.get("encoder")
+    if cfg.encoder.name == "features" or entry is None:
+        raise ValueError("the checkpoint has no encoder (a job trained on features)")
+    encoder = build_encoder(cfg.encoder, device)
+    encoder.load_state(entry["state"])
+    if encoder.version != entry["version"]:
+        raise EncoderUnavailableError(
+            f"encoder {encoder.name!r} here encodes as {encoder.version}, the job as "
+            f"{entry['version']}: its weights or library versions changed since it trained"
+        )
+    return encoder
 
 
 def predict_content(result: TrainResult, content: Content) -> np.ndarray:
@@ -119,7 +171,7 @@ def predict_content(result: TrainResult, content: Content) -> np.ndarray:
     return predict_probs(result.model, result.encoder.encode(content))
 
 
-def _check_modality(encoder: Encoder, content: Content) -> None:
+def check_modality(encoder: Encoder, content: Content) -> None:
     texts = not isinstance(content, np.ndarray) and all(isinstance(c, str) for c in content)
     if encoder.modality == "text" and not texts:
         raise JobError(f"encoder {encoder.name!r} reads texts; these items are not texts")

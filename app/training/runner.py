@@ -3,6 +3,10 @@
 Called by the queue's `train` task in a worker process. Progress, heartbeats and the cancel
 check share one UPDATE per epoch; a background thread keeps beating during long epochs so a
 slow epoch is not mistaken for a dead worker.
+
+A job whose encoder reads content (texts, images) freezes that content with its votes, and
+its encoder turns it into the model's inputs first (app/training/content_job.py); from there
+it is a features job. The fitted encoder goes into the checkpoint, for predictions.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,11 +25,16 @@ from sqlalchemy import Engine, text
 from app.labels import predictions
 from app.labels.model_loop import crowdlab_targets
 from app.training import jobs
-from app.training.config import CONTENT_NOT_STORED, TrainingConfig
+from app.training.config import TrainingConfig
+from app.training.content import checkpoint_entry
+from app.training.content_job import Encoded, encode_snapshot
 from app.training.data import TrainingData
+from app.training.embedding_cache import Stopped
 from app.training.errors import JobError
+from app.training.media import Resolver, direct
 from app.training.oos import oos_predictions
 from app.training.snapshot import freeze
+from app.training.stored_content import content_kind
 from app.training.trainer import load_checkpoint, predict_probs, resolve_device, train
 
 log = logging.getLogger(__name__)
@@ -61,10 +71,16 @@ def load_teacher(engine: Engine, teacher_job: int) -> Any:
 
 
 def run_training_job(
-    engine: Engine, job_id: int, heartbeat_timeout_s: float, max_s: float | None = None
+    engine: Engine,
+    job_id: int,
+    heartbeat_timeout_s: float,
+    max_s: float | None = None,
+    media: Callable[[int], Resolver] | None = None,
 ) -> None:
     """`max_s`: wall time after which the job stops at the end of an epoch, as if cancelled
-    (the admin's SOFTLABELS_TRAINING_MAX_S)."""
+    (the admin's SOFTLABELS_TRAINING_MAX_S). `media(project id)`: how that project's image
+    URLs are fetched (a connector's credentials: app/connectors/media.py); else http(s) URLs
+    only, without credentials."""
     claimed = jobs.claim(engine, job_id, worker_name())
     if claimed is None:
         log.info("training job %s is not queued any more; nothing to do", job_id)
@@ -75,9 +91,11 @@ def run_training_job(
     started = time.perf_counter()
     try:
         cfg = TrainingConfig.model_validate(claimed["config"])
-        if cfg.content_encoder:  # the API refuses these; a config stored another way may not
-            raise JobError(f"encoder {cfg.content_encoder!r} {CONTENT_NOT_STORED}")
-        snap = freeze(engine, claimed["project_id"], cfg.labels, model_targets=crowdlab_targets)
+        kind = content_kind(cfg.encoder.name)
+        if kind is not None and cfg.distill is not None:  # the API refuses these too
+            raise JobError("distillation needs a teacher on the same inputs: features jobs only")
+        project_id = claimed["project_id"]
+        snap = freeze(engine, project_id, cfg.labels, model_targets=crowdlab_targets, content=kind)
         device = resolve_device(cfg.device)
         jobs.record_snapshot(
             engine, job_id, attempt, snap.data_hash, snap.votes_version, str(device)
@@ -86,26 +104,44 @@ def run_training_job(
         with engine.connect() as conn:
             stop = False
 
-            def on_epoch(row: dict[str, Any]) -> None:
+            def report(progress: dict[str, Any]) -> bool:
                 nonlocal stop
-                progress = {k: row[k] for k in ("epoch", "epochs", "train_loss")}
-                stop = jobs.report_progress(conn, job_id, attempt, progress)
+                stop = jobs.report_progress(conn, job_id, attempt, progress) or stop
                 if max_s is not None and time.perf_counter() - started > max_s:
                     log.warning("training job %s ran past %s s; stopping it", job_id, max_s)
                     stop = True
+                return stop
 
+            def on_epoch(row: dict[str, Any]) -> None:
+                report({k: row[k] for k in ("epoch", "epochs", "train_loss")})
+
+            encoded: Encoded | None = None
+            data = snap.data
+            if kind is not None:
+                resolve = media(project_id) if media is not None else direct
+                encoded = encode_snapshot(
+                    engine, cfg, project_id, snap, resolve=resolve, report=report
+                )
+                data = encoded.data
             result = train(
-                cfg, snap.data, teacher=teacher, on_epoch=on_epoch, should_stop=lambda: stop
+                cfg,
+                data,
+                teacher=teacher,
+                on_epoch=on_epoch,
+                should_stop=lambda: stop,
+                checkpoint_extra=None if encoded is None else checkpoint_entry(encoded.encoder),
             )
             preds = dict(result.predictions)
             if cfg.oos_folds and not result.cancelled:
                 oos = oos_predictions(
-                    cfg, snap.data, cfg.oos_folds, teacher=teacher, should_stop=lambda: stop
+                    cfg, data, cfg.oos_folds, teacher=teacher, should_stop=lambda: stop
                 )
                 if oos is None:
                     result.cancelled = True
                 else:
-                    preds |= oos | _unlabeled(result.model, snap.data, preds)
+                    preds |= oos | _unlabeled(result.model, data, preds)
+        if encoded is not None:
+            result.metrics["encoder"] = encoded.metrics
         metrics = {
             **result.metrics,
             # Same labels everywhere: what the job trained on, checkable against an export.
@@ -135,6 +171,9 @@ def run_training_job(
             "cancelled" if result.cancelled else "succeeded",
             metrics["seconds"],
         )
+    except Stopped:  # cancelled (or out of time) before training began
+        jobs.finish(engine, job_id, attempt, "cancelled")
+        log.info("training job %s: cancelled while encoding its content", job_id)
     except JobError as exc:
         jobs.finish(engine, job_id, attempt, "failed", error=_sentence(str(exc)))
     except Exception as exc:

@@ -10,6 +10,10 @@ from the cached fit) and stored, so the API then serves what the job trained on.
 keep arriving (a crowd still labeling), a fit made outside the snapshot is always one version
 behind it: the last attempt fits on the snapshot's own votes, inside its transaction. The job
 records `targets_hash` (see `targets_hash`) so anyone can check it against an export.
+
+A job on content (texts, images) reads the items carrying that content instead of those with
+features, and the content with them in the same transaction (app/training/stored_content.py);
+its TrainingData has no feature columns until the encoder fills them (content_job.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from app.db import functions
 from app.labels.fits import Fit, current_fit, fit_in_snapshot, store_fit
 from app.training.data import TrainingData, build_training_data
 from app.training.errors import JobError
+from app.training.stored_content import StoredContent, read_items
 
 FIT_ATTEMPTS = 3  # votes arriving between the fit and the snapshot: fit again, this many times
 
@@ -38,6 +43,7 @@ class Snapshot:
     data_hash: str  # sha256 over the project's votes (item id, worker id, label), sorted
     votes_version: int
     targets_hash: str  # targets_hash(data.item_ids, data.targets)
+    content: StoredContent | None = None  # a content job's: row i is data's row i
 
 
 def targets_hash(item_ids: Sequence[str], targets: np.ndarray) -> str:
@@ -85,7 +91,9 @@ def freeze(
     labels: Mapping[str, Any],
     *,
     model_targets: ModelTargets = None,
+    content: str | None = None,
 ) -> Snapshot:
+    """`content`: "text" or "image" for a job whose encoder reads the items' content."""
     method = resolve_method(
         str(labels["method"]), {k: v for k, v in labels.items() if k != "method"}
     )
@@ -96,7 +104,9 @@ def freeze(
             fit = current_fit(engine, project_id, k, method, sync_max_votes=2**62)
         last = attempt == FIT_ATTEMPTS - 1
         in_snapshot = method if isinstance(method, WorkerAggregator) and last else None
-        snap = _read(engine, project_id, labels, fit, model_targets, method, k, in_snapshot)
+        snap = _read(
+            engine, project_id, labels, fit, model_targets, method, k, in_snapshot, content
+        )
         if snap is not None:
             return snap
     raise JobError("the project's votes kept changing while the job read them; retry the job")
@@ -111,6 +121,7 @@ def _read(
     method: Aggregator,
     n_classes: int,
     fit_here: WorkerAggregator | None,
+    content: str | None,
 ) -> Snapshot | None:
     """The snapshot, or None when `fit` is for another votes_version than the snapshot's.
     With `fit_here` (the worker method), such a fit is replaced by one made in the snapshot."""
@@ -122,20 +133,26 @@ def _read(
                 conn.rollback()
                 return None
             fit = refit = fit_in_snapshot(conn, project_id, n_classes, fit_here, warm=fit)
-        rows = conn.execute(
-            text(
-                "SELECT id, external_id, features, counts, coalesce(gold, -1) FROM items "
-                "WHERE project_id = :p AND features IS NOT NULL AND n_votes > 0 ORDER BY id"
-            ),
-            {"p": project_id},
-        ).all()
-        extra = conn.execute(
-            text(
-                "SELECT id, external_id, features, coalesce(gold, -1) FROM items "
-                "WHERE project_id = :p AND features IS NOT NULL AND n_votes = 0 ORDER BY id"
-            ),
-            {"p": project_id},
-        ).all()
+        stored: StoredContent | None = None
+        rows: Sequence[Any]
+        extra: Sequence[Any]
+        if content is not None:
+            rows, extra, stored = read_items(conn, project_id, content)
+        else:
+            rows = conn.execute(
+                text(
+                    "SELECT id, external_id, features, counts, coalesce(gold, -1) FROM items "
+                    "WHERE project_id = :p AND features IS NOT NULL AND n_votes > 0 ORDER BY id"
+                ),
+                {"p": project_id},
+            ).all()
+            extra = conn.execute(
+                text(
+                    "SELECT id, external_id, features, coalesce(gold, -1) FROM items "
+                    "WHERE project_id = :p AND features IS NOT NULL AND n_votes = 0 ORDER BY id"
+                ),
+                {"p": project_id},
+            ).all()
         data_hash = _votes_hash(conn, project_id)
         targets = None
         if rows and fit is not None:
@@ -173,11 +190,16 @@ def _read(
         db_ids=np.asarray(db_ids, dtype=np.int64),
         extra=extra_arg,
     )
+    if stored is not None and (
+        len(stored.voted) != len(data.item_ids) or len(stored.extra) != len(data.extra_ids)
+    ):  # every row read has votes (n_votes > 0), so none was dropped: rows still line up
+        raise RuntimeError("content rows do not line up with the snapshot's items")
     return Snapshot(
         data=data,
         data_hash=data_hash,
         votes_version=version,
         targets_hash=targets_hash(data.item_ids, data.targets),
+        content=stored,
     )
 
 

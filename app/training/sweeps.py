@@ -358,11 +358,6 @@ def build_grid(
         raise GridError(f"base.{fixed[0]}", "set by the grid (labels, losses, seeds, split_seed)")
     if base.get("distill") is not None:
         raise GridError("base.distill", "distillation is not supported in sweeps")
-    encoder = base.get("encoder")
-    if isinstance(encoder, Mapping) and encoder.get("name", "features") != "features":
-        from app.training.config import CONTENT_NOT_STORED
-
-        raise GridError("base.encoder", f"{encoder.get('name')!r} {CONTENT_NOT_STORED}")
 
     def make(lab: Mapping[str, Any], loss: str, seed: int, where: str) -> Any:
         raw = {**base, "labels": dict(lab), "loss": loss, "seed": seed, "split_seed": split_seed}

@@ -103,8 +103,10 @@ def train(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_path: Path | None = None,
+    checkpoint_extra: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train `cfg` on `data`; `teacher` is the model of cfg.distill.teacher_job (required then).
+    `checkpoint_extra`: more entries for the checkpoint (the fitted encoder of a content job).
 
     on_epoch(row) is called after every epoch with {"epoch" (1-based), "epochs", "train_loss"
     (the mean optimized objective, distillation/LWR terms included), "val_loss" (the chosen
@@ -118,7 +120,11 @@ def train(
         raise JobError("cfg.distill is set: pass the teacher job's model as `teacher`")
     device = resolve_device(cfg.device)
     with _seeded(cfg.seed, device):
-        return _train(cfg, data, device, teacher, on_epoch, should_stop, checkpoint_path)
+        result = _train(cfg, data, device, teacher, on_epoch, should_stop, checkpoint_extra)
+    if checkpoint_path is not None:
+        _write_atomic(Path(checkpoint_path), result.checkpoint)
+        result.checkpoint_path = Path(checkpoint_path)
+    return result
 
 
 def _train(
@@ -128,7 +134,7 @@ def _train(
     teacher: nn.Module | None,
     on_epoch: Callable[[dict[str, Any]], None] | None,
     should_stop: Callable[[], bool] | None,
-    checkpoint_path: Path | None,
+    checkpoint_extra: dict[str, Any] | None,
 ) -> TrainResult:
     val_frac, test_frac = cfg.fractions
     split = split_items(data.item_ids, cfg.effective_split_seed, val_frac, test_frac)
@@ -228,14 +234,14 @@ def _train(
         "best_val_loss": best_loss if best_epoch else None,
         "device": str(device),
     }
-    ckpt = _checkpoint(cfg, data, model, opt, result_metrics, stopped_early, cancelled)
-    if checkpoint_path is not None:
-        _write_atomic(Path(checkpoint_path), ckpt)
+    ckpt = _checkpoint(
+        cfg, data, model, opt, result_metrics, stopped_early, cancelled, checkpoint_extra or {}
+    )
     return TrainResult(
         metrics=result_metrics,
         model=model,
         checkpoint=ckpt,
-        checkpoint_path=Path(checkpoint_path) if checkpoint_path is not None else None,
+        checkpoint_path=None,
         stopped_early=stopped_early,
         cancelled=cancelled,
         predictions=predictions,
@@ -397,6 +403,7 @@ def _checkpoint(
     metrics: dict[str, Any],
     stopped_early: bool,
     cancelled: bool,
+    extra: dict[str, Any],
 ) -> bytes:
     """torch.save of a dict of tensors and JSON-able values (loadable with weights_only=True).
 
@@ -416,6 +423,7 @@ def _checkpoint(
         "test": metrics["test"],
         "stopped_early": stopped_early,
         "cancelled": cancelled,
+        **extra,
     }
     buf = io.BytesIO()
     torch.save(state, buf)

@@ -11,6 +11,11 @@ An encoder turns item content (texts, or images) into the model's input rows:
 the weights' digest, and for an encoder fitted on the job's data that data's digest), so a
 cache keyed by (item, encoder, version) is never stale: change any of them and it changes.
 
+What `fit` learned (a vocabulary, an SVD) is `state()`: tensors and JSON values that the job's
+checkpoint keeps, so `load_state` in another process encodes new content exactly as the job did.
+Pretrained weights are not copied into it: they are read again from their path, and `version`
+says whether they are still the same.
+
 Nothing here imports torch, scikit-learn, transformers or torchvision; the family modules
 import theirs lazily, when an encoder is built.
 """
@@ -52,6 +57,13 @@ class Encoder(Protocol):
     name: str
     modality: str  # "text" or "image"
     end_to_end: bool  # True: encode() gives model inputs and trunk() the trainable part
+    # True: fit() learns from the job's training split, so the output is the job's own and
+    # never cached across jobs (TF-IDF, the SVD after hashing).
+    fits_on_data: bool
+
+    @property
+    def dim(self) -> int:
+        """Width of encode()'s rows (after fit, for a fitted encoder)."""
 
     @property
     def version(self) -> str: ...
@@ -63,6 +75,28 @@ class Encoder(Protocol):
         self, content: Content, *, progress: Progress | None = None
     ) -> np.ndarray:  # (n, d) float32
         ...
+
+    def state(self) -> dict[str, Any]:
+        """What fit() learned, as torch tensors and JSON values ({} when nothing)."""
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Become the encoder whose state() this was (fit() not needed then)."""
+
+
+class NothingToFit:
+    """For encoders whose output does not depend on the job's data: pretrained ones (frozen),
+    and the small CNN (whose network trains inside the model, not here)."""
+
+    fits_on_data = False
+
+    def fit(self, train_content: Content) -> None:
+        """Nothing to learn from the job's data."""
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Nothing to restore: the weights are read from their path again."""
 
 
 def take(content: Content, rows: np.ndarray | Sequence[int]) -> Content:

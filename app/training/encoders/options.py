@@ -8,6 +8,7 @@ is located at e.g. ("encoder", "tfidf-svd", "dim")).
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -143,3 +144,24 @@ TEXT_ENCODERS = ("tfidf-svd", "hashing", "sentence-transformer", "transformers")
 IMAGE_ENCODERS = ("small-cnn", "torchvision")
 # Trained with the model (end to end) rather than producing fixed embeddings first.
 END_TO_END = ("small-cnn",)
+
+
+def head_input_width(options: BaseModel) -> int | None:
+    """Width of the rows the model's head trains on, where the options alone tell it (the
+    server's model-size limit counts them); None for a pretrained encoder, whose width is
+    known once its weights load."""
+    if isinstance(options, TfidfSvdOptions):
+        return options.dim
+    if isinstance(options, HashingOptions):
+        return options.dim or options.n_features
+    if isinstance(options, SmallCNNOptions):
+        return options.widths[-1]
+    return None
+
+
+def trunk_params(options: BaseModel) -> int:
+    """Trainable weights of an end-to-end encoder's network (conv3x3 without bias + BatchNorm)."""
+    if not isinstance(options, SmallCNNOptions):
+        return 0
+    widths = [3, *options.widths]
+    return sum(9 * a * b + 2 * b for a, b in itertools.pairwise(widths))

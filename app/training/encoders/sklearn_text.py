@@ -35,9 +35,11 @@ BATCH = 4096  # texts per transform call: progress granularity, bounded sparse m
 SEED = 0  # the randomized SVD's seed: the embedding is a function of the training texts
 
 
-def _svd(dim: int, n_rows: int, n_cols: int, encoder: str) -> Any:
+def _svd(dim: int, x: Any, encoder: str) -> np.ndarray:
+    """The (k, terms) float32 components of a truncated SVD of the training matrix `x`."""
     from sklearn.decomposition import TruncatedSVD
 
+    n_rows, n_cols = x.shape
     # At most one component per training text or term minus one (randomized SVD's limit).
     k = min(dim, n_rows - 1, n_cols - 1)
     if k < 1:
@@ -45,24 +47,37 @@ def _svd(dim: int, n_rows: int, n_cols: int, encoder: str) -> Any:
             f"encoder {encoder!r} needs at least 2 training texts and 2 distinct terms "
             f"(got {n_rows} texts, {n_cols} terms)"
         )
-    return TruncatedSVD(n_components=k, algorithm="randomized", random_state=SEED)
+    svd = TruncatedSVD(n_components=k, algorithm="randomized", random_state=SEED).fit(x)
+    return np.ascontiguousarray(svd.components_, dtype=np.float32)
+
+
+def _project(x: Any, components: np.ndarray) -> np.ndarray:
+    # TruncatedSVD.transform is exactly this product; kept as the bare matrix so the fitted
+    # encoder travels in a checkpoint as one tensor.
+    return np.asarray(x @ components.T, dtype=np.float32)
+
+
+def _tensor(a: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(a))
 
 
 class TfidfSvdEncoder:
     name = "tfidf-svd"
     modality = "text"
     end_to_end = False
+    fits_on_data = True
 
     def __init__(self, options: TfidfSvdOptions, device: str = "cpu") -> None:
         self.options = options
         self._vectorizer: Any = None
-        self._svd: Any = None
+        self._components: np.ndarray | None = None
         self._fit_digest: str | None = None
 
     @property
     def dim(self) -> int:
-        self._require_fit()
-        return int(self._svd.n_components)
+        return len(self._require_fit())
 
     @property
     def version(self) -> str:
@@ -77,38 +92,57 @@ class TfidfSvdEncoder:
             self._fit_digest,
         )
 
-    def fit(self, train_content: Content) -> None:
+    def _new_vectorizer(self, vocabulary: dict[str, int] | None = None) -> Any:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        texts = check_texts(train_content, self.name)
         o = self.options
-        self._vectorizer = TfidfVectorizer(
+        return TfidfVectorizer(
             max_features=o.max_features,
             ngram_range=(1, o.ngram_max),
             min_df=o.min_df,
             sublinear_tf=o.sublinear_tf,
             dtype=np.float32,
+            vocabulary=vocabulary,
         )
+
+    def fit(self, train_content: Content) -> None:
+        texts = check_texts(train_content, self.name)
+        self._vectorizer = self._new_vectorizer()
         try:
             x = self._vectorizer.fit_transform(texts)
         except ValueError as exc:  # "empty vocabulary", min_df above the text count, ...
             raise JobError(f"encoder {self.name!r} cannot fit the training texts: {exc}") from None
-        self._svd = _svd(o.dim, x.shape[0], x.shape[1], self.name)
-        self._svd.fit(x)
+        self._components = _svd(self.options.dim, x, self.name)
         self._fit_digest = texts_digest(texts)
 
     def encode(self, content: Content, *, progress: Progress | None = None) -> np.ndarray:
-        self._require_fit()
+        components = self._require_fit()
         texts = check_texts(content, self.name)
 
         def one(batch: Sequence[str]) -> np.ndarray:
-            return self._svd.transform(self._vectorizer.transform(batch))  # type: ignore[no-any-return]
+            return _project(self._vectorizer.transform(batch), components)
 
         return encode_batched(texts, BATCH, one, self.dim, progress)
 
-    def _require_fit(self) -> None:
-        if self._svd is None:
+    def state(self) -> dict[str, Any]:
+        components = self._require_fit()
+        return {
+            "vocabulary": {t: int(i) for t, i in self._vectorizer.vocabulary_.items()},
+            "idf": _tensor(self._vectorizer.idf_),
+            "components": _tensor(components),
+            "fit_digest": self._fit_digest,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._vectorizer = self._new_vectorizer(dict(state["vocabulary"]))
+        self._vectorizer.idf_ = state["idf"].numpy()  # the fitted IDF weights, as fit left them
+        self._components = state["components"].numpy()
+        self._fit_digest = state["fit_digest"]
+
+    def _require_fit(self) -> np.ndarray:
+        if self._components is None:
             raise RuntimeError("fit the encoder on the training texts first")
+        return self._components
 
 
 class HashingEncoder:
@@ -120,6 +154,8 @@ class HashingEncoder:
         from sklearn.feature_extraction.text import HashingVectorizer
 
         self.options = options
+        # Without an SVD the buckets are a pure function of the text: cacheable across jobs.
+        self.fits_on_data = options.dim is not None
         # alternate_sign=False: bucket values stay counts-like (non-negative), l2-normalized rows.
         self._vectorizer = HashingVectorizer(
             n_features=options.n_features,
@@ -127,15 +163,14 @@ class HashingEncoder:
             alternate_sign=False,
             dtype=np.float32,
         )
-        self._svd: Any = None
+        self._components: np.ndarray | None = None
         self._fit_digest: str | None = None
 
     @property
     def dim(self) -> int:
         if self.options.dim is None:
             return self.options.n_features
-        self._require_fit()
-        return int(self._svd.n_components)
+        return len(self._require_fit())
 
     @property
     def version(self) -> str:
@@ -155,22 +190,30 @@ class HashingEncoder:
         if self.options.dim is None:
             return  # stateless: nothing to learn
         texts = check_texts(train_content, self.name)
-        x = self._vectorizer.transform(texts)
-        self._svd = _svd(self.options.dim, x.shape[0], x.shape[1], self.name)
-        self._svd.fit(x)
+        self._components = _svd(self.options.dim, self._vectorizer.transform(texts), self.name)
         self._fit_digest = texts_digest(texts)
 
     def encode(self, content: Content, *, progress: Progress | None = None) -> np.ndarray:
         texts = check_texts(content, self.name)
-        if self.options.dim is not None:
-            self._require_fit()
+        components = None if self.options.dim is None else self._require_fit()
 
         def one(batch: Sequence[str]) -> np.ndarray:
             x = self._vectorizer.transform(batch)
-            return x.toarray() if self._svd is None else self._svd.transform(x)  # type: ignore[no-any-return]
+            return x.toarray() if components is None else _project(x, components)  # type: ignore[no-any-return]
 
         return encode_batched(texts, BATCH, one, self.dim, progress)
 
-    def _require_fit(self) -> None:
-        if self._svd is None:
+    def state(self) -> dict[str, Any]:
+        if self._components is None:
+            return {}
+        return {"components": _tensor(self._components), "fit_digest": self._fit_digest}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if "components" in state:
+            self._components = state["components"].numpy()
+            self._fit_digest = state["fit_digest"]
+
+    def _require_fit(self) -> np.ndarray:
+        if self._components is None:
             raise RuntimeError("fit the encoder on the training texts first")
+        return self._components

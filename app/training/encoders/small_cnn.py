@@ -21,7 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.training.encoders.base import Content, Progress, encode_batched, version_string
+from app.training.encoders.base import (
+    Content,
+    NothingToFit,
+    Progress,
+    encode_batched,
+    version_string,
+)
 from app.training.encoders.images import to_pixels
 from app.training.encoders.options import SmallCNNOptions
 
@@ -68,7 +74,7 @@ def _augment(x: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
-class SmallCNNEncoder:
+class SmallCNNEncoder(NothingToFit):
     name = "small-cnn"
     modality = "image"
     end_to_end = True
@@ -81,9 +87,6 @@ class SmallCNNEncoder:
     def version(self) -> str:
         # The rows depend on the resizing only (the network is trained per job).
         return version_string(self.name, CODE_VERSION, self.options.size)
-
-    def fit(self, train_content: Content) -> None:
-        """Nothing to fit before training: the network learns inside the training loop."""
 
     def encode(self, content: Content, *, progress: Progress | None = None) -> np.ndarray:
         def one(batch: Content) -> np.ndarray:

@@ -24,6 +24,7 @@ from torch import nn
 from app.training.encoders.base import (
     Content,
     EncoderUnavailableError,
+    NothingToFit,
     Progress,
     encode_batched,
     import_torchvision,
@@ -61,7 +62,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-class TorchvisionEncoder:
+class TorchvisionEncoder(NothingToFit):
     name = "torchvision"
     modality = "image"
     end_to_end = False
@@ -114,9 +115,6 @@ class TorchvisionEncoder:
             self._tv_version,
             torch.__version__,
         )
-
-    def fit(self, train_content: Content) -> None:
-        """Frozen: nothing to learn."""
 
     def encode(self, content: Content, *, progress: Progress | None = None) -> np.ndarray:
         @torch.inference_mode()

@@ -20,6 +20,7 @@ import numpy as np
 from app.training.encoders.base import (
     Content,
     EncoderUnavailableError,
+    NothingToFit,
     Progress,
     check_texts,
     encode_batched,
@@ -66,7 +67,7 @@ def weights_digest(path: str, fallback: str | None) -> str:
     return h.hexdigest()
 
 
-class SentenceTransformerEncoder:
+class SentenceTransformerEncoder(NothingToFit):
     name = "sentence-transformer"
     modality = "text"
     end_to_end = False
@@ -101,9 +102,6 @@ class SentenceTransformerEncoder:
             torch.__version__,
         )
 
-    def fit(self, train_content: Content) -> None:
-        """Frozen: nothing to learn."""
-
     def encode(self, content: Content, *, progress: Progress | None = None) -> np.ndarray:
         texts = check_texts(content, self.name)
 
@@ -119,7 +117,7 @@ class SentenceTransformerEncoder:
         return encode_batched(texts, self.options.batch_size, one, self.dim, progress)
 
 
-class TransformersEncoder:
+class TransformersEncoder(NothingToFit):
     """AutoTokenizer + AutoModel; the embedding is the attention-masked mean of the last
     hidden states (pooling "mean") or the first token's state (pooling "cls")."""
 
@@ -154,9 +152,6 @@ class TransformersEncoder:
             transformers.__version__,
             torch.__version__,
         )
-
-    def fit(self, train_content: Content) -> None:
-        """Frozen: nothing to learn."""
 
     def encode(self, content: Content, *, progress: Progress | None = None) -> np.ndarray:
         import torch

@@ -7,8 +7,12 @@ const ev = (j, k) => (finalMetrics(j) ? finalMetrics(j)[k] : null);
 function progressText(j) {
   const p = j.progress;
   if (!p) return j.status === "queued" ? "waiting for a worker" : "";
+  // A job on texts or images encodes (and fetches) its items' content before the epochs.
+  if (p.stage) return `${p.stage} ${p.done}/${p.total}`;
   return `epoch ${p.epoch}/${p.epochs}` + (p.train_loss !== undefined ? ` · train loss ${fmt(p.train_loss)}` : "");
 }
+// Share of the job done: the epochs (encoding counts as none of it).
+const progressFrac = (j) => (j.status === "succeeded" ? 1 : j.progress && j.progress.epochs ? j.progress.epoch / j.progress.epochs : 0);
 function labelsText(cfg) { const l = cfg.labels || {}; return Object.entries(l).map(([k, v]) => (k === "method" ? v : `${k}=${v}`)).join(" "); }
 function modelText(cfg) { const m = cfg.model || {}; return m.kind === "mlp" ? `mlp [${(m.hidden || []).join(",")}]` : m.kind; }
 
@@ -58,7 +62,7 @@ Pages.jobs = async () => {
     $("#jobs-table tbody").replaceChildren(...data.jobs.map((j) => {
       const box = h("input", { type: "checkbox", checked: chosen.has(j.id), "aria-label": `select job ${j.id}`, onchange: (x) => { if (x.target.checked) chosen.add(j.id); else chosen.delete(j.id); $("#compare-button").disabled = chosen.size < 2; } });
       const bar = h("div", { class: "progress" }, h("div", { class: "bar" }));
-      const frac = j.status === "succeeded" ? 1 : (j.progress ? j.progress.epoch / j.progress.epochs : 0);
+      const frac = progressFrac(j);
       bar.firstChild.style.width = `${Math.round(frac * 100)}%`;
       return h("tr", { "data-job": j.id, "data-status": j.status }, h("td", {}, box), h("td", {}, jobLink(j)), h("td", {}, h("span", { class: `badge ${j.status}` }, j.status)),
         h("td", {}, bar, h("span", { class: "small muted" }, progressText(j))), h("td", {}, labelsText(j.config)), h("td", {}, j.config.loss), h("td", {}, modelText(j.config)),
@@ -85,7 +89,7 @@ Pages.job = async () => {
     const j = await api(`/v1/training-jobs/${id}`);
     const st = $("#job-status"); st.textContent = j.status; st.className = `badge ${j.status}`;
     const p = j.progress;
-    const frac = j.status === "succeeded" ? 1 : (p ? p.epoch / p.epochs : 0);
+    const frac = progressFrac(j);
     $("#job-progress-bar").style.width = `${Math.round(frac * 100)}%`;
     $("#job-progress-text").textContent = `${progressText(j)}${j.device ? ` · ${j.device}` : ""}${j.started_at ? ` · started ${when(j.started_at)}` : ""}${j.finished_at ? ` · finished ${when(j.finished_at)}` : ""}`;
     $("#job-error").classList.toggle("hidden", !j.error); $("#job-error").textContent = j.error || "";

@@ -12,6 +12,7 @@ need them (see _extras.py).
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -58,6 +59,17 @@ def _q(name: str) -> str:
 
 def _clean(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
+
+
+def _image(image: bytes | str | Path) -> str:
+    """An image file's bytes (or its path) as the API takes them: base64."""
+    data = image if isinstance(image, bytes) else Path(image).read_bytes()
+    return base64.b64encode(data).decode("ascii")
+
+
+def _item(item: Mapping[str, Any]) -> Mapping[str, Any]:
+    image = item.get("image")
+    return {**item, "image": _image(image)} if isinstance(image, bytes | Path) else item
 
 
 def _batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -143,9 +155,26 @@ class Job:
         return path
 
     def predict(
-        self, features: list[list[float]] | None = None, items: list[str] | None = None
+        self,
+        features: list[list[float]] | None = None,
+        items: list[str] | None = None,
+        *,
+        texts: list[str] | None = None,
+        images: Iterable[bytes | str | Path] | None = None,
+        image_urls: list[str] | None = None,
     ) -> dict[str, Any]:
-        body = _clean({"features": features, "items": items})
+        """{"classes", "probs"} for exactly one input: feature vectors (a job on features),
+        texts, images (file bytes, or paths to read) or image URLs (a job on content), or
+        stored items by id."""
+        body = _clean(
+            {
+                "features": features,
+                "items": items,
+                "texts": texts,
+                "images": None if images is None else [_image(i) for i in images],
+                "image_urls": image_urls,
+            }
+        )
         return self.client._request(  # type: ignore[no-any-return]
             "POST", f"/v1/training-jobs/{self.id}/predict", json=body, retry=True
         ).json()
@@ -243,9 +272,10 @@ class Client:
     def add_items(
         self, project: str, items: Iterable[Mapping[str, Any]], batch_size: int = 5_000
     ) -> dict[str, int]:
-        """Create or update items ({"id", "features"?, "gold"?, "meta"?}), in batches."""
+        """Create or update items ({"id", "features"?, "gold"?, "meta"?, "text"?, "image"?,
+        "image_url"?}), in batches. An `image` given as bytes or a Path is sent base64."""
         total = {"inserted": 0, "updated": 0}
-        for batch in _batches(items, batch_size):
+        for batch in _batches((_item(i) for i in items), batch_size):
             r = self._request(
                 "POST",
                 f"/v1/projects/{_q(project)}/items",
