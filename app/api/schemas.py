@@ -158,9 +158,25 @@ class SoftLabel(BaseModel):
     item: str
     method: str
     params: dict[str, float | int]
+    task_type: TaskType = "single"
     n_votes: int
     classes: list[str]
-    probs: list[float] | None
+    probs: list[float] | None = Field(
+        description="In the order of `classes`: a distribution over the classes (single) or "
+        "the levels (ordinal); for a multi-label project each class's probability that it "
+        "applies (they need not sum to 1). Null: no votes."
+    )
+    mean: float | None = Field(
+        default=None, description="Ordinal: the distribution's mean, in the levels' values."
+    )
+    median: float | None = Field(
+        default=None,
+        description="Ordinal: the value of the first level where the cumulative probability "
+        "reaches 0.5.",
+    )
+    spread: float | None = Field(
+        default=None, description="Ordinal: the distribution's standard deviation."
+    )
     gold: str | None = None
     as_of: int = Field(description="The project's votes_version these labels reflect.")
     stale: bool = Field(description="True while a newer worker-model fit is being computed.")

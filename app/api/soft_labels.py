@@ -22,7 +22,8 @@ from app.api.model_loop import export_model_predictions
 from app.api.schemas import SoftLabel
 from app.db.models import Item
 from app.errors import NotFound
-from app.labels.export import MEDIA_TYPES, Format, filename, read_chunks, serialize
+from app.labels.export import MEDIA_TYPES, Format, filename, read_chunks, serialize, summarize
+from app.labels.service import project_scale
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["soft labels"])
 
@@ -46,13 +47,18 @@ def get_soft_label(
     if row is None:
         raise NotFound(f"No item {item!r} in project {project.name!r}.")
     probs = None
+    summary: dict[str, float] = {}
     if row.n_votes:
         counts = np.asarray([row.counts], dtype=np.int64)
-        probs = labels.probs(np.asarray([row.id]), counts)[0].tolist()
+        p = labels.probs(np.asarray([row.id]), counts, np.asarray([row.n_votes]))
+        probs = p[0].tolist()
+        summary = {k: float(v[0]) for k, v in summarize(p, project_scale(project)).items()}
     return SoftLabel(
         item=item,
         method=labels.method,
         params=labels.params,
+        task_type=project.task_type,  # type: ignore[arg-type]
+        **summary,
         n_votes=row.n_votes,
         as_of=labels.as_of,
         stale=labels.stale,
@@ -83,7 +89,9 @@ def export_soft_labels(
     min_votes: Annotated[int, Query(ge=0, le=2**31 - 1)] = 1,
     _: MethodParamsQuery = None,
 ) -> StreamingResponse:
-    """Every item with at least `min_votes` votes: id, n_votes, distribution, gold if any.
+    """Every item with at least `min_votes` votes: id, n_votes, distribution, gold if any; for
+    an ordinal project also the mean, median and spread of each distribution; for a
+    multi-label project each class's probability that it applies.
 
     Headers `X-Votes-Version` (the votes the labels reflect) and `X-Stale` ("true" while a newer
     worker-model fit is being computed) say how current the export is."""
@@ -92,6 +100,7 @@ def export_soft_labels(
             services, project, method, format, services.settings.export_chunk_rows
         )
     labels = labeler_from_request(request, project, services, method)
+    scale = project_scale(project)
     chunks = read_chunks(
         services.engine,
         project.id,
@@ -99,10 +108,11 @@ def export_soft_labels(
         labels.probs,
         min_votes,
         services.settings.export_chunk_rows,
+        scale,
     )
     name = filename(project.name, labels.method, format)
     return StreamingResponse(
-        serialize(chunks, format, project.classes),
+        serialize(chunks, format, project.classes, ordinal=scale is not None),
         media_type=MEDIA_TYPES[format],
         headers={
             "Content-Disposition": f'attachment; filename="{name}"',
