@@ -112,6 +112,16 @@ def test_multi_label_worker_models(
     ref = cls().fit(item, worker, multi_crowd.ticks, len(items), len(workers))
     got = probs(client, multi, method=method)
     assert np.allclose(got, ref.probas_, atol=1e-9)
+    # Each annotator's view: the worker's tick probabilities on the item.
+    r = client.get(
+        f"/v1/projects/{multi}/items/{items[3]}/workers/{workers[2]}/prediction",
+        params={"method": method},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = ref.predict_ticks(np.array([3]), np.array([2]))[0]
+    assert body["probs"] == pytest.approx(expected.tolist(), abs=1e-9)
+    assert body["model"] == "worker" and body["task_type"] == "multi_label"
 
 
 @pytest.mark.parametrize("method", ["dawid-skene", "majority", "distance-smoothed", "auto"])
@@ -218,6 +228,18 @@ def test_ordinal_worker_models(client: TestClient, scale: str, scale_crowd: Crow
     assert np.allclose([r["mean"] for r in rows], rater.mean_, atol=1e-6)
     ds = DawidSkene().fit(VoteArrays(item, worker, level, len(items), len(workers), 5))
     assert np.allclose(probs(client, scale, method="dawid-skene"), ds.probas_, atol=1e-9)
+    for method, expected in (
+        ("rater-bias", rater.predict_answers(np.array([4]), np.array([1]))[0]),
+        ("dawid-skene", ds.probas_[4] @ ds.confusions_[1]),
+        ("normalized", ordinal.level_counts(item, level, len(items), 5)[4] / (item == 4).sum()),
+    ):
+        r = client.get(
+            f"/v1/projects/{scale}/items/{items[4]}/workers/{workers[1]}/prediction",
+            params={"method": method},
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["probs"] == pytest.approx(expected.tolist(), abs=1e-8), method
+        assert r.json()["model"] == ("item" if method == "normalized" else "worker")
 
 
 def test_ordinal_exports_carry_summaries(client: TestClient, scale: str) -> None:
@@ -230,3 +252,12 @@ def test_ordinal_exports_carry_summaries(client: TestClient, scale: str) -> None
     assert frame.column("spread").to_pylist()[2] == pytest.approx(rows[2]["spread"])
     r = client.get(base, params={"method": "binary-relevance"})
     assert r.status_code == 422 and "rater-bias" in r.json()["errors"][0]["reason"]
+
+
+def test_prediction_errors(client: TestClient, scale: str, scale_crowd: Crowd) -> None:
+    _, _, items, workers = dense(scale_crowd)
+    base = f"/v1/projects/{scale}/items"
+    assert client.get(f"{base}/nope/workers/{workers[0]}/prediction").status_code == 404
+    assert client.get(f"{base}/{items[0]}/workers/nobody/prediction").status_code == 404
+    r = client.get(f"{base}/{items[0]}/workers/{workers[0]}/prediction", params={"method": "x"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "method"

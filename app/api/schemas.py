@@ -187,6 +187,35 @@ class SoftLabel(BaseModel):
     )
 
 
+class WorkerPrediction(BaseModel):
+    item: str
+    worker: str
+    method: str
+    params: dict[str, float | int]
+    task_type: TaskType
+    classes: list[str]
+    probs: list[float] = Field(
+        description="The distribution of the answer this worker would give on this item (single "
+        "and ordinal), or for a multi-label project each class's probability that the worker "
+        "ticks it."
+    )
+    model: Literal["worker", "item"] = Field(
+        description="`worker`: from the method's model of this worker (its confusion, rater "
+        "bias and spread, or tick rates); `item`: the method has no per-worker model, so every "
+        "worker is predicted to answer like the item's soft label."
+    )
+    worker_in_fit: bool = Field(
+        description="False when the worker is newer than the fit: the crowd's average worker "
+        "stands in."
+    )
+    mean: float | None = Field(default=None, description="Ordinal: the predicted answer's mean.")
+    median: float | None = Field(default=None, description="Ordinal: its median.")
+    spread: float | None = Field(default=None, description="Ordinal: its standard deviation.")
+    n_votes: int
+    as_of: int
+    stale: bool
+
+
 class MethodScore(BaseModel):
     method: str
     score: float | None = Field(description="Higher is better; null if the fit failed.")
