@@ -1,5 +1,5 @@
-"""The Python client on task types, in-process (the app behind FastAPI's TestClient): a multi-label and an
-ordinal project created, fed and read through softlabels_client."""
+"""The Python client on task types, in-process (the app behind FastAPI's TestClient): a
+multi-label and an ordinal project created, fed and read through softlabels_client."""
 
 from __future__ import annotations
 
