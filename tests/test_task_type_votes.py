@@ -294,7 +294,7 @@ def test_multi_label_concurrent_writers_with_retries(
                     failures.append("votes " + r.text)
 
     def toggle() -> None:
-        for k in range(8):
+        for k in range(4):
             action = "exclude" if k % 2 == 0 else "include"
             r = client.post(f"/v1/projects/{multi}/workers/t0-w0/{action}")
             if r.status_code not in (200, 404):
