@@ -379,3 +379,38 @@ def test_multi_label_items_take_no_gold(client: TestClient, multi: str) -> None:
     r = client.post(f"/v1/projects/{multi}/items", json={"items": [{"id": "a", "gold": "tech"}]})
     assert r.status_code == 422
     assert [(e["index"], e["field"]) for e in r.json()["errors"]] == [(0, "gold")]
+
+
+def test_multi_label_items_settle_by_votes_never_by_entropy(
+    client: TestClient, multi: str, database_url: str
+) -> None:
+    """A multi-label item's counts are no distribution: `item.settled` has no entropy for it,
+    so a subscription by entropy never fires and one by votes counts voters."""
+    subs = {}
+    for key, value in (("settle_entropy", 0.99), ("settle_votes", 2)):
+        r = client.post(
+            f"/v1/projects/{multi}/webhooks",
+            json={"url": "http://127.0.0.1:1/h", "events": ["item.settled"], key: value},
+        )
+        assert r.status_code == 201, r.text
+        subs[key] = r.json()["id"]
+    post_votes(
+        client,
+        multi,
+        [
+            {"item": "a", "worker": "w1", "label": ["tech", "sports"]},
+            {"item": "a", "worker": "w2", "label": []},
+        ],
+    )
+
+    def recorded(sub: int) -> list[tuple]:
+        return db_rows(
+            database_url,
+            "SELECT payload->'data'->'n_votes', payload->'data'->'entropy', "
+            "payload->'data'->'counts' FROM webhook_deliveries WHERE subscription_id = %s",
+            sub,
+        )
+
+    assert recorded(subs["settle_entropy"]) == []
+    counts = {"sports": 1, "politics": 0, "tech": 1, "health": 0}
+    assert recorded(subs["settle_votes"]) == [(2, None, counts)]
