@@ -230,3 +230,27 @@ def version(database_url: str, project: str) -> int:
             project,
         )[0][0]
     )
+
+
+def assert_ticks_recount(database_url: str, project: str) -> None:
+    """A multi-label project's invariant: counts[k] = the counted votes (workers not excluded)
+    that ticked class k, n_votes = the counted votes (voters), whatever the sets."""
+    rows = db_rows(
+        database_url,
+        """
+        SELECT i.external_id, i.counts, i.n_votes,
+               (SELECT coalesce(array_agg(c ORDER BY k), '{}') FROM (
+                   SELECT k, count(w.id) AS c
+                   FROM generate_series(0, cardinality(p.classes) - 1) k
+                   LEFT JOIN votes v ON v.item_id = i.id AND k = ANY(v.ticks)
+                   LEFT JOIN workers w ON w.id = v.worker_id AND NOT w.excluded
+                   GROUP BY k) t),
+               (SELECT count(*) FROM votes v JOIN workers w ON w.id = v.worker_id
+                WHERE v.item_id = i.id AND NOT w.excluded)
+        FROM items i JOIN projects p ON p.id = i.project_id WHERE p.name = %s
+        """,
+        project,
+    )
+    for ext, counts, n_votes, recount, voters in rows:
+        assert counts == [int(c) for c in recount], ext
+        assert n_votes == voters, ext

@@ -22,13 +22,14 @@ Three kinds, by what a method reads:
   are loaded above aggregation (app/labels/model_loop.py).
 
 Class-level metadata: `name` (the API name), `summary` (one line), `source` (citation) and
-`task_type`. Every method is single-label today (`task_type = "single"`): one true class per
-item, `probas_` rows are distributions over the K classes and `labels_` is their argmax. The
-protocol itself assumes only (n_items, K) arrays, so other task types fit it: a "multi-label"
-aggregator's rows are per-class probabilities that the class applies (they need not sum to 1;
-binary relevance fits one single-label aggregator per class, as crowd-kit's BinaryRelevance, and
-thresholds instead of taking the argmax), an "ordinal" one's are distributions over ordered
-levels. Row normalization happens in the single-label methods, never here.
+`task_type`, the kind of project a method is written for (a project's task type). A "single"
+method has one true class per item: `probas_` rows are distributions over the K classes and
+`labels_` is their argmax. The protocol assumes only (n_items, K) arrays, so other task types
+fit it (app/aggregation/task_methods.py): a "multi_label" aggregator's rows are per-class
+probabilities that the class applies (they need not sum to 1), an "ordinal" one's are
+distributions over ordered levels. Which methods a project of each type may use is the
+registry's table (single-label methods that ignore order also serve ordinal projects). Row
+normalization happens in the methods, never here.
 
 Imports point one way: method modules import this module, `params` and `votes`; `registry.py`
 imports the method modules.
@@ -46,7 +47,7 @@ from pydantic import field_validator as _field_validator
 from app.aggregation.params import check_names, param_error, parse
 from app.aggregation.votes import SortedVotes, VoteArrays
 
-TaskType = Literal["single", "multi-label", "ordinal"]
+TaskType = Literal["single", "multi_label", "ordinal"]
 
 
 class NotFitted(RuntimeError):

@@ -20,6 +20,7 @@ answer that worker would give on that item (for the count methods, the item's ow
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Self
 
@@ -51,6 +52,21 @@ def level_values(values: np.ndarray | None, n_levels: int) -> np.ndarray:
     check(v.shape == (n_levels,), f"values must have one entry per level ({n_levels})")
     check(bool(np.isfinite(v).all() and (np.diff(v) > 0).all()), "values must increase strictly")
     return v
+
+
+def scale_values(levels: Sequence[str], given: Sequence[float] | None = None) -> np.ndarray:
+    """The numeric value of each level of a scale named `levels` (lowest first): `given` when
+    the project has them, else the names themselves when they are finite, strictly increasing
+    numbers ("1".."5", "-5".."5"), else the level indices 0..K-1."""
+    if given is not None:
+        return level_values(np.asarray(given, dtype=np.float64), len(levels))
+    try:
+        named = np.asarray([float(name) for name in levels], dtype=np.float64)
+    except ValueError:
+        named = None
+    if named is not None and np.isfinite(named).all() and (np.diff(named) > 0).all():
+        return named
+    return np.arange(len(levels), dtype=np.float64)
 
 
 def ordinal_summary(

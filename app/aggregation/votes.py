@@ -26,7 +26,7 @@ Numerical conventions shared by every method:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -85,6 +85,22 @@ class VoteArrays:
     @property
     def n_votes(self) -> int:
         return int(self.item.size)
+
+
+@dataclass(frozen=True)
+class TickVotes(VoteArrays):
+    """A multi-label vote list: vote v is the set of classes worker `worker[v]` ticked on item
+    `item[v]`, row v of `ticks` (n_votes, n_classes) booleans, possibly all False. `label` is
+    unused (zeros): the single-label methods never receive these votes."""
+
+    ticks: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=bool))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        t = np.asarray(self.ticks, dtype=bool)
+        if t.shape != (self.n_votes, self.n_classes):
+            raise ValueError(f"ticks must have shape ({self.n_votes}, {self.n_classes})")
+        object.__setattr__(self, "ticks", t)
 
 
 # ----- vote indexing --------------------------------------------------------------------------

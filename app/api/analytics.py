@@ -15,6 +15,7 @@ from app.api.access import require
 from app.api.deps import EngineDep, ProjectDep
 from app.api.method_query import LabelerDep, WorkerLabelerDep
 from app.api.schemas import NextItems, ProjectStats, WorkerDetail, WorkerList
+from app.api.task_types import not_for
 from app.db.models import Project
 from app.errors import NotFound, ValidationFailed
 from app.labels import reads
@@ -30,7 +31,11 @@ SPAMMER_RULE = (
 )
 
 
-@router.get("/stats", response_model=ProjectStats, dependencies=[Depends(require("read"))])
+@router.get(
+    "/stats",
+    response_model=ProjectStats,
+    dependencies=[Depends(require("read")), Depends(not_for("multi_label", what="GET /stats"))],
+)
 def stats(
     project: ProjectDep,
     engine: EngineDep,
@@ -48,7 +53,7 @@ def stats(
     )
     entropy = None
     if voted.any():
-        probs = labels.probs(ids[voted], counts[voted])
+        probs = labels.probs(ids[voted], counts[voted], n_votes[voted])
         entropy = float(agreement.normalized_entropy(probs).mean())
     return ProjectStats(
         items=len(ids),
@@ -71,7 +76,14 @@ def stats(
     )
 
 
-@router.get("/items/next", response_model=NextItems, dependencies=[Depends(require("read"))])
+@router.get(
+    "/items/next",
+    response_model=NextItems,
+    dependencies=[
+        Depends(require("read")),
+        Depends(not_for("multi_label", what="GET /items/next")),
+    ],
+)
 def next_items(
     project: ProjectDep,
     engine: EngineDep,
@@ -107,7 +119,7 @@ def next_items(
         uncertainty = 1.0 - labels.routing(id_arr)
         score = uncertainty
     else:
-        probs = labels.probs(id_arr, count_arr)
+        probs = labels.probs(id_arr, count_arr, n_arr)
         if strategy == "entropy":
             uncertainty = agreement.normalized_entropy(probs)
         else:
@@ -187,7 +199,11 @@ def _worker_row(t: dict[str, Any], w: int) -> dict[str, Any]:
     }
 
 
-@router.get("/workers", response_model=WorkerList, dependencies=[Depends(require("read"))])
+@router.get(
+    "/workers",
+    response_model=WorkerList,
+    dependencies=[Depends(require("read")), Depends(not_for("multi_label", what="GET /workers"))],
+)
 def list_workers(
     project: ProjectDep,
     engine: EngineDep,
@@ -202,7 +218,7 @@ def list_workers(
         params=labels.params,
         as_of=labels.as_of,
         stale=labels.stale,
-        skill=get_method(labels.method).summary,
+        skill=get_method(labels.method, project.task_type).summary,
         spammer_rule=SPAMMER_RULE,
         workers=[_worker_row(t, w) for w in range(len(t["names"]))],
         warnings=labels.fit.result.warnings if labels.fit is not None else [],
@@ -210,7 +226,12 @@ def list_workers(
 
 
 @router.get(
-    "/workers/{worker:id}", response_model=WorkerDetail, dependencies=[Depends(require("read"))]
+    "/workers/{worker:id}",
+    response_model=WorkerDetail,
+    dependencies=[
+        Depends(require("read")),
+        Depends(not_for("multi_label", what="GET /workers/{worker}")),
+    ],
 )
 def get_worker(
     project: ProjectDep,

@@ -40,7 +40,9 @@ class ItemPage(BaseModel):
 
 class ItemVote(BaseModel):
     worker: str
-    label: str
+    label: str | list[str] = Field(
+        description="The class or level; for a multi-label project the classes ticked."
+    )
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -49,7 +51,10 @@ class ItemDetail(BaseModel):
     item: str
     classes: list[str]
     n_votes: int
-    counts: list[int] = Field(description="Votes per class, in the order of `classes`.")
+    counts: list[int] = Field(
+        description="Votes per class, in the order of `classes` (multi-label: how many voters "
+        "ticked each class; `n_votes` is the number of voters)."
+    )
     gold: str | None
     features: list[float] | None
     meta: dict[str, Any] | None

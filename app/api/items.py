@@ -53,6 +53,10 @@ def get_items(
             "Send `cursor` or `offset`, not both.",
             errors=[{"index": None, "field": "offset", "reason": "not with cursor"}],
         )
+    multi = project.task_type == "multi_label"
+    if multi and sort in ("entropy", "margin", "gold_disagreement"):
+        # Scores of a distribution; a multi-label row is per-class probabilities.
+        raise ValidationFailed.field("sort", "a multi_label project's items sort by item or votes")
     method_key = f"{labels.method}:{params_key(labels.params)}:{labels.as_of}"
     with services.engine.connect() as conn:
         page = list_items(
@@ -79,7 +83,13 @@ def get_items(
         order=order,
         total=page.total,
         items=[
-            ItemRow(**{**r.__dict__, "features": r.features if features else None})
+            ItemRow(
+                **{
+                    **r.__dict__,
+                    "features": r.features if features else None,
+                    **({"entropy": None, "margin": None} if multi else {}),
+                }
+            )
             for r in page.rows
         ],
         next_cursor=page.next_cursor,
@@ -112,7 +122,7 @@ def get_item(request: Request, engine: EngineDep, project: ProjectDep, item: str
         votes=[
             ItemVote(
                 worker=v.worker,
-                label=classes[v.label],
+                label=classes[v.label] if v.ticks is None else [classes[k] for k in v.ticks],
                 created_at=v.created_at,
                 updated_at=v.updated_at,
             )

@@ -24,7 +24,12 @@ from pydantic import WithJsonSchema
 
 from app.aggregation.base import Aggregator
 from app.aggregation.params import bounds, kind_of, number, rule_of
-from app.aggregation.registry import METHOD_NAMES, METHODS, PARAM_NAMES, resolve_method
+from app.aggregation.registry import (
+    ALL_METHODS,
+    METHODS_BY_TASK,
+    PARAM_NAMES,
+    resolve_method,
+)
 from app.aggregation.select import Auto
 from app.api.deps import ProjectDep, ServicesDep
 from app.api.services import Services
@@ -34,8 +39,11 @@ from app.labels.service import Labeler, labeler
 MethodQuery = Annotated[
     str,
     Query(
-        description=f"One of: {', '.join(METHOD_NAMES)}. Each method parameter below is taken "
-        "only by the methods its description names; with any other method it is a 422."
+        description="The method, by the project's task type: "
+        + "; ".join(f"{t}: {', '.join(table)}" for t, table in METHODS_BY_TASK.items())
+        + ". A method of another task type is a 422 listing the project's. Each method "
+        "parameter below is taken only by the methods its description names; with any other "
+        "method it is a 422."
     ),
 ]
 
@@ -73,7 +81,11 @@ def _description(name: str, methods: list[type[Aggregator]]) -> str:
     for m in methods:
         f = m.model_fields[name]
         default = "" if f.default is None else f" (default {_default(f.default)})"
-        groups.setdefault((f.description or "", rule_of(f)), []).append(f"`{m.name}`{default}")
+        # "normalized" of a multi-label project is another class than the single-label one.
+        kind = "" if m.task_type == "single" else f" ({m.task_type})"
+        groups.setdefault((f.description or "", rule_of(f)), []).append(
+            f"`{m.name}`{kind}{default}"
+        )
     return " ".join(
         f"{', '.join(takers)}: {meaning}; {rule}." for (meaning, rule), takers in groups.items()
     )
@@ -111,7 +123,7 @@ def params_dependency(methods: Iterable[type[Aggregator]]) -> Callable[..., None
     return declare
 
 
-MethodParamsQuery = Annotated[None, Depends(params_dependency(METHODS.values()))]
+MethodParamsQuery = Annotated[None, Depends(params_dependency(ALL_METHODS))]
 # GET .../methods/compare takes auto's parameters (it is auto's fit) and no method.
 AutoParamsQuery = Annotated[None, Depends(params_dependency([Auto]))]
 
@@ -148,7 +160,7 @@ def labeler_from_request(
         project.id,
         len(project.classes),
         project.votes_version,
-        resolve_method(method, raw),
+        resolve_method(method, raw, project.task_type),
         sync_max_votes=services.settings.fit_sync_max_votes,
         queue=services.queue,
         budget=services.fit_budget,

@@ -13,6 +13,7 @@ from app.api.access import require
 from app.api.deps import ProjectDep, ServicesDep
 from app.api.method_query import AutoParamsQuery, labeler_from_request
 from app.api.schemas import MethodComparison
+from app.api.task_types import not_for
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["analytics"])
 
@@ -20,7 +21,10 @@ router = APIRouter(prefix="/v1/projects/{project}", tags=["analytics"])
 @router.get(
     "/methods/compare",
     response_model=MethodComparison,
-    dependencies=[Depends(require("read"))],
+    dependencies=[
+        Depends(require("read")),
+        Depends(not_for("multi_label", "ordinal", what="GET /methods/compare")),
+    ],
 )
 def compare_methods(
     request: Request,

@@ -18,6 +18,7 @@ from app.api.access import require
 from app.api.deps import EngineDep, ProjectDep
 from app.api.services import Services
 from app.api.sweep_schemas import SuspectItem, SuspectItems
+from app.api.task_types import not_for
 from app.db.models import Project
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.labels.export import MEDIA_TYPES, Chunk, Format, serialize
@@ -28,7 +29,14 @@ from app.votes.records import index_text
 router = APIRouter(prefix="/v1/projects/{project}", tags=["model in the loop"])
 
 
-@router.get("/items/suspect", response_model=SuspectItems, dependencies=[Depends(require("read"))])
+@router.get(
+    "/items/suspect",
+    response_model=SuspectItems,
+    dependencies=[
+        Depends(require("read")),
+        Depends(not_for("multi_label", what="GET /items/suspect")),
+    ],
+)
 def suspect_items(
     engine: EngineDep,
     project: ProjectDep,

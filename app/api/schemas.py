@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -10,6 +11,8 @@ from pydantic import (
     BaseModel,
     Field,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
 )
 
 from app.db.models import NAME_PATTERN
@@ -42,11 +45,49 @@ ClassList = Annotated[
 Description = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(no_nul)]
 
 
+TaskType = Literal["single", "multi_label", "ordinal"]
+TASK_TYPE_DOC = (
+    "What a vote is: `single` (one class), `multi_label` (the set of classes that apply, "
+    "possibly none) or `ordinal` (one level of the scale `classes` lists, lowest first). "
+    "Fixed once the project has votes."
+)
+LevelValues = Annotated[
+    list[Annotated[float, Field(allow_inf_nan=False)]],
+    Field(
+        min_length=2,
+        max_length=1000,
+        description="Ordinal projects: the numeric value of each level, strictly increasing, "
+        "for the mean and median. Default: the level names when they are increasing numbers, "
+        "else 0..K-1.",
+    ),
+]
+
+
+def check_scale(
+    task_type: str, classes: list[str], level_values: list[float] | None
+) -> list[float] | None:
+    """`level_values` belong to an ordinal project and give one increasing value per level."""
+    if level_values is None:
+        return None
+    if task_type != "ordinal":
+        raise ValueError("level_values are for ordinal projects only")
+    if len(level_values) != len(classes):
+        raise ValueError(f"level_values has {len(level_values)} values for {len(classes)} levels")
+    if any(b <= a for a, b in itertools.pairwise(level_values)):
+        raise ValueError("level_values must increase strictly, lowest level first")
+    return level_values
+
+
 class ProjectCreate(Strict):
     name: Annotated[str, StringConstraints(pattern=NAME_PATTERN)] = Field(
         description="Lowercase letters, digits, '-' and '_'; at most 64 characters."
     )
-    classes: ClassList
+    classes: ClassList = Field(
+        description="The classes; for an ordinal project the levels of the scale, lowest first "
+        '(names such as "low" or numbers such as "1", as strings).'
+    )
+    task_type: TaskType = Field(default="single", description=TASK_TYPE_DOC)
+    level_values: LevelValues | None = None
     description: Description | None = None
     n_features: int | None = Field(
         default=None,
@@ -55,17 +96,35 @@ class ProjectCreate(Strict):
         description="Length of every item's feature vector; if omitted, the first item sets it.",
     )
 
+    @field_validator("level_values")
+    @classmethod
+    def _scale(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        # Fields are validated in order: classes and task_type are known (if valid) here.
+        if "classes" not in info.data:
+            return value
+        return check_scale(info.data.get("task_type", "single"), info.data["classes"], value)
+
 
 class ProjectUpdate(Strict):
-    """Fields sent replace the stored ones; `classes` only while the project has no votes."""
+    """Fields sent replace the stored ones; `classes` and `task_type` only while the project has
+    no votes."""
 
     classes: ClassList | None = None
+    task_type: TaskType | None = Field(default=None, description=TASK_TYPE_DOC)
+    level_values: LevelValues | None = Field(
+        default=None, description="Ordinal projects: see POST /v1/projects; null: the default."
+    )
     description: Description | None = None
 
 
 class ProjectOut(BaseModel):
     name: str
     classes: list[str]
+    task_type: TaskType
+    level_values: list[float] | None = Field(
+        description="Ordinal projects: each level's value, as mean and median use them (the "
+        "given ones or the default); null for other task types."
+    )
     description: str | None
     n_features: int | None
     votes_version: int
@@ -109,9 +168,25 @@ class SoftLabel(BaseModel):
     item: str
     method: str
     params: dict[str, float | int]
+    task_type: TaskType = "single"
     n_votes: int
     classes: list[str]
-    probs: list[float] | None
+    probs: list[float] | None = Field(
+        description="In the order of `classes`: a distribution over the classes (single) or "
+        "the levels (ordinal); for a multi-label project each class's probability that it "
+        "applies (they need not sum to 1). Null: no votes."
+    )
+    mean: float | None = Field(
+        default=None, description="Ordinal: the distribution's mean, in the levels' values."
+    )
+    median: float | None = Field(
+        default=None,
+        description="Ordinal: the value of the first level where the cumulative probability "
+        "reaches 0.5.",
+    )
+    spread: float | None = Field(
+        default=None, description="Ordinal: the distribution's standard deviation."
+    )
     gold: str | None = None
     as_of: int = Field(description="The project's votes_version these labels reflect.")
     stale: bool = Field(description="True while a newer worker-model fit is being computed.")
@@ -120,6 +195,35 @@ class SoftLabel(BaseModel):
         description="Worker-model methods: problems found in the fit (label switching, "
         "collapse); empty when none.",
     )
+
+
+class WorkerPrediction(BaseModel):
+    item: str
+    worker: str
+    method: str
+    params: dict[str, float | int]
+    task_type: TaskType
+    classes: list[str]
+    probs: list[float] = Field(
+        description="The distribution of the answer this worker would give on this item (single "
+        "and ordinal), or for a multi-label project each class's probability that the worker "
+        "ticks it."
+    )
+    model: Literal["worker", "item"] = Field(
+        description="`worker`: from the method's model of this worker (its confusion, rater "
+        "bias and spread, or tick rates); `item`: the method has no per-worker model, so every "
+        "worker is predicted to answer like the item's soft label."
+    )
+    worker_in_fit: bool = Field(
+        description="False when the worker is newer than the fit: the crowd's average worker "
+        "stands in."
+    )
+    mean: float | None = Field(default=None, description="Ordinal: the predicted answer's mean.")
+    median: float | None = Field(default=None, description="Ordinal: its median.")
+    spread: float | None = Field(default=None, description="Ordinal: its standard deviation.")
+    n_votes: int
+    as_of: int
+    stale: bool
 
 
 class MethodScore(BaseModel):

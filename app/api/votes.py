@@ -14,10 +14,11 @@ from app.api.access import require
 from app.api.connector_schemas import DeletedOut, ExcludedOut
 from app.api.deps import EngineDep, ProjectDep, ServicesDep, SessionDep, SettingsDep
 from app.api.schemas import ItemBatch, ItemResult, VoteBatch, VoteResult
-from app.errors import PayloadTooLarge
+from app.errors import PayloadTooLarge, ValidationFailed
 from app.votes import lifecycle
 from app.votes.export import (
     EXTENSIONS,
+    MULTI_LABEL_FORMATS,
     VOTE_MEDIA_TYPES,
     VoteFormat,
     read_vote_chunks,
@@ -173,10 +174,18 @@ def export_votes(
     ] = False,
 ) -> StreamingResponse:
     """Every vote, one row each, in item then worker order (crowd-kit reads the CSV as is:
-    `task` = item)."""
+    `task` = item). A multi-label vote's label is the list of classes ticked (jsonl, csv as a
+    JSON list, parquet as a list column)."""
+    multi = project.task_type == "multi_label"
+    if multi and format not in MULTI_LABEL_FORMATS:
+        raise ValidationFailed.field(
+            "format",
+            f"a multi-label project's votes export as {', '.join(MULTI_LABEL_FORMATS)}; "
+            f"{format} has no form for sets of labels",
+        )
     chunks = read_vote_chunks(engine, project.id, settings.export_chunk_rows, include_excluded)
     return StreamingResponse(
-        serialize_votes(chunks, format, project.classes),
+        serialize_votes(chunks, format, project.classes, multi),
         media_type=VOTE_MEDIA_TYPES[format],
         headers={
             "Content-Disposition": 'attachment; filename="'

@@ -165,22 +165,15 @@ def export(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Write every item's soft label to a file (same rows as the API's export)."""
-    from app.aggregation.params import ParamError
-    from app.aggregation.registry import resolve_method
-
     if format not in ("jsonl", "csv", "parquet"):
         fail("--format must be jsonl, csv or parquet", code=2)
     bad = [p for p in param or [] if "=" not in p]
     if bad:
         fail(f"--param {bad[0]!r}: write NAME=VALUE, e.g. temperature=2", code=2)
     raw = dict(p.split("=", 1) for p in (param or []))
-    try:
-        aggregator = resolve_method(method, raw)
-    except ParamError as exc:
-        fail(f"{exc.field}: {exc.reason}", code=2)
     settings = settings_for(data_dir)
     with migrated_engine(settings) as engine:
-        _export(engine, settings, project, output, format, min_votes, aggregator)
+        _export(engine, settings, project, output, format, min_votes, method, raw)
 
 
 def _export(
@@ -190,32 +183,39 @@ def _export(
     output: Path,
     format: str,
     min_votes: int,
-    aggregator: Aggregator,
+    method: str,
+    raw: dict[str, str],
 ) -> None:
     from sqlalchemy import select
+    from sqlalchemy.orm import Session
 
+    from app.aggregation.params import ParamError
+    from app.aggregation.registry import resolve_method
     from app.db.models import Project
     from app.labels.export import read_chunks, serialize
-    from app.labels.service import labeler
+    from app.labels.service import labeler, project_scale
 
-    with engine.connect() as conn:
-        proj = conn.execute(
-            select(Project.id, Project.classes, Project.votes_version.label("votes_version")).where(
-                Project.name == project
-            )
-        ).one_or_none()
-    if proj is None:
-        fail(f"no project named {project!r}", code=2)
+    with Session(engine) as session:
+        proj = session.scalars(select(Project).where(Project.name == project)).one_or_none()
+        if proj is None:
+            fail(f"no project named {project!r}", code=2)
+        session.expunge(proj)
+    try:
+        # A method's name means the class of the project's task type.
+        aggregator: Aggregator = resolve_method(method, raw, proj.task_type)
+    except ParamError as exc:
+        fail(f"{exc.field}: {exc.reason}", code=2)
     started = time.perf_counter()
     n_bytes = 0
     labels = labeler(
         engine, proj.id, len(proj.classes), proj.votes_version, aggregator, sync_max_votes=0
     )
+    scale = project_scale(proj)
     chunks = read_chunks(
-        engine, proj.id, proj.classes, labels.probs, min_votes, settings.export_chunk_rows
+        engine, proj.id, proj.classes, labels.probs, min_votes, settings.export_chunk_rows, scale
     )
     with output.open("wb") as out:
-        for part in serialize(chunks, format, proj.classes):  # type: ignore[arg-type]
+        for part in serialize(chunks, format, proj.classes, scale is not None):  # type: ignore[arg-type]
             out.write(part)
             n_bytes += len(part)
     console.print(f"wrote {output} ({n_bytes:,} bytes) in {time.perf_counter() - started:.2f} s")

@@ -46,12 +46,35 @@ def problem(path: str, reason: str) -> dict[str, Any]:
     return {"index": None, "field": path, "reason": reason}
 
 
+@dataclass(frozen=True)
+class Rating:
+    """A rating control's answer (Label Studio's <Rating>) as the tool sent it: a level of an
+    ordinal project once checked (`resolve_labels`)."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class NoAnswer:
+    """An annotation with no answer from the mapped control: "none apply" on a multi-label
+    project, a problem (`reason`) on the others."""
+
+    reason: str
+
+
+# What a parser reads as a vote's answer: one class (a name, or an index), several (a list, a
+# multi-label vote: each a name or index), a rating, or nothing.
+Answer = str | int | list[Any] | Rating | NoAnswer
+
+
 @dataclass
 class ToolVote:
     item: str
     worker: str
-    label: str | int
-    path: str  # JSON path of the label in the payload, for error messages
+    label: Answer
+    # JSON path of the label in the payload, for error messages; of a list, an element's path
+    # is this path with its index appended
+    path: str
     ref: str | None = None  # the tool's annotation / response id
     task: str | None = None  # the tool's task / record id
 
@@ -107,30 +130,107 @@ class Applied:
     rejected: list[Rejected] = field(default_factory=list)
 
 
-def label_problems(project: Project, votes: list[ToolVote]) -> list[tuple[ToolVote, str]]:
-    """The votes whose label is not one of the project's classes, each with the reason."""
-    known = set(project.classes)
+def _class_index(project: Project, label: Any, noun: str = "class") -> tuple[int, str | None]:
+    """One class (or level) given by name or 0-based index, an index written as text
+    included, as (its index, None), or (-1, the problem)."""
+    if isinstance(label, bool) or not isinstance(label, str | int):
+        return -1, f"must be one label: a {noun} name or a 0-based {noun} index"
+    classes = project.classes
+    if isinstance(label, str) and label not in classes:
+        index = index_text(label)  # e.g. crowd-kit CSV labels written as class indices
+        if index is not None:
+            label = index
+    if isinstance(label, str):
+        if label in classes:
+            return classes.index(label), None
+        if noun == "level":
+            return -1, f"{label!r} is not on this project's scale {classes[:20]}"
+        return -1, f"unknown label {label!r}; the project's classes are {classes[:20]}"
+    if not 0 <= label < len(classes):
+        return -1, f"{noun} index {label} is out of range"
+    return label, None
+
+
+def _level_of_rating(project: Project, rating: Any) -> int | str:
+    """A rating as the ordinal level it names: the level called by the number (a scale "1".."5"
+    or "0".."4"), else the rating-th level (Label Studio's stars count from 1). A string "4",
+    2.5, 0 or 7 on a five-level scale: a problem (str)."""
+    if isinstance(rating, bool) or not isinstance(rating, int):
+        return f"must be a whole number of stars, not {rating!r}"
+    if str(rating) in project.classes:
+        return project.classes.index(str(rating))
+    if 1 <= rating <= len(project.classes):
+        return rating - 1
+    return f"rating {rating} is not on this project's scale {project.classes[:20]}"
+
+
+def _resolve(project: Project, v: ToolVote) -> list[tuple[str, str]]:
+    """Make `v.label` what the project's task type takes (one class or level, or the list of
+    classes ticked); the problems as (path, reason)."""
+    label, task_type = v.label, project.task_type
+    if task_type == "multi_label":
+        if isinstance(label, NoAnswer):
+            v.label = []  # the control left blank: none apply
+            return []
+        if isinstance(label, Rating):
+            return [(v.path, "a rating answers an ordinal project; this one is multi_label")]
+        # One pick (a bare string) is a set of one.
+        picks = label if isinstance(label, list) else [label]
+        paths = (
+            [f"{v.path}[{j}]" for j in range(len(picks))] if isinstance(label, list) else [v.path]
+        )
+        problems, ticked = [], set()
+        for pick, path in zip(picks, paths, strict=True):
+            index, reason = _class_index(project, pick)
+            if reason is not None:
+                problems.append((path, reason))
+            elif index in ticked:
+                problems.append((path, f"{pick!r} is picked twice"))
+            ticked.add(index)
+        if not problems:
+            v.label = sorted(ticked)
+        return problems
+    noun = "level" if task_type == "ordinal" else "class"
+    if isinstance(label, NoAnswer):
+        return [(v.path, label.reason)]
+    if isinstance(label, Rating):
+        if task_type != "ordinal":
+            return [(v.path, f"a rating answers an ordinal project; this one is {task_type}")]
+        level = _level_of_rating(project, label.value)
+        if isinstance(level, str):
+            return [(v.path, level)]
+        v.label = level
+        return []
+    if isinstance(label, list):
+        if not label:
+            return [(v.path, "must be a non-empty list of choices")]
+        return [
+            (
+                v.path,
+                f"has {len(label)} choices; a vote is one {noun} (this project's task type is "
+                f"{task_type}: use a single-choice control, or a multi_label project)",
+            )
+        ]
+    index, reason = _class_index(project, label, noun)
+    if reason is not None:
+        return [(v.path, reason)]
+    v.label = index
+    return []
+
+
+def label_problems(project: Project, votes: list[ToolVote]) -> list[tuple[ToolVote, str, str]]:
+    """Each vote's label made what the project takes (`_resolve`); the votes that cannot be,
+    each with the JSON path and the reason of its first problem."""
     out = []
     for v in votes:
-        if isinstance(v.label, bool) or not isinstance(v.label, str | int):
-            # A tool's answer can be any JSON value (a multi-label list, an object).
-            out.append((v, "must be one label: a class name or a 0-based class index"))
-            continue
-        if isinstance(v.label, str) and v.label not in known:
-            index = index_text(v.label)  # e.g. crowd-kit CSV labels written as class indices
-            if index is not None:
-                v.label = index
-        if isinstance(v.label, str) and v.label not in known:
-            out.append(
-                (v, f"unknown label {v.label!r}; the project's classes are {project.classes[:20]}")
-            )
-        elif isinstance(v.label, int) and not 0 <= v.label < len(project.classes):
-            out.append((v, f"class index {v.label} is out of range"))
+        problems = _resolve(project, v)
+        if problems:
+            out.append((v, *problems[0]))
     return out
 
 
 def check_labels(project: Project, votes: list[ToolVote]) -> list[dict[str, Any]]:
-    return [problem(v.path, reason) for v, reason in label_problems(project, votes)]
+    return [problem(path, reason) for v, path, reason in label_problems(project, votes)]
 
 
 def dedupe(votes: list[ToolVote], policy: OnDuplicate) -> tuple[list[ToolVote], int, list[dict]]:  # type: ignore[type-arg]
@@ -179,9 +279,9 @@ def apply(
     rejected = list(parsed.rejected)
     if lenient:
         bad = label_problems(project, parsed.votes)
-        rejected += [Rejected(v.ref, v.task, v.path, reason) for v, reason in bad]
+        rejected += [Rejected(v.ref, v.task, path, reason) for v, path, reason in bad]
         rejected.sort(key=lambda r: [int(n) for n in re.findall(r"\d+", r.field)])  # as read
-        bad_ids = {id(v) for v, _ in bad}
+        bad_ids = {id(v) for v, _, _ in bad}
         parsed_votes = [v for v in parsed.votes if id(v) not in bad_ids]
     else:
         errors += check_labels(project, parsed.votes)
@@ -219,7 +319,8 @@ def apply(
         counts = ingest_votes(
             session,
             project,
-            [VoteIn.model_construct(item=v.item, worker=v.worker, label=v.label) for v in votes],
+            # Labels are resolved by now (check_labels): an index, or a list of them.
+            [VoteIn.model_construct(item=v.item, worker=v.worker, label=v.label) for v in votes],  # type: ignore[arg-type]
             source=source,
             refs=[v.ref for v in votes] if refs else None,
             tasks=[v.task for v in votes] if refs else None,

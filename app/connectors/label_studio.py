@@ -3,9 +3,16 @@
 Webhook bodies (`action` plus objects; every body also carries the whole Label Studio project
 with its share token, so a body is never stored or logged whole):
 - ANNOTATION_CREATED / ANNOTATION_UPDATED: `annotation` and `task` objects. The worker is
-  `annotation.completed_by` (an int user id); the label is `value.choices` (always a list) of the
-  `result` whose `from_name` is the mapped control. A skip is `was_cancelled: true` with an empty
-  `result`: it is not a vote, and removes one stored under that annotation id.
+  `annotation.completed_by` (an int user id); the answer is in the `result` whose `from_name` is
+  the mapped control: `value.choices` (always a list, one pick or several: only the label
+  config says whether the control is `choice="multiple"`) or `value.rating` (a <Rating>). A
+  skip is `was_cancelled: true` with an empty `result`: it is not a vote, and removes one
+  stored under that annotation id. An annotation with no result from the control (`result:
+  []`) is "none apply" on a multi-label project and a problem elsewhere.
+The parser reads the answer as it is; which answers the project takes (one class, a set, a
+level) is decided against its task type in common.py. Label Studio checks none of the values
+(a choice not in the config, two picks on a single-choice control, ratings 7, 0, 2.5 or "4"
+are all sent): that check names the annotation and the reason.
 - ANNOTATIONS_CREATED (Data Manager bulk actions): `annotation` (singular) holds a list, `task`
   a list too.
 - ANNOTATIONS_DELETED: only `annotations: [{"id"}]`; TASKS_DELETED: only `tasks: [{"id"}]`, and
@@ -24,7 +31,16 @@ from typing import Any
 
 from app import outbound
 from app.config import get_settings
-from app.connectors.common import Parsed, Rejected, ToolVote, external_id, problem
+from app.connectors.common import (
+    Answer,
+    NoAnswer,
+    Parsed,
+    Rating,
+    Rejected,
+    ToolVote,
+    external_id,
+    problem,
+)
 from app.db.models import MAX_EXTERNAL_ID
 from app.errors import ToolUnreachable
 from app.outbound import Policy
@@ -43,7 +59,7 @@ IMAGE_FIELDS = ("image",)
 class Mapping:
     """How a Label Studio project's tasks and annotations become items and votes."""
 
-    from_name: str  # the <Choices> control whose answer is the vote
+    from_name: str  # the <Choices> or <Rating> control whose answer is the vote
     item_field: str | None = None  # task data field holding the item id; None: the task id
     # Task data field holding the item's content: a text, or an image's URL (Label Studio's
     # media URLs are relative to its address and need its token: the worker fetches them with
@@ -121,33 +137,17 @@ def read_annotation(
         for j, r in enumerate(results)
         if isinstance(r, dict) and r.get("from_name") == from_name
     ]
+    label: Answer
     if not found:
         names = sorted({str(r.get("from_name")) for r in results if isinstance(r, dict)})
-        out.errors.append(
-            problem(
-                f"{path}.result",
-                f"no result from the mapped control {from_name!r} (found: {names})",
-            )
-        )
-        return
-    j, result = found[0]
-    rpath = f"{path}.result[{j}].value.choices"
-    value = result.get("value")
-    choices = value.get("choices") if isinstance(value, dict) else None
-    if not isinstance(choices, list) or not choices:
-        out.errors.append(problem(rpath, "must be a non-empty list of choices"))
-        return
-    if len(choices) != 1:
-        out.errors.append(
-            problem(
-                rpath,
-                f"has {len(choices)} choices; a vote is one class (use a single-choice control)",
-            )
-        )
-        return
-    if not isinstance(choices[0], str):
-        out.errors.append(problem(f"{rpath}[0]", "must be a string"))
-        return
+        label = NoAnswer(f"no result from the mapped control {from_name!r} (found: {names})")
+        lpath = f"{path}.result"
+    else:
+        j, result = found[0]
+        answer = _answer(result.get("value"), f"{path}.result[{j}].value", out.errors)
+        if answer is None:
+            return
+        label, lpath = answer
     item = _item(task, mapping.item_field, task_path, out.errors)
     worker = _worker(annotation, path, out.errors)
     task_id = task.get("id") if isinstance(task, dict) else None
@@ -157,12 +157,31 @@ def read_annotation(
         ToolVote(
             item=item,
             worker=worker,
-            label=choices[0],
-            path=f"{rpath}[0]",
+            label=label,
+            path=lpath,
             ref=ref,
             task=None if task_id is None else str(task_id),
         )
     )
+
+
+def _answer(value: Any, vpath: str, errors: list[dict[str, Any]]) -> tuple[Answer, str] | None:
+    """A result's value as (the answer, its JSON path): a rating, one choice (a string), or
+    the list of choices when there are none or several (a problem in `errors`: None)."""
+    if isinstance(value, dict) and "rating" in value and "choices" not in value:
+        return Rating(value["rating"]), f"{vpath}.rating"
+    rpath = f"{vpath}.choices"
+    choices = value.get("choices") if isinstance(value, dict) else None
+    if not isinstance(choices, list):
+        errors.append(problem(rpath, "must be a list of choices"))
+        return None
+    for k, choice in enumerate(choices):
+        if not isinstance(choice, str):
+            errors.append(problem(f"{rpath}[{k}]", "must be a string"))
+            return None
+    if len(choices) == 1:
+        return choices[0], f"{rpath}[0]"
+    return list(choices), rpath
 
 
 def _ids(body: dict[str, Any], key: str, out: Parsed) -> list[str]:
@@ -292,16 +311,28 @@ def _id_text(value: Any) -> str | None:
 def _read_min_row(out: Parsed, row: dict[str, Any], i: int, mapping: Mapping) -> None:
     path = f"[{i}]"
     from_name, item_field = mapping.from_name, mapping.item_field
-    label = row.get(from_name)
-    if isinstance(label, dict) and "choices" in label:  # multi-choice rows
-        label = label["choices"]
-    if isinstance(label, list):
-        if len(label) != 1:
-            out.errors.append(problem(f"{path}.{from_name}", "a vote is one class"))
+    raw = row.get(from_name)
+    lpath = f"{path}.{from_name}"
+    label: Answer
+    # JSON_MIN simplifies by count (label_studio_sdk's prettify_result): one choice is a bare
+    # string, zero or several {"choices": [...]}, a rating always [{"rating": r}]; an empty
+    # annotation has no key for the control.
+    if raw is None:
+        label = NoAnswer("missing: no answer for the control")
+    elif isinstance(raw, str):
+        label = raw
+    elif isinstance(raw, list) and len(raw) == 1 and isinstance(raw[0], dict):
+        answer = _answer(raw[0], f"{lpath}[0]", out.errors)
+        if answer is None:
             return
-        label = label[0]
-    if not isinstance(label, str):
-        out.errors.append(problem(f"{path}.{from_name}", "missing: no answer for the control"))
+        label, lpath = answer
+    elif isinstance(raw, dict):
+        answer = _answer(raw, lpath, out.errors)
+        if answer is None:
+            return
+        label, lpath = answer
+    else:
+        out.errors.append(problem(lpath, 'must be a choice, {"choices": [...]} or a rating'))
         return
     # A data field named `id` clashes with the task id in JSON_MIN; the task id wins there.
     key = item_field or "id"
@@ -314,7 +345,7 @@ def _read_min_row(out: Parsed, row: dict[str, Any], i: int, mapping: Mapping) ->
             item=item,
             worker=worker,
             label=label,
-            path=f"{path}.{from_name}",
+            path=lpath,
             ref=None if ref is None else str(ref),
             task=None if row.get("id") is None else str(row["id"]),
         )

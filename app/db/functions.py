@@ -40,6 +40,11 @@ _INGEST_ARGS = (
 )
 _INGEST = "SELECT * FROM softlabels_ingest_votes" + _INGEST_ARGS
 _INGEST_BATCH = "SELECT * FROM softlabels_ingest_votes_batch" + _INGEST_ARGS
+# A multi-label batch: each vote's set as a smallint[] literal, '{0,3}' (a list of lists would
+# be a 2-D array, which PostgreSQL wants rectangular).
+_TICKS_ARGS = _INGEST_ARGS.replace("%(labels)s::smallint[]", "%(ticks)s")
+_INGEST_TICKS = "SELECT * FROM softlabels_ingest_ticks" + _TICKS_ARGS
+_INGEST_TICKS_BATCH = "SELECT * FROM softlabels_ingest_ticks_batch" + _TICKS_ARGS
 
 
 class IngestResult(NamedTuple):
@@ -68,7 +73,8 @@ def ingest_votes(
     classes: Sequence[str],
     items: Sequence[str],
     workers: Sequence[str],
-    labels: np.ndarray | Sequence[int],
+    labels: np.ndarray | Sequence[int] | None = None,
+    ticks: Sequence[Sequence[int]] | None = None,
     source: str = "api",
     refs: Sequence[str | None] | None = None,
     tasks: Sequence[str | None] | None = None,
@@ -83,7 +89,8 @@ def ingest_votes(
     classes: Sequence[str],
     items: Sequence[str],
     workers: Sequence[str],
-    labels: np.ndarray | Sequence[int],
+    labels: np.ndarray | Sequence[int] | None = None,
+    ticks: Sequence[Sequence[int]] | None = None,
     source: str = "api",
     refs: Sequence[str | None] | None = None,
     tasks: Sequence[str | None] | None = None,
@@ -97,7 +104,8 @@ def ingest_votes(
     classes: Sequence[str],
     items: Sequence[str],
     workers: Sequence[str],
-    labels: np.ndarray | Sequence[int],
+    labels: np.ndarray | Sequence[int] | None = None,
+    ticks: Sequence[Sequence[int]] | None = None,
     source: str = "api",
     refs: Sequence[str | None] | None = None,
     tasks: Sequence[str | None] | None = None,
@@ -108,18 +116,29 @@ def ingest_votes(
 
     `classes` is the class list the labels index, as the caller knows it: a stale one raises
     CLASSES_CHANGED, a missing project NO_PROJECT. `refs` and `tasks` (aligned with the votes)
-    are a labeling tool's annotation and task ids, `source` where the votes came from."""
+    are a labeling tool's annotation and task ids, `source` where the votes came from.
+
+    A multi-label project's batch gives `ticks` instead of `labels`: vote i is the set of class
+    indices `ticks[i]`, sorted and distinct (softlabels_ingest_ticks)."""
+    if (labels is None) == (ticks is None):
+        raise TypeError("give labels (single-label, ordinal) or ticks (multi-label)")
     params = {
         "project_id": project_id,
         "classes": _list(classes),
         "items": _list(items),
         "workers": _list(workers),
-        "labels": _int_array(labels),
         "source": source,
         "refs": _list(refs),
         "tasks": _list(tasks),
     }
-    query = _INGEST_BATCH if len(items) > BATCH_PLAN_MIN else _INGEST
+    big = len(items) > BATCH_PLAN_MIN
+    if ticks is not None:
+        params["ticks"] = [_int_array(t) for t in ticks]
+        query = _INGEST_TICKS_BATCH if big else _INGEST_TICKS
+    else:
+        assert labels is not None
+        params["labels"] = _int_array(labels)
+        query = _INGEST_BATCH if big else _INGEST
     return _call(conn, query, params, IngestResult._make)
 
 

@@ -3,7 +3,9 @@
 Physical design, chosen for the read paths:
 - `votes` holds one row per (item, worker); its primary key makes retries idempotent.
 - `items.counts` is the item's vote-count vector over the project's classes, maintained in the
-  same transaction as the votes (app/votes/ingest.py).
+  same transaction as the votes (app/votes/ingest.py). For a multi-label project a vote is a
+  set of classes (`votes.ticks`), `counts[k]` is how many voters ticked class k and `n_votes`
+  the number of voters, so a row need not sum to n_votes.
   Soft labels and exports read it directly, so a
   read never aggregates the vote table.
 - A project's `votes_version` goes up with every batch that changes a vote (a striped counter,
@@ -43,6 +45,8 @@ from app.db.base import Base
 NAME_PATTERN = r"^[a-z0-9_-]{1,64}$"
 MAX_EXTERNAL_ID = 256
 VOTE_SOURCES = "('api', 'label-studio', 'argilla', 'import')"
+# What a project asks: one class, any set of classes, or one level of an ordered scale.
+TASK_TYPES = ("single", "multi_label", "ordinal")
 
 
 def _now() -> Mapped[dt.datetime]:
@@ -54,11 +58,23 @@ class Project(Base):
     __table_args__ = (
         CheckConstraint(f"name ~ '{NAME_PATTERN}'", name="name_format"),
         CheckConstraint("cardinality(classes) BETWEEN 2 AND 1000", name="n_classes"),
+        CheckConstraint("task_type IN ('single', 'multi_label', 'ordinal')", name="task_type"),
+        CheckConstraint(
+            "level_values IS NULL OR (task_type = 'ordinal' "
+            "AND cardinality(level_values) = cardinality(classes))",
+            name="level_values",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
+    # For an ordinal project, the levels in order (lowest first).
     classes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    # Fixed once the project has votes: the votes' meaning and storage depend on it.
+    task_type: Mapped[str] = mapped_column(Text, server_default="single")
+    # An ordinal scale's numeric values, one per level, for the mean and median; NULL: the level
+    # names when they are increasing numbers, else the level indices (app/votes/task_types.py).
+    level_values: Mapped[list[float] | None] = mapped_column(ARRAY(Float(precision=53)))
     description: Mapped[str | None] = mapped_column(Text)
     # Fixed by the first item that carries features (or at creation); every item then matches it.
     n_features: Mapped[int | None] = mapped_column(Integer)
@@ -163,6 +179,10 @@ class Vote(Base):
         Index("ix_votes_project_id", "project_id"),
         Index("ix_votes_worker_id", "worker_id"),
         CheckConstraint(f"source IN {VOTE_SOURCES}", name="source"),
+        CheckConstraint(
+            "(ticks IS NULL AND label >= 0) OR (ticks IS NOT NULL AND label = -1)",
+            name="label_or_ticks",
+        ),
         Index(
             "ix_votes_tool_ref",
             "project_id",
@@ -193,7 +213,9 @@ class Vote(Base):
     # the item's own (which cascades) already ties the vote to its project, and a third FK
     # check per vote cost ~20% of bulk-ingest time (benchmarks/results/ingest.md).
     project_id: Mapped[int] = mapped_column(BigInteger)
-    label: Mapped[int] = mapped_column(SmallInteger)
+    label: Mapped[int] = mapped_column(SmallInteger)  # class or level index; -1: see ticks
+    # A multi-label vote: the class indices the worker ticked, sorted and distinct, maybe none.
+    ticks: Mapped[list[int] | None] = mapped_column(ARRAY(SmallInteger))
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
     # Provenance (app/connectors): api, label-studio, argilla or import; the tool's annotation

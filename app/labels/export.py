@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
+from app.aggregation.ordinal import ordinal_summary
 from app.labels import csv_safe
 
 Format = Literal["jsonl", "csv", "parquet"]
@@ -29,23 +30,39 @@ MEDIA_TYPES: dict[str, str] = {
 }
 
 
+# An ordinal project's per-item summaries of its distribution, in the scale's values.
+SUMMARIES = ("mean", "median", "spread")
+
+
 @dataclass(frozen=True)
 class Chunk:
     items: list[str]
     n_votes: np.ndarray  # (n,) int64
-    probs: np.ndarray  # (n, K) float64
+    # (n, K) float64: distributions, or a multi-label project's per-class probabilities
+    probs: np.ndarray
     gold: list[str | None]
+    # ordinal projects: mean, median, spread (n,) each; empty otherwise
+    summaries: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def summarize(probs: np.ndarray, level_values: np.ndarray | None) -> dict[str, np.ndarray]:
+    """An ordinal project's mean, median and spread per row (none without `level_values`)."""
+    if level_values is None:
+        return {}
+    return dict(zip(SUMMARIES, ordinal_summary(probs, level_values), strict=True))
 
 
 def read_chunks(
     engine: Engine,
     project_id: int,
     classes: list[str],
-    probs: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    probs: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
     min_votes: int,
     chunk_rows: int,
+    level_values: np.ndarray | None = None,
 ) -> Iterator[Chunk]:
-    """`probs(item db ids, counts)` gives each chunk's distributions (see app/labels/service.py).
+    """`probs(item db ids, counts, n_votes)` gives each chunk's rows (see
+    app/labels/service.py); `level_values` (an ordinal project's) adds the summaries.
 
     A server-side cursor in binary format: psycopg parses each row (the counts array included)
     in C, which measured faster than the SQLAlchemy row path and than COPY (whose rows come
@@ -66,11 +83,14 @@ def read_chunks(
             while rows := cur.fetchmany(chunk_rows):
                 ids, ext, n_votes, gold, counts = zip(*rows, strict=True)
                 gold_idx = np.asarray(gold, dtype=np.int64)
+                n = np.asarray(n_votes, dtype=np.int64)
+                p = probs(np.asarray(ids, dtype=np.int64), np.asarray(counts, np.int64), n)
                 yield Chunk(
                     items=list(ext),
-                    n_votes=np.asarray(n_votes, dtype=np.int64),
-                    probs=probs(np.asarray(ids, dtype=np.int64), np.asarray(counts, np.int64)),
+                    n_votes=n,
+                    probs=p,
                     gold=np.where(gold_idx >= 0, class_names[gold_idx], NO_GOLD).tolist(),
+                    summaries=summarize(p, level_values),
                 )
     finally:
         raw.close()
@@ -98,35 +118,55 @@ def one_line_each(blob: bytes) -> bytes:
     return blob
 
 
+def _summary_rows(ch: Chunk) -> list[dict[str, float]]:
+    if not ch.summaries:
+        return [{}] * len(ch.items)
+    columns = {name: ch.summaries[name].tolist() for name in SUMMARIES}
+    return [{name: columns[name][i] for name in SUMMARIES} for i in range(len(ch.items))]
+
+
 def jsonl(chunks: Iterator[Chunk]) -> Iterator[bytes]:
     dumps = orjson.dumps  # ~5x json.dumps; the same numbers (shortest round-trip floats)
     for ch in chunks:
-        lines = [
-            # An item with no votes has no distribution (the methods return uniform for it only
-            # to avoid NaN): null, as the single-item endpoint says. Reached with min_votes=0.
-            dumps(
-                {"item": item, "n_votes": n, "probs": probs if n else None}
-                if gold is None
-                else {"item": item, "n_votes": n, "probs": probs if n else None, "gold": gold}
-            )
-            for item, n, probs, gold in zip(
-                ch.items, ch.n_votes.tolist(), ch.probs.tolist(), ch.gold, strict=True
-            )
-        ]
+        lines = []
+        for item, n, probs, gold, summary in zip(
+            ch.items,
+            ch.n_votes.tolist(),
+            ch.probs.tolist(),
+            ch.gold,
+            _summary_rows(ch),
+            strict=True,
+        ):
+            # An item with no votes has no distribution (the methods return uniform for it
+            # only to avoid NaN): null, as the single-item endpoint says. Reached with
+            # min_votes=0.
+            row: dict[str, object] = {"item": item, "n_votes": n, "probs": probs if n else None}
+            for name, value in summary.items():
+                row[name] = value if n else None
+            if gold is not None:
+                row["gold"] = gold
+            lines.append(dumps(row))
         if lines:
             yield one_line_each(b"\n".join(lines) + b"\n")
 
 
-def csv_rows(chunks: Iterator[Chunk], classes: list[str]) -> Iterator[bytes]:
+def csv_rows(chunks: Iterator[Chunk], classes: list[str], ordinal: bool = False) -> Iterator[bytes]:
     buf = io.StringIO()
     writer = csv_safe.writer(buf)  # CRLF, and no cell a spreadsheet would run as a formula
-    writer.writerow(["item", "n_votes", "gold", *class_columns(classes)])
-    no_probs = [""] * len(classes)  # an item with no votes: empty cells, as null in JSONL
+    extra = list(SUMMARIES) if ordinal else []
+    writer.writerow(["item", "n_votes", "gold", *class_columns(classes), *extra])
+    # an item with no votes: empty cells, as null in JSONL
+    no_probs = [""] * (len(classes) + len(extra))
     for ch in chunks:
-        for item, n, gold, probs in zip(
-            ch.items, ch.n_votes.tolist(), ch.gold, ch.probs.tolist(), strict=True
+        for item, n, gold, probs, summary in zip(
+            ch.items,
+            ch.n_votes.tolist(),
+            ch.gold,
+            ch.probs.tolist(),
+            _summary_rows(ch),
+            strict=True,
         ):
-            cells = map(repr, probs) if n else no_probs
+            cells = map(repr, [*probs, *summary.values()]) if n else no_probs
             writer.writerow([item, n, "" if gold is None else gold, *cells])
         yield buf.getvalue().encode()
         buf.seek(0)
@@ -158,15 +198,16 @@ class _Drain(io.RawIOBase):
         return out
 
 
-def parquet_schema(classes: list[str]) -> pa.Schema:
+def parquet_schema(classes: list[str], ordinal: bool = False) -> pa.Schema:
     return pa.schema(
         [("item", pa.string()), ("n_votes", pa.int32()), ("gold", pa.string())]
         + [(name, pa.float64()) for name in class_columns(classes)]
+        + [(name, pa.float64()) for name in (SUMMARIES if ordinal else ())]
     )
 
 
-def parquet(chunks: Iterator[Chunk], classes: list[str]) -> Iterator[bytes]:
-    schema = parquet_schema(classes)
+def parquet(chunks: Iterator[Chunk], classes: list[str], ordinal: bool = False) -> Iterator[bytes]:
+    schema = parquet_schema(classes, ordinal)
     sink = _Drain()
     with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
         for ch in chunks:
@@ -176,18 +217,23 @@ def parquet(chunks: Iterator[Chunk], classes: list[str]) -> Iterator[bytes]:
                 pa.array(ch.n_votes, pa.int32()),
                 pa.array(ch.gold, pa.string()),
                 *(pa.array(ch.probs[:, j], mask=no_votes) for j in range(ch.probs.shape[1])),
+                *(pa.array(ch.summaries[name], mask=no_votes) for name in SUMMARIES if ordinal),
             ]
             writer.write_table(pa.Table.from_arrays(columns, schema=schema))
             yield sink.take()
     yield sink.take()
 
 
-def serialize(chunks: Iterator[Chunk], fmt: Format, classes: list[str]) -> Iterator[bytes]:
+def serialize(
+    chunks: Iterator[Chunk], fmt: Format, classes: list[str], ordinal: bool = False
+) -> Iterator[bytes]:
+    """`ordinal`: the rows carry an ordinal project's mean, median and spread (CSV and Parquet
+    columns after the classes'; JSONL keys)."""
     if fmt == "jsonl":
         return jsonl(chunks)
     if fmt == "csv":
-        return csv_rows(chunks, classes)
-    return parquet(chunks, classes)
+        return csv_rows(chunks, classes, ordinal)
+    return parquet(chunks, classes, ordinal)
 
 
 def filename(project: str, method: str, fmt: Format) -> str:

@@ -20,8 +20,9 @@ from sqlalchemy import Connection, Engine, text
 
 from app.aggregation.base import WorkerAggregator, WorkerModelFit
 from app.aggregation.budget import FitOverBudget, time_budget
+from app.aggregation.params import ParamError
 from app.aggregation.registry import resolve_method
-from app.aggregation.votes import VoteArrays
+from app.aggregation.votes import TickVotes, VoteArrays
 from app.db import functions
 from app.errors import FitPending, FitsBusy
 
@@ -112,7 +113,11 @@ def gold_key(conn: Connection, project_id: int) -> str:
     return str(conn.execute(_GOLD_KEY, {"p": project_id}).scalar_one())
 
 
-def load_votes(conn: Connection, project_id: int, n_classes: int) -> ProjectVotes:
+def load_votes(
+    conn: Connection, project_id: int, n_classes: int, ticks: bool = False
+) -> ProjectVotes:
+    """The project's counted votes as arrays indexed by item and worker (database-id order).
+    `ticks`: a multi-label project's, as TickVotes (each vote's set of ticked classes)."""
     item_ids, gold = _items(conn, project_id)
     worker_ids = _ids(conn, "workers", project_id)
     # Excluded workers' votes stay stored but no method sees them (app/votes/lifecycle.py); with
@@ -124,15 +129,21 @@ def load_votes(conn: Connection, project_id: int, n_classes: int) -> ProjectVote
         ).scalars()
     ]
     skip = " AND worker_id <> ALL(%s)" if excluded else ""
+    # A multi-label vote comes as one row per ticked class (-1 for a vote that ticked none), so
+    # that every row keeps the fixed (bigint, bigint, smallint) layout parsed below.
+    select = (
+        "SELECT item_id, worker_id, coalesce(t, -1)::smallint FROM votes "
+        "LEFT JOIN LATERAL unnest(ticks) AS t ON true"
+        if ticks
+        else "SELECT item_id, worker_id, label FROM votes"
+    )
     buf = io.BytesIO()
     raw = conn.connection.driver_connection
     assert raw is not None  # an open SQLAlchemy connection always has its psycopg one
     with (
         raw.cursor() as cur,
         cur.copy(
-            "COPY (SELECT item_id, worker_id, label FROM votes WHERE project_id = %s"
-            + skip
-            + ") TO STDOUT (FORMAT BINARY)",
+            f"COPY ({select} WHERE project_id = %s" + skip + ") TO STDOUT (FORMAT BINARY)",
             (project_id, excluded) if excluded else (project_id,),
         ) as copy,
     ):
@@ -141,6 +152,10 @@ def load_votes(conn: Connection, project_id: int, n_classes: int) -> ProjectVote
     data = buf.getbuffer()
     n = (len(data) - _HEADER - 2) // _ROW.itemsize
     rows = np.frombuffer(data, dtype=_ROW, count=n, offset=_HEADER) if n > 0 else np.empty(0, _ROW)
+    if ticks:
+        return ProjectVotes(
+            item_ids, worker_ids, _tick_votes(rows, item_ids, worker_ids, n_classes, gold)
+        )
     votes = VoteArrays(
         item=np.searchsorted(item_ids, rows["item"].astype(np.int64)),
         worker=np.searchsorted(worker_ids, rows["worker"].astype(np.int64)),
@@ -151,6 +166,29 @@ def load_votes(conn: Connection, project_id: int, n_classes: int) -> ProjectVote
         gold=gold,
     )
     return ProjectVotes(item_ids, worker_ids, votes)
+
+
+def _tick_votes(
+    rows: np.ndarray, item_ids: np.ndarray, worker_ids: np.ndarray, k: int, gold: np.ndarray
+) -> TickVotes:
+    """One vote per (item, worker) from the rows of its ticks."""
+    item = np.searchsorted(item_ids, rows["item"].astype(np.int64))
+    worker = np.searchsorted(worker_ids, rows["worker"].astype(np.int64))
+    pair, vote = np.unique(item * max(len(worker_ids), 1) + worker, return_inverse=True)
+    ticks = np.zeros((len(pair), k), dtype=bool)
+    tick = rows["label"].astype(np.int64)
+    has = tick >= 0
+    ticks[vote[has], tick[has]] = True
+    return TickVotes(
+        item=pair // max(len(worker_ids), 1),
+        worker=pair % max(len(worker_ids), 1),
+        label=np.zeros(len(pair), dtype=np.int64),
+        n_items=len(item_ids),
+        n_workers=len(worker_ids),
+        n_classes=k,
+        gold=None,  # a multi-label item's gold is not one class
+        ticks=ticks,
+    )
 
 
 def params_key(params: dict[str, Any]) -> str:
@@ -250,7 +288,7 @@ def fit_in_snapshot(
     """Fit on the votes `conn` sees: the caller holds the REPEATABLE READ transaction, so the
     fit is for exactly the votes (and votes_version) of that snapshot. Not stored."""
     version = functions.votes_version(conn, project_id=project_id)
-    pv = load_votes(conn, project_id, n_classes)
+    pv = load_votes(conn, project_id, n_classes, ticks=method.task_type == "multi_label")
     key = gold_key(conn, project_id) if method.uses_gold else ""
     started = time.perf_counter()
     # Indices are database-id order, and ids only grow, so the stored fit's rows line up with
@@ -351,14 +389,20 @@ def current_fit(
 
 def refit_now(engine: Engine, project_id: int, method: str, params: dict[str, Any]) -> None:
     """The worker's `refit` task: bring the stored fit up to the project's current votes."""
-    aggregator = resolve_method(method, params)
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT cardinality(classes), task_type FROM projects WHERE id = :p"),
+            {"p": project_id},
+        ).one_or_none()
+    if row is None:
+        return  # project deleted meanwhile
+    # The method's name means the class of the project's task type.
+    try:
+        aggregator = resolve_method(method, params, row[1])
+    except ParamError:
+        return  # the task type changed since the refit was queued (an empty project)
     if not isinstance(aggregator, WorkerAggregator):
         return  # count methods have no fit to refresh
     with engine.connect() as conn:
-        k = conn.execute(
-            text("SELECT cardinality(classes) FROM projects WHERE id = :p"), {"p": project_id}
-        ).scalar_one_or_none()
-        warm = load_fit(conn, project_id, method, aggregator.params()) if k is not None else None
-    if k is None:
-        return  # project deleted meanwhile
-    compute_fit(engine, project_id, int(k), aggregator, warm=warm)
+        warm = load_fit(conn, project_id, method, aggregator.params())
+    compute_fit(engine, project_id, int(row[0]), aggregator, warm=warm)

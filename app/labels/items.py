@@ -42,7 +42,8 @@ Order = Literal["asc", "desc"]
 SORTS: tuple[str, ...] = ("entropy", "margin", "votes", "gold_disagreement", "item")
 COMPUTED = {"entropy", "margin", "gold_disagreement"}
 SCORES = ("entropy", "margin", "gold_disagreement")
-ProbsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (item db ids, counts) -> (n, K)
+# (item db ids, counts, n_votes) -> (n, K): a Labeler's probs (app/labels/service.py)
+ProbsFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 class CursorError(ValidationFailed):
@@ -235,7 +236,7 @@ def _page_rows(rows: Sequence[Any], classes: list[str], probs: ProbsFn) -> list[
     n_votes = np.asarray([r.n_votes for r in rows], np.int64)
     counts = np.asarray([r.counts for r in rows], np.int64)
     gold = np.asarray([-1 if r.gold is None else r.gold for r in rows], np.int64)
-    p = probs(ids, counts)
+    p = probs(ids, counts, n_votes)
     sc = scores(p, n_votes, gold)
 
     def num(a: np.ndarray, i: int) -> float | None:
@@ -332,7 +333,7 @@ def _list_items(
                 ids, n_votes, counts, gold = read_all_counts(
                     conn, project_id, len(classes), min_votes
                 )
-                sc = scores(probs(ids, counts), n_votes, gold, (sort,))[sort]
+                sc = scores(probs(ids, counts, n_votes), n_votes, gold, (sort,))[sort]
                 return ids[sorted_order(ids, sc, desc)]
 
             ordered = cache.get((project_id, fp, tag), build)
@@ -395,7 +396,8 @@ def _list_items(
 
 
 def read_item(conn: Connection, project_id: int, external_id: str) -> dict[str, Any] | None:
-    """The item's stored fields and its votes (worker external id, label index, times)."""
+    """The item's stored fields and its votes (worker external id, label index or a
+    multi-label vote's ticks, times)."""
     row = conn.execute(
         text(
             "SELECT i.id, i.external_id, i.n_votes, i.counts, i.gold, i.features, i.meta, "
@@ -410,7 +412,7 @@ def read_item(conn: Connection, project_id: int, external_id: str) -> dict[str, 
         return None
     votes = conn.execute(
         text(
-            "SELECT w.external_id AS worker, v.label, v.created_at, v.updated_at "
+            "SELECT w.external_id AS worker, v.label, v.ticks, v.created_at, v.updated_at "
             "FROM votes v JOIN workers w ON w.id = v.worker_id "
             "WHERE v.item_id = :i ORDER BY v.created_at, w.external_id"
         ),

@@ -13,10 +13,20 @@ from sqlalchemy import Engine
 
 from app.aggregation.base import Aggregator, CountsAggregator, WorkerAggregator
 from app.aggregation.crowdlab import Crowdlab, routing_scores
+from app.aggregation.ordinal import scale_values
+from app.aggregation.task_methods import TickCountsAggregator
 from app.db import functions
+from app.db.models import Project
 from app.labels.fits import Fit, SyncBudget, current_fit, locate, params_key
 from app.labels.model_loop import crowdlab_view
 from app.tasks import defer_refit
+
+
+def project_scale(project: Project) -> np.ndarray | None:
+    """An ordinal project's level values (for mean, median and spread); None for other types."""
+    if project.task_type != "ordinal":
+        return None
+    return scale_values(project.classes, project.level_values)
 
 
 @dataclass
@@ -25,7 +35,9 @@ class Labeler:
     params: dict[str, Any]
     as_of: int  # the votes_version the labels reflect
     stale: bool  # True: a newer fit is being computed; these labels are from `as_of`
-    probs: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (item db ids, counts) -> (n, K)
+    # (item db ids, counts, n_votes) -> (n, K): distributions over the classes or levels, or
+    # for a multi-label project each class's probability that it applies
+    probs: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
     fit: Fit | None = None
     # crowdlab only; (item db ids) -> ActiveLab-style score, low = label next
     routing: Callable[[np.ndarray], np.ndarray] | None = None
@@ -47,12 +59,22 @@ def labeler(
     if isinstance(method, Crowdlab):  # a job's out-of-sample predictions and the votes
         return _model_labeler(engine, project_id, n_classes, method)
     if isinstance(method, CountsAggregator):
+        counts_method = method  # narrowed, for the closure
         return Labeler(
             method.name,
             method.params(),
             votes_version,
             False,
-            lambda ids, counts: method.compute(counts),
+            lambda ids, counts, n_votes: counts_method.compute(counts),
+        )
+    if isinstance(method, TickCountsAggregator):
+        tick_method = method
+        return Labeler(
+            method.name,
+            method.params(),
+            votes_version,
+            False,
+            lambda ids, counts, n_votes: tick_method.compute(counts, n_votes),
         )
     if not isinstance(method, WorkerAggregator):
         raise TypeError(f"no labels for {type(method).__name__}")
@@ -87,7 +109,7 @@ def labeler(
         params,
         fit.votes_version,
         fit.stale,
-        lambda ids, counts: fit.probs_for(ids),
+        lambda ids, counts, n_votes: fit.probs_for(ids),
         fit,
     )
 
@@ -100,7 +122,7 @@ def _model_labeler(engine: Engine, project_id: int, n_classes: int, method: Crow
         conn.rollback()
     route = routing_scores(view.pv.votes, view.probs, result)
 
-    def probs(ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    def probs(ids: np.ndarray, counts: np.ndarray, n_votes: np.ndarray) -> np.ndarray:
         pos, known = locate(view.pv.item_ids, ids)
         return np.where(known[:, None], result.probs[pos], 1.0 / n_classes)
 

@@ -3,6 +3,9 @@ CSV or Parquet: the long format pandas reads directly; or in a tool's own input 
 `crowdkit` (CSV `task,worker,label`, crowd-kit's `fit(df)` input) and `peerannot`
 (`answers.json`, `{task: {worker: class index}}`).
 
+A multi-label vote's label is the list of the classes ticked: a JSON list in JSONL and in the CSV
+cell, a list column in Parquet; crowd-kit's and peerannot's formats have no multi-label form.
+
 Read with a server-side cursor in chunks, in one REPEATABLE READ snapshot, so memory stays flat
 and the export is one consistent state. Excluded workers' votes are left out unless asked for,
 as every method leaves them out.
@@ -45,9 +48,15 @@ SCHEMA = pa.schema(
     ]
 )
 
+MULTI_LABEL_SCHEMA = SCHEMA.set(2, pa.field("label", pa.list_(pa.string())))
+# Formats a multi-label project's votes have.
+MULTI_LABEL_FORMATS = ("jsonl", "csv", "parquet")
+
 _QUERY = """
 SELECT i.external_id, w.external_id, (p.classes)[v.label + 1], v.created_at, v.updated_at,
-       v.source
+       v.source,
+       CASE WHEN v.ticks IS NOT NULL THEN ARRAY(SELECT (p.classes)[t + 1] FROM unnest(v.ticks) t)
+       END
 FROM votes v JOIN items i ON i.id = v.item_id JOIN workers w ON w.id = v.worker_id
 JOIN projects p ON p.id = v.project_id
 WHERE v.project_id = :p {skip}
@@ -64,7 +73,8 @@ def read_vote_chunks(
             query, {"p": project_id}
         )
         for rows in result.partitions():
-            yield [tuple(r) for r in rows]
+            # A multi-label vote's label: the names of the classes ticked.
+            yield [(*r[:2], r[2] if r[6] is None else r[6], *r[3:6]) for r in rows]
         conn.rollback()
 
 
@@ -87,12 +97,18 @@ def _jsonl(chunks: Iterator[list[tuple]]) -> Iterator[bytes]:  # type: ignore[ty
             yield one_line_each(b"\n".join(lines) + b"\n")
 
 
+def _cell(label: str | list[str]) -> str:
+    return label if isinstance(label, str) else json.dumps(label, ensure_ascii=False)
+
+
 def _csv(chunks: Iterator[list[tuple]]) -> Iterator[bytes]:  # type: ignore[type-arg]
     buf = io.StringIO()
     writer = csv_safe.writer(buf)  # CRLF, and no cell a spreadsheet would run as a formula
     writer.writerow(COLUMNS)
     for rows in chunks:
-        writer.writerows((r[0], r[1], r[2], r[3].isoformat(), r[4].isoformat(), r[5]) for r in rows)
+        writer.writerows(
+            (r[0], r[1], _cell(r[2]), r[3].isoformat(), r[4].isoformat(), r[5]) for r in rows
+        )
         yield buf.getvalue().encode()
         buf.seek(0)
         buf.truncate()
@@ -100,14 +116,15 @@ def _csv(chunks: Iterator[list[tuple]]) -> Iterator[bytes]:  # type: ignore[type
         yield buf.getvalue().encode()
 
 
-def _parquet(chunks: Iterator[list[tuple]]) -> Iterator[bytes]:  # type: ignore[type-arg]
+def _parquet(chunks: Iterator[list[tuple]], multi_label: bool) -> Iterator[bytes]:  # type: ignore[type-arg]
+    schema = MULTI_LABEL_SCHEMA if multi_label else SCHEMA
     sink = _Drain()
-    with pq.ParquetWriter(sink, SCHEMA, compression="zstd") as writer:
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
         for rows in chunks:
             cols: list[Any] = [[r[j] for r in rows] for j in range(len(COLUMNS))]
             table = pa.Table.from_arrays(
-                [pa.array(c, f.type) for c, f in zip(cols, SCHEMA, strict=True)],
-                schema=SCHEMA,
+                [pa.array(c, f.type) for c, f in zip(cols, schema, strict=True)],
+                schema=schema,
             )
             writer.write_table(table)
             yield sink.take()
@@ -148,10 +165,13 @@ def _peerannot(chunks: Iterator[list[tuple]], classes: list[str]) -> Iterator[by
 
 
 def serialize_votes(
-    chunks: Iterator[list[tuple]],
+    chunks: Iterator[list[tuple]],  # type: ignore[type-arg]
     fmt: VoteFormat,
-    classes: list[str],  # type: ignore[type-arg]
+    classes: list[str],
+    multi_label: bool = False,
 ) -> Iterator[bytes]:
+    """`multi_label`: labels are lists (`fmt` one of MULTI_LABEL_FORMATS, checked by the
+    caller)."""
     if fmt == "jsonl":
         return _jsonl(chunks)
     if fmt == "csv":
@@ -160,4 +180,4 @@ def serialize_votes(
         return _crowdkit(chunks)
     if fmt == "peerannot":
         return _peerannot(chunks, classes)
-    return _parquet(chunks)
+    return _parquet(chunks, multi_label)

@@ -82,9 +82,10 @@ def _fail(errors: list[dict[str, Any]], what: str) -> ValidationFailed:
 
 
 def class_indices(
-    classes: Sequence[str], refs: Sequence[str | int | None], field: str
+    classes: Sequence[str], refs: Sequence[Any], field: str, noun: str = "class"
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Map class names or 0-based indices to indices (None -> -1). Returns (indices, errors)."""
+    """Map class names or 0-based indices to indices (None -> -1). Returns (indices, errors).
+    `noun` names what a class is in the messages ("level" on an ordinal scale)."""
     k = len(classes)
     lookup: dict[str | int | None, int] = {name: i for i, name in enumerate(classes)}
     lookup.update({i: i for i in range(k)})
@@ -92,14 +93,16 @@ def class_indices(
     idx = np.fromiter(map(lookup.get, refs, [-2] * len(refs)), dtype=np.int64, count=len(refs))
     errors = []
     for row in np.flatnonzero(idx == -2).tolist():
-        ref = refs[row]
-        reason = (
-            f"class index {ref} is out of range 0..{k - 1}"
-            if isinstance(ref, int)
-            else f"unknown class {ref!r}; the project's classes are {list(classes[:20])}"
-        )
-        errors.append(_error(row, field, reason))
+        errors.append(_error(row, field, _unknown(classes, refs[row], noun)))
     return idx, errors
+
+
+def _unknown(classes: Sequence[str], ref: str | int, noun: str) -> str:
+    if isinstance(ref, int):
+        return f"{noun} index {ref} is out of range 0..{len(classes) - 1}"
+    if noun == "level":
+        return f"{ref!r} is not on this project's scale {list(classes[:20])}"
+    return f"unknown {noun} {ref!r}; the project's classes are {list(classes[:20])}"
 
 
 def _factorize(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -110,24 +113,86 @@ def _factorize(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class PreparedVotes:
-    """A validated batch, ready for `softlabels_ingest_votes` (migration 0005)."""
+    """A validated batch, ready for `softlabels_ingest_votes` (single-label and ordinal:
+    `labels`) or `softlabels_ingest_ticks` (multi-label: `ticks`)."""
 
     items: list[str]
     workers: list[str]
-    labels: np.ndarray  # class indices
+    labels: np.ndarray | None  # class or level indices
+    ticks: list[list[int]] | None = None  # each vote's ticked class indices, sorted
 
 
-def prepare_votes(classes: Sequence[str], votes: Sequence[VoteIn]) -> PreparedVotes:
-    """Check every row against the project's classes and for repeats within the batch.
-    Raises ValidationFailed listing every bad row; touches no database."""
+def prepare_votes(
+    classes: Sequence[str], votes: Sequence[VoteIn], task_type: str = "single"
+) -> PreparedVotes:
+    """Check every row against the project's classes (its task type says what a label is) and
+    for repeats within the batch. Raises ValidationFailed listing every bad row; touches no
+    database."""
     item_ext = [v.item for v in votes]
     worker_ext = [v.worker for v in votes]
-    labels, errors = class_indices(classes, [v.label for v in votes], "label")
+    refs: list[Any] = [v.label for v in votes]
+    labels: np.ndarray | None = None
+    ticks: list[list[int]] | None = None
+    if task_type == "multi_label":
+        ticks, errors = tick_indices(classes, refs)
+    else:
+        noun = "level" if task_type == "ordinal" else "class"
+        # A list is unhashable for the lookup: found first, reported as what it is.
+        lists = [i for i, ref in enumerate(refs) if type(ref) is list]
+        if lists:
+            refs = [None if type(ref) is list else ref for ref in refs]
+        labels, errors = class_indices(classes, refs, "label", noun)
+        for row in lists:
+            errors.append(
+                _error(
+                    row,
+                    "label",
+                    f"must be one {noun} (a name or an index), not a list: this project's "
+                    f"task type is {task_type}",
+                )
+            )
     if len(votes) > 1:
         errors += _duplicate_pairs(item_ext, worker_ext)
     if errors:
         raise _fail(errors, "votes")
-    return PreparedVotes(item_ext, worker_ext, labels)
+    return PreparedVotes(item_ext, worker_ext, labels, ticks)
+
+
+def tick_indices(
+    classes: Sequence[str], refs: Sequence[Any]
+) -> tuple[list[list[int]], list[dict[str, Any]]]:
+    """Each multi-label vote's list of classes (names or indices) as sorted class indices;
+    an unknown class, a class given twice or a label that is not a list is an error on the
+    row's `label`."""
+    k = len(classes)
+    lookup: dict[str | int, int] = {name: i for i, name in enumerate(classes)}
+    lookup.update({i: i for i in range(k)})
+    out: list[list[int]] = []
+    errors: list[dict[str, Any]] = []
+    for row, ref in enumerate(refs):
+        if type(ref) is not list:
+            errors.append(
+                _error(
+                    row,
+                    "label",
+                    "must be the list of classes the worker ticked ([] for none): this "
+                    "project's task type is multi_label",
+                )
+            )
+            out.append([])
+            continue
+        idx = [lookup.get(r, -1) for r in ref]
+        bad = [r for r, i in zip(ref, idx, strict=True) if i < 0]
+        if bad:
+            errors.append(_error(row, "label", _unknown(classes, bad[0], "class")))
+        elif len(set(idx)) < len(idx):
+            seen: set[int] = set()
+            twice = next(r for r, i in zip(ref, idx, strict=True) if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+            errors.append(
+                _error(row, "label", f"class {twice!r} is listed twice (or by name and index)")
+            )
+        out.append(sorted(idx))
+    return out, errors
 
 
 def _duplicate_pairs(item_ext: list[str], worker_ext: list[str]) -> list[dict[str, Any]]:
@@ -172,7 +237,7 @@ def ingest_votes(
     `source` records where the votes came from; `refs` and `tasks` (aligned with `votes`) are a
     labeling tool's annotation and task ids (app/connectors), kept so its deletes find them.
     """
-    batch = prepare_votes(project.classes, votes)
+    batch = prepare_votes(project.classes, votes, project.task_type)
     row = functions.ingest_votes(
         session,
         project_id=project.id,
@@ -180,6 +245,7 @@ def ingest_votes(
         items=batch.items,
         workers=batch.workers,
         labels=batch.labels,
+        ticks=batch.ticks,
         source=source,
         refs=refs,
         tasks=tasks,
@@ -243,6 +309,13 @@ def ingest_items(session: Session, project: Project, rows: Sequence[ItemIn]) -> 
     Features are stored as float32 (`real[]`): plenty for model inputs, half the space.
     """
     golds, errors = class_indices(project.classes, [r.gold for r in rows], "gold")
+    if project.task_type == "multi_label":
+        # A gold label is one true class; a multi-label item's truth is a set.
+        errors = [
+            _error(i, "gold", "a multi-label project's items take no gold class")
+            for i, r in enumerate(rows)
+            if r.gold is not None
+        ]
     errors += _duplicate_ids([r.id for r in rows], "id")
     # Lock the project row: the first feature vector ever stored fixes the project's length,
     # and two batches must not each fix a different one.
@@ -326,16 +399,16 @@ async def store_votes(
     for attempt in range(attempts):
         ref, cached = await projects.lookup(pool, name)
         try:
-            batch = prepare_votes(ref.classes, votes)
+            batch = prepare_votes(ref.classes, votes, ref.task_type)
         except ValidationFailed:
             if not (cached and stale_retry):
                 raise
-            # A label unknown to a cached class list may be known to the current one (PATCH in
-            # another process): check once more against a fresh lookup.
+            # A label unknown to a cached class list (or task type) may be known to the current
+            # one (PATCH in another process): check once more against a fresh lookup.
             projects.forget(name)
             stale_retry = False
             ref = await projects.get(pool, name)
-            batch = prepare_votes(ref.classes, votes)
+            batch = prepare_votes(ref.classes, votes, ref.task_type)
         try:
             async with pool.connection() as conn:
                 row = await functions.ingest_votes(
@@ -345,6 +418,7 @@ async def store_votes(
                     items=batch.items,
                     workers=batch.workers,
                     labels=batch.labels,
+                    ticks=batch.ticks,
                 )
             return vote_counts(row)
         except psycopg.errors.TransactionRollback:  # SQLSTATE class 40: safe to redo

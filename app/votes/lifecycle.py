@@ -42,6 +42,25 @@ def _version(session: Session, project_id: int) -> int:
     return functions.votes_version(session, project_id=project_id)
 
 
+def _per_item(rows: str, where: str, sign: str) -> str:
+    """SQL: per item of the vote rows `rows` (a table or CTE with item_id, label and ticks)
+    matching `where`, the count deltas for softlabels_add_counts (`ks`, `ds`: each class's
+    count times `sign`), the change of n_votes (`dn`) and the number of votes (`n`). A vote
+    counts one for its class or level, or one for each class it ticked (multi-label, maybe
+    none), and is one voter either way."""
+    return f"""
+    SELECT n.item_id, coalesce(c.ks, '{{}}') AS ks, coalesce(c.ds, '{{}}') AS ds,
+           {sign} n.n AS dn, n.n
+    FROM (SELECT item_id, count(*)::int AS n FROM {rows} WHERE {where} GROUP BY item_id) n
+    LEFT JOIN (
+        SELECT item_id, array_agg(k) AS ks, array_agg({sign} c) AS ds
+        FROM (SELECT x.item_id, k::int AS k, count(*)::int AS c FROM {rows} x
+              CROSS JOIN LATERAL unnest(coalesce(x.ticks, ARRAY[x.label])) AS k
+              WHERE {where} GROUP BY x.item_id, k) t
+        GROUP BY item_id
+    ) c ON c.item_id = n.item_id"""
+
+
 def delete_votes_where(
     session: Session, project: Project, where: str, params: dict[str, Any]
 ) -> Deleted:
@@ -64,12 +83,8 @@ def delete_votes_where(
 WITH d AS (
     DELETE FROM votes v USING workers w
     WHERE v.project_id = :p AND ({where}) AND w.id = v.worker_id
-    RETURNING v.item_id, v.label, w.excluded
-), per_item AS (
-    SELECT item_id, array_agg(label::int) AS ks, array_agg(-c) AS ds, -sum(c) AS dn
-    FROM (SELECT item_id, label, count(*)::int AS c FROM d WHERE NOT excluded
-          GROUP BY item_id, label) t
-    GROUP BY item_id
+    RETURNING v.item_id, v.label, v.ticks, w.excluded
+), per_item AS ({_per_item("d", "NOT excluded", "-")}
 ), upd AS (
     UPDATE items i
     SET counts = softlabels_add_counts(i.counts, p.ks, p.ds), n_votes = i.n_votes + p.dn,
@@ -178,13 +193,8 @@ def set_excluded(session: Session, project: Project, worker: str, excluded: bool
     session.execute(lock_items, {"w": worker_id})
     n = session.execute(
         text(
-            """
-WITH per_item AS (
-    SELECT item_id, array_agg(k) AS ks, array_agg(c * CAST(:d AS int)) AS ds,
-           sum(c) * CAST(:d AS int) AS dn, sum(c) AS c
-    FROM (SELECT item_id, label::int AS k, count(*)::int AS c FROM votes WHERE worker_id = :w
-          GROUP BY item_id, label) t
-    GROUP BY item_id
+            f"""
+WITH per_item AS ({_per_item("votes", "worker_id = :w", "CAST(:d AS int) *")}
 ), upd AS (
     UPDATE items i
     SET counts = softlabels_add_counts(i.counts, p.ks, p.ds), n_votes = i.n_votes + p.dn,
@@ -194,7 +204,7 @@ WITH per_item AS (
 ), flag AS (
     UPDATE workers SET excluded = :x WHERE id = :w RETURNING 1
 )
-SELECT coalesce(sum(c), 0) FROM per_item
+SELECT coalesce(sum(n), 0) FROM per_item
 """
         ),
         {"w": worker_id, "d": -1 if excluded else 1, "x": excluded},

@@ -1,11 +1,12 @@
-"""What the write path needs of a project (id, classes), cached per process.
+"""What the write path needs of a project (id, classes, task type), cached per process.
 
-A project's classes are fixed once it has votes, and its id never changes, so a vote need not
-look the project up. The cache can still be out of date: the project was deleted (and perhaps
-made again under the same name), or its classes were changed by PATCH before its first vote,
-in another process. The write itself checks both (`softlabels_ingest_votes` raises SLNOP or
-SLCLS), and the caller then drops the entry and looks again: a stale entry costs one retry,
-never a wrong write. PATCH and DELETE in this process drop the entry at once.
+A project's classes and task type are fixed once it has votes, and its id never changes, so a
+vote need not look the project up. The cache can still be out of date: the project was deleted
+(and perhaps made again under the same name), or its classes or task type were changed by PATCH
+before its first vote, in another process. The write itself checks all three
+(`softlabels_ingest_votes` and `softlabels_ingest_ticks` raise SLNOP or SLCLS), and the caller
+then drops the entry and looks again: a stale entry costs one retry, never a wrong write. PATCH
+and DELETE in this process drop the entry at once.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class ProjectRef:
     id: int
     name: str
     classes: tuple[str, ...]
+    task_type: str = "single"
 
 
 class ProjectCache:
@@ -39,11 +41,13 @@ class ProjectCache:
         if ref is not None:
             return ref, True
         async with pool.connection() as conn:
-            cur = await conn.execute("SELECT id, classes FROM projects WHERE name = %s", (name,))
+            cur = await conn.execute(
+                "SELECT id, classes, task_type FROM projects WHERE name = %s", (name,)
+            )
             row = await cur.fetchone()
         if row is None:
             raise NotFound(f"No project named {name!r}.")
-        ref = ProjectRef(int(row[0]), name, tuple(row[1]))
+        ref = ProjectRef(int(row[0]), name, tuple(row[1]), str(row[2]))
         if len(self._refs) >= self.MAX_ENTRIES:
             self._refs.clear()
         self._refs[name] = ref

@@ -68,6 +68,36 @@ def _class_ref(value: Any) -> str | int:
 # A class given by name, or by its 0-based index in the project's class list.
 ClassRef = Annotated[str | int, PlainValidator(_class_ref, json_schema_input_type=str | int)]
 
+# A multi-label vote ticks at most every class of the largest project (1000 classes).
+MAX_TICKS = 1000
+
+
+def _vote_label(value: Any) -> str | int | list[str | int]:
+    # One class or level (single-label and ordinal projects), or the list of classes ticked
+    # (multi-label projects). Which one the project takes is checked against the project
+    # (app/votes/ingest.py), which knows its task type; this only checks the shape.
+    if isinstance(value, list):
+        if len(value) > MAX_TICKS:
+            raise ValueError(f"lists at most {MAX_TICKS} classes")
+        for ref in value:
+            if isinstance(ref, bool) or not isinstance(ref, str | int):
+                raise ValueError(
+                    "must list class names (strings) or 0-based class indices (integers)"
+                )
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(
+            "must be a class name (string) or a 0-based class index (integer), or for a "
+            "multi-label project a list of them"
+        )
+    return value
+
+
+VoteLabel = Annotated[
+    str | int | list[str | int],
+    PlainValidator(_vote_label, json_schema_input_type=str | int | list[str | int]),
+]
+
 
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -170,4 +200,8 @@ class ItemIn(Strict):
 class VoteIn(Strict):
     item: ExternalId
     worker: ExternalId
-    label: ClassRef
+    label: VoteLabel = Field(
+        description="Single-label project: the class (name, or 0-based index). Ordinal: the "
+        "level (name, or 0-based index on the scale). Multi-label: the list of classes the "
+        "worker ticked, names or indices, [] when none apply."
+    )

@@ -6,17 +6,20 @@ CREATE OR REPLACE FUNCTION softlabels_emit_settled(p bigint) RETURNS integer
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     jobs procrastinate_job_to_defer_v1[];
+    multi boolean;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM webhook_subscriptions
                    WHERE project_id = p AND active AND 'item.settled' = ANY(events)) THEN
         RETURN 0;
     END IF;
+    SELECT task_type = 'multi_label' INTO multi FROM projects WHERE id = p;
     WITH subs AS (
         SELECT id, settle_votes, settle_entropy FROM webhook_subscriptions
         WHERE project_id = p AND active AND 'item.settled' = ANY(events)
     ), touched AS (
         SELECT i.id, i.external_id, i.counts, i.n_votes,
-               CASE WHEN i.n_votes < 2 THEN NULL ELSE (
+               -- A multi-label item's counts are per-class tick counts, not a distribution.
+               CASE WHEN i.n_votes < 2 OR multi THEN NULL ELSE (
                    SELECT -sum((c::float8 / i.n_votes) * ln(c::float8 / i.n_votes))
                           / ln(cardinality(i.counts))
                    FROM unnest(i.counts) AS c WHERE c > 0) END AS entropy

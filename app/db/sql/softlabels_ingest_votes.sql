@@ -1,4 +1,5 @@
--- Errors it raises: SLNOP (no such project), SLCLS (the caller's class list is out of date).
+-- Errors it raises: SLNOP (no such project), SLCLS (the caller's class list or task type is out
+-- of date). Single-label and ordinal votes: `labels` are class or level indices.
 CREATE OR REPLACE FUNCTION softlabels_ingest_votes(
     p bigint, expected_classes text[], item_ext text[], worker_ext text[], labels smallint[],
     vote_source text, refs text[], tasks text[]
@@ -13,6 +14,7 @@ AS $$
 DECLARE
     k integer;
     stored_classes text[];
+    stored_type text;
     written bigint;
     batch_item_ext text[];
     batch_item_id bigint[];
@@ -20,12 +22,16 @@ BEGIN
     -- KEY SHARE: writers do not block each other, but a PATCH of the classes (which locks the
     -- row FOR UPDATE and refuses once votes exist) either waits for this batch or, if first,
     -- is seen here as changed classes.
-    SELECT classes INTO stored_classes FROM projects WHERE id = p FOR KEY SHARE;
+    SELECT classes, task_type INTO stored_classes, stored_type FROM projects WHERE id = p
+    FOR KEY SHARE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no project %', p USING ERRCODE = 'SLNOP';
     END IF;
-    IF stored_classes IS DISTINCT FROM expected_classes THEN
-        RAISE EXCEPTION 'classes of project % changed', p USING ERRCODE = 'SLCLS';
+    -- A multi-label project's votes are sets (softlabels_ingest_ticks): the caller validated
+    -- against a project that has changed since (its task type, like its classes, can change
+    -- until the first vote).
+    IF stored_classes IS DISTINCT FROM expected_classes OR stored_type = 'multi_label' THEN
+        RAISE EXCEPTION 'classes or task type of project % changed', p USING ERRCODE = 'SLCLS';
     END IF;
     k := cardinality(stored_classes);
 

@@ -257,9 +257,22 @@ class Client:
         classes: list[str],
         description: str | None = None,
         n_features: int | None = None,
+        *,
+        task_type: str | None = None,
+        level_values: list[float] | None = None,
     ) -> dict[str, Any]:
+        """`task_type`: "single" (the default), "multi_label" (a vote's label is a list of
+        classes) or "ordinal" (`classes` are the levels, lowest first; `level_values` their
+        numbers for mean and median)."""
         body = _clean(
-            {"name": name, "classes": classes, "description": description, "n_features": n_features}
+            {
+                "name": name,
+                "classes": classes,
+                "task_type": task_type,
+                "level_values": level_values,
+                "description": description,
+                "n_features": n_features,
+            }
         )
         return self._request("POST", "/v1/projects", json=body).json()  # type: ignore[no-any-return]
 
@@ -338,6 +351,17 @@ class Client:
     ) -> dict[str, Any]:
         return self._get(  # type: ignore[no-any-return]
             f"/v1/projects/{_q(project)}/items/{_q(item)}/soft-label", method=method, **params
+        )
+
+    def worker_prediction(
+        self, project: str, item: str, worker: str, method: str | None = None, **params: Any
+    ) -> dict[str, Any]:
+        """Each annotator's view: the answer `worker` would give on `item` ("probs"; per class
+        P(tick) on a multi-label project). `method` None: the project type's worker model."""
+        return self._get(  # type: ignore[no-any-return]
+            f"/v1/projects/{_q(project)}/items/{_q(item)}/workers/{_q(worker)}/prediction",
+            method=method,
+            **params,
         )
 
     def export(

@@ -1,0 +1,123 @@
+-- softlabels_ingest_votes for a multi-label project: vote i is the set of class indices
+-- `tick_sets[i]` (a smallint[] literal such as '{0,3}', sorted and distinct, '{}' for "none
+-- apply") that worker_ext[i] ticked on item_ext[i]. Stored as votes.ticks with label = -1.
+-- The item's counts[k] is how many of its (counted) voters ticked k, n_votes its voters: a
+-- changed set moves the classes it gained and lost, a repeated one changes nothing.
+-- Errors it raises: SLNOP (no such project), SLCLS (the caller's class list is out of date, or
+-- the project is not multi-label any more).
+CREATE OR REPLACE FUNCTION softlabels_ingest_ticks(
+    p bigint, expected_classes text[], item_ext text[], worker_ext text[], tick_sets text[],
+    vote_source text, refs text[], tasks text[]
+) RETURNS TABLE (inserted bigint, updated bigint, unchanged bigint, votes_version bigint)
+LANGUAGE plpgsql VOLATILE
+SET jit = off
+-- Lookups by key only, whatever the statistics say (see softlabels_ingest_votes).
+SET enable_seqscan = off
+AS $$
+DECLARE
+    k integer;
+    stored_classes text[];
+    stored_type text;
+    written bigint;
+    batch_item_ext text[];
+    batch_item_id bigint[];
+BEGIN
+    -- Locks and checks as softlabels_ingest_votes does, for the other task type.
+    SELECT classes, task_type INTO stored_classes, stored_type FROM projects WHERE id = p
+    FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no project %', p USING ERRCODE = 'SLNOP';
+    END IF;
+    IF stored_classes IS DISTINCT FROM expected_classes OR stored_type <> 'multi_label' THEN
+        RAISE EXCEPTION 'classes or task type of project % changed', p USING ERRCODE = 'SLCLS';
+    END IF;
+    k := cardinality(stored_classes);
+
+    WITH r AS (
+        INSERT INTO items AS i (project_id, external_id, counts)
+        SELECT p, x, array_fill(0, ARRAY[k]) FROM (SELECT DISTINCT unnest(item_ext) AS x) d
+        ORDER BY x
+        ON CONFLICT (project_id, external_id) DO UPDATE SET external_id = EXCLUDED.external_id
+        RETURNING i.id, i.external_id
+    )
+    SELECT array_agg(r.external_id), array_agg(r.id) INTO batch_item_ext, batch_item_id FROM r;
+    INSERT INTO workers (project_id, external_id)
+    SELECT p, x FROM (SELECT DISTINCT unnest(worker_ext) AS x) d ORDER BY x
+    ON CONFLICT (project_id, external_id) DO NOTHING;
+    PERFORM 1 FROM workers
+    WHERE id IN (SELECT l.id FROM unnest(worker_ext) AS x(ext)
+                 CROSS JOIN LATERAL (SELECT id FROM workers
+                                     WHERE project_id = p AND external_id = x.ext OFFSET 0) l)
+    ORDER BY id FOR SHARE;
+
+    -- One statement, one snapshot, as in softlabels_ingest_votes. `fresh`: no vote before (an
+    -- empty set is a vote, so "no ticks" cannot say it); `moved`: a new or different set.
+    WITH s AS (
+        SELECT i.id AS item_id, w.id AS worker_id, w.excluded, b.t::smallint[] AS ticks,
+               b.ref, b.task
+        FROM unnest(item_ext, worker_ext, tick_sets,
+                    coalesce(refs, array_fill(NULL::text, ARRAY[cardinality(item_ext)])),
+                    coalesce(tasks, array_fill(NULL::text, ARRAY[cardinality(item_ext)])))
+             AS b(item, worker, t, ref, task)
+        JOIN unnest(batch_item_ext, batch_item_id) AS i(ext, id) ON i.ext = b.item
+        CROSS JOIN LATERAL (SELECT id, excluded FROM workers
+                            WHERE project_id = p AND external_id = b.worker OFFSET 0) w
+    ), old AS (
+        SELECT s.item_id, s.worker_id, s.excluded, s.ref, s.task, s.ticks AS new_ticks,
+               v.ticks AS old_ticks, v.item_id IS NULL AS fresh,
+               (v.item_id IS NULL OR v.ticks IS DISTINCT FROM s.ticks) AS moved,
+               (s.ref IS NOT NULL AND (v.tool_ref, v.tool_task) IS DISTINCT FROM (s.ref, s.task))
+                   AS new_ref
+        FROM s LEFT JOIN votes v ON v.item_id = s.item_id AND v.worker_id = s.worker_id
+    ), up AS (
+        INSERT INTO votes (item_id, worker_id, project_id, label, ticks, source, tool_ref,
+                           tool_task)
+        SELECT o.item_id, o.worker_id, p, -1, o.new_ticks, vote_source, o.ref, o.task FROM old o
+        WHERE o.moved OR o.new_ref
+        ON CONFLICT (item_id, worker_id)
+        DO UPDATE SET label = EXCLUDED.label, ticks = EXCLUDED.ticks, updated_at = now(),
+                      source = EXCLUDED.source, tool_ref = EXCLUDED.tool_ref,
+                      tool_task = EXCLUDED.tool_task
+        RETURNING 1
+    ), delta AS (
+        -- Excluded workers' votes are stored but never counted (app/votes/lifecycle.py).
+        SELECT o.item_id, c AS cls, 1 AS d FROM old o CROSS JOIN LATERAL unnest(o.new_ticks) c
+        WHERE o.moved AND NOT o.excluded
+        UNION ALL
+        SELECT o.item_id, c, -1 FROM old o CROSS JOIN LATERAL unnest(o.old_ticks) c
+        WHERE o.moved AND NOT o.fresh AND NOT o.excluded
+    ), per_class AS (
+        SELECT t.item_id, array_agg(t.cls) AS ks, array_agg(t.d) AS ds
+        FROM (SELECT de.item_id, de.cls::int AS cls, sum(de.d)::int AS d FROM delta de
+              GROUP BY de.item_id, de.cls) t
+        WHERE t.d <> 0 GROUP BY t.item_id
+    ), voters AS (
+        SELECT o.item_id, count(*)::int AS dn FROM old o WHERE o.fresh AND NOT o.excluded
+        GROUP BY o.item_id
+    ), per_item AS (
+        -- An item may gain a voter and no tick (an empty set), or ticks and no voter.
+        SELECT coalesce(c.item_id, n.item_id) AS item_id, coalesce(c.ks, '{}') AS ks,
+               coalesce(c.ds, '{}') AS ds, coalesce(n.dn, 0) AS dn
+        FROM per_class c FULL JOIN voters n ON n.item_id = c.item_id
+    ), upd AS (
+        UPDATE items i
+        SET counts = softlabels_add_counts(i.counts, pi.ks, pi.ds), n_votes = i.n_votes + pi.dn,
+            updated_at = now()
+        FROM per_item pi WHERE i.id = pi.item_id
+        RETURNING 1
+    )
+    SELECT count(*) FILTER (WHERE o.fresh),
+           count(*) FILTER (WHERE o.moved AND NOT o.fresh),
+           count(*) FILTER (WHERE NOT o.moved),
+           (SELECT count(*) FROM up)
+    INTO inserted, updated, unchanged, written
+    FROM old o;
+
+    IF written > 0 THEN
+        PERFORM softlabels_bump_votes_version(p);
+        PERFORM softlabels_emit_settled(p);
+    END IF;
+    votes_version := softlabels_votes_version(p);
+    RETURN NEXT;
+END
+$$;
