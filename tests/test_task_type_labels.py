@@ -261,3 +261,16 @@ def test_prediction_errors(client: TestClient, scale: str, scale_crowd: Crowd) -
     assert client.get(f"{base}/{items[0]}/workers/nobody/prediction").status_code == 404
     r = client.get(f"{base}/{items[0]}/workers/{workers[0]}/prediction", params={"method": "x"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "method"
+
+
+def test_training_a_multi_label_project_is_refused_naming_the_task_type(
+    client: TestClient, multi: str
+) -> None:
+    """The trainer's losses take a distribution over classes; until a per-class binary loss
+    exists, a job or sweep on a multi-label project is a 422, not a job that trains on the
+    wrong targets."""
+    r = client.post(f"/v1/projects/{multi}/training-jobs", json={"epochs": 1})
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "task_type"
+    r = client.post(f"/v1/projects/{multi}/training-sweeps", json={"losses": ["soft-ce"]})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "task_type", r.text

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from app.api.access import require
 from app.api.deps import ProjectDep, QueueDep, SessionDep
 from app.api.sweep_schemas import SweepCell, SweepIn, SweepOut
+from app.api.training import refuse_multi_label
 from app.db.models import TrainingJob, TrainingSweep
 from app.errors import NotFound, ValidationFailed
 from app.labels import predictions
@@ -38,6 +39,7 @@ def create_sweep(
 ) -> SweepOut:
     """Queue one training job per grid cell (any number of workers take them). The whole grid
     is validated first: one bad cell is a 422 naming it, and no job is queued."""
+    refuse_multi_label(project)
     configs, baseline = build_grid(
         body.labels, body.losses, body.seeds, body.base, body.split_seed, body.baseline.model_dump()
     )

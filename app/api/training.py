@@ -76,6 +76,17 @@ def _invalid(field: str, reason: str) -> ValidationFailed:
     return ValidationFailed.field(field, reason, f"Invalid training config: {field}: {reason}")
 
 
+def refuse_multi_label(project: Project) -> None:
+    """The trainer's soft losses take a distribution over classes per item; a multi-label
+    project's soft labels are per-class probabilities (a per-class binary loss is not built)."""
+    if project.task_type == "multi_label":
+        raise ValidationFailed.field(
+            "task_type",
+            "training is for single-label and ordinal projects; a multi-label project's soft "
+            "labels are per-class probabilities, which the trainer's losses do not take yet",
+        )
+
+
 @router.post(
     "/v1/projects/{project}/training-jobs",
     status_code=status.HTTP_202_ACCEPTED,
@@ -93,6 +104,7 @@ def create_training_job(
     never a job that fails later; one past the server's training limits is a 422 naming the
     limit (an admin raises them, docs/security.md). A job on content (texts, images) needs
     voted items that carry it: none is a 422 naming `encoder`."""
+    refuse_multi_label(project)
     conn = session.connection()
     n_items, width = check_inputs(conn, project.id, config, project.n_features)
     check_limits(config, settings, n_items, width, len(project.classes))
