@@ -26,8 +26,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import numpy as np
+from pydantic import ValidationError
 
+from app.aggregation.params import ParamError
+from app.aggregation.registry import resolve_method
 from app.errors import ValidationFailed
+from app.training.config import TrainingConfig
 from app.training.metrics import EvalSet
 
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "accuracy_majority": True}
@@ -61,9 +65,6 @@ def recipe_key(labels: Mapping[str, Any], loss: str) -> str:
 
 def recipe_name(labels: Mapping[str, Any], loss: str) -> str:
     """e.g. "soft-ce on normalized (alpha=1.0)": parameters at their defaults are left out."""
-    from app.aggregation.params import ParamError
-    from app.aggregation.registry import resolve_method
-
     try:
         defaults: dict[str, Any] = resolve_method(str(labels["method"]), {}).params()
     except ParamError:
@@ -349,10 +350,6 @@ def build_grid(
 ) -> tuple[list[Any], dict[str, Any]]:
     """Every (labels, loss, seed) cell as a validated TrainingConfig, the baseline recipe's
     cells added when the grid lacks them; and the baseline with its defaults filled in."""
-    from pydantic import ValidationError
-
-    from app.training.config import TrainingConfig
-
     fixed = sorted(FIXED & set(base))
     if fixed:
         raise GridError(f"base.{fixed[0]}", "set by the grid (labels, losses, seeds, split_seed)")

@@ -79,11 +79,11 @@ _DELETE = text(
 )
 
 
-def store_content(session: Session, project_id: int, rows: Sequence[ContentIn]) -> int:
-    """Merge `rows` into the stored content of their items (which must exist). Returns how many
-    items' content changed. A row that clears every field removes the item's content."""
+def store_content(session: Session, project_id: int, rows: Sequence[ContentIn]) -> None:
+    """Merge `rows` into the stored content of their items (which must exist). A row that clears
+    every field removes the item's content."""
     if not rows:
-        return 0
+        return
     ids = [r.item for r in rows]
     stored = {
         row.external_id: row for row in session.execute(_EXISTING, {"p": project_id, "ids": ids})
@@ -107,8 +107,8 @@ def store_content(session: Session, project_id: int, rows: Sequence[ContentIn]) 
     if clear:
         session.execute(_DELETE, {"p": project_id, "ids": clear})
     if not keep:
-        return len(clear)
-    result = session.execute(
+        return
+    session.execute(
         _UPSERT,
         {
             "p": project_id,
@@ -123,4 +123,3 @@ def store_content(session: Session, project_id: int, rows: Sequence[ContentIn]) 
             "digests": [digest(k[1]["text"], k[1]["image"], k[1]["image_url"]) for k in keep],
         },
     )
-    return len(clear) + int(getattr(result, "rowcount", 0) or 0)
