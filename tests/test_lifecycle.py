@@ -244,3 +244,50 @@ def test_concurrent_ingest_exclude_and_deletes(
     assert_counts_recount(database_url, project)
     assert client.post(f"/v1/projects/{project}/workers/w/include").status_code == 200
     assert_counts_recount(database_url, project)
+
+
+def test_exclude_takes_item_locks_in_the_order_vote_batches_do(
+    client: TestClient, project: str, database_url: str
+) -> None:
+    """Item "i2" is created before "i10", so id order and external-id order differ. A vote batch
+    holding "i10" (a batch upserts its items sorted by external id) and then reaching for "i2"
+    must not meet an exclusion of the worker holding "i2" and waiting for "i10": that cycle is a
+    deadlock, and PostgreSQL aborts one of the two."""
+    import threading
+    import time
+
+    import psycopg
+
+    seed_votes = [{"item": i, "worker": "w", "label": 0} for i in ("i2", "i10")]
+    assert client.post(f"/v1/projects/{project}/votes", json={"votes": seed_votes}).status_code == 200
+    (project_id,) = db_rows(database_url, "SELECT id FROM projects WHERE name = %s", project)[0]
+    ingest = "SELECT * FROM softlabels_ingest_votes(%s, %s, %s, %s, %s, 'api', NULL, NULL)"
+    classes = ["cat", "dog", "bird"]
+    result: dict[str, object] = {}
+    with psycopg.connect(database_url) as batch:
+        # First half of a batch: holds the lock on "i10", in an open transaction.
+        batch.execute(ingest, (project_id, classes, ["i10"], ["x"], [1]))
+
+        def exclude() -> None:
+            r = client.post(f"/v1/projects/{project}/workers/w/exclude")
+            result["exclude"] = (r.status_code, r.text)
+
+        th = threading.Thread(target=exclude)
+        th.start()
+        with psycopg.connect(database_url, autocommit=True) as watch:
+            for _ in range(200):  # until the exclusion waits on a row lock
+                waiting = watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%FOR UPDATE%'"
+                ).fetchone()
+                if waiting and waiting[0]:
+                    break
+                time.sleep(0.02)
+            else:
+                raise AssertionError("the exclusion never waited for the batch's lock")
+        # Second half: "i2". With the exclusion holding "i2" while it waits, this is a deadlock.
+        batch.execute(ingest, (project_id, classes, ["i2"], ["x"], [1]))
+        batch.commit()
+    th.join(timeout=30)
+    assert result["exclude"][0] == 200, result  # type: ignore[index]
+    assert_counts_recount(database_url, project)

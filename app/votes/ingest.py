@@ -6,12 +6,15 @@ Used by the API and by `softlabels import-votes`, so both paths share one set of
 - a vote already stored is `unchanged`, a new label for the same (item, worker) is `updated`:
   retries never double-count;
 - `items.counts` changes in the same statement as `votes`, under row locks on the batch's items
-  (taken in id order), so concurrent writers never lose or double an increment.
+  (taken in external-id order, the order every writer uses), so concurrent writers never lose or double an increment.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -65,6 +68,8 @@ def committed_with_retries(session: Session, write: Callable[[], T], attempts: i
             retryable = isinstance(exc.orig, psycopg.errors.TransactionRollback)
             if not retryable or attempt == attempts - 1:
                 raise
+            # A short random pause, so two victims of the same cycle do not meet again.
+            time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
     raise AssertionError("unreachable")
 
 
@@ -289,7 +294,12 @@ RETURNING external_id
 """
 )
 # Rows that already existed: only the fields the client sent change (ON CONFLICT's EXCLUDED
-# cannot tell "sent as null" from "not sent", hence a separate UPDATE).
+# cannot tell "sent as null" from "not sent", hence a separate UPDATE). Locked first in
+# external-id order, the order vote batches take, since an UPDATE ... FROM locks in join order.
+_LOCK_ITEMS = text(
+    "SELECT 1 FROM items WHERE project_id = :p AND external_id = ANY(CAST(:ids AS text[])) "
+    "ORDER BY external_id FOR UPDATE"
+)
 _UPDATE_ITEMS = text(
     f"""
 UPDATE items i SET
@@ -366,6 +376,7 @@ def ingest_items(session: Session, project: Project, rows: Sequence[ItemIn]) -> 
     )
     keep = [i for i, item_id in enumerate(columns["ids"]) if item_id not in new_ids]
     if keep:
+        session.execute(_LOCK_ITEMS, {"p": project.id, "ids": [columns["ids"][i] for i in keep]})
         session.execute(
             _UPDATE_ITEMS,
             {"p": project.id, **{name: [col[i] for i in keep] for name, col in columns.items()}},
@@ -392,8 +403,8 @@ async def store_votes(
     """The API's write path: validate against the cached project, then one statement on an
     autocommit connection (the function call is its own transaction: all or nothing).
 
-    Retried whole: a deadlock victim (rare: batches sharing items lock them in id order), and a
-    stale cache entry (the project was deleted or its classes changed elsewhere), once.
+    Retried whole: a deadlock victim (rare: batches sharing items lock them in external-id
+    order), and a stale cache entry (the project was deleted or its classes changed elsewhere), once.
     """
     stale_retry = True
     for attempt in range(attempts):
@@ -424,6 +435,7 @@ async def store_votes(
         except psycopg.errors.TransactionRollback:  # SQLSTATE class 40: safe to redo
             if attempt == attempts - 1:
                 raise
+            await asyncio.sleep(random.uniform(0, 0.02 * (attempt + 1)))
         except psycopg.Error as exc:
             if exc.sqlstate not in (NO_PROJECT, CLASSES_CHANGED) or not stale_retry:
                 raise

@@ -3,10 +3,11 @@ or include a worker, delete an item or a project.
 
 Every operation keeps `items.counts` / `n_votes` equal to a recount of the counted votes (those of
 workers not excluded) and bumps the project's votes_version when anything changed, so cached fits
-(app/labels/fits.py) and exports follow at once. Locking follows
-app/votes/ingest.py: the affected items are
-locked (id order) in one statement, and the counts change in a later statement, whose snapshot
-sees every write committed before the locks were granted; the vote rows and the count delta come
+(app/labels/fits.py) and exports follow at once. The affected items are locked in one
+statement, in the order every ingest takes them (external id: its upsert walks the batch's items
+sorted so), so a lifecycle write and a batch never wait on each other in a cycle; the counts
+change in a later statement, whose snapshot sees every write committed before the locks were
+granted; the vote rows and the count delta come
 from one DELETE ... RETURNING, so what is subtracted is exactly what was removed. Callers run
 these inside `committed_with_retries` (a rare deadlock is redone whole).
 """
@@ -71,7 +72,7 @@ def delete_votes_where(
         text(
             "SELECT id FROM items WHERE id IN "
             f"(SELECT v.item_id FROM votes v WHERE v.project_id = :p AND ({where})) "
-            "ORDER BY id FOR UPDATE"
+            "ORDER BY external_id FOR UPDATE"
         ),
         args,
     ).all()
@@ -179,7 +180,7 @@ def set_excluded(session: Session, project: Project, worker: str, excluded: bool
     worker_id = _worker_id(session, project, worker)
     lock_items = text(
         "SELECT id FROM items WHERE id IN (SELECT item_id FROM votes WHERE worker_id = :w) "
-        "ORDER BY id FOR UPDATE"
+        "ORDER BY external_id FOR UPDATE"
     )
     session.execute(lock_items, {"w": worker_id})
     current = session.execute(
