@@ -258,8 +258,10 @@ def test_exclude_takes_item_locks_in_the_order_vote_batches_do(
 
     import psycopg
 
-    seed_votes = [{"item": i, "worker": "w", "label": 0} for i in ("i2", "i10")]
-    assert client.post(f"/v1/projects/{project}/votes", json={"votes": seed_votes}).status_code == 200
+    for item in ("i2", "i10"):  # one batch each: a batch creates its items sorted by id
+        vote = {"item": item, "worker": "w", "label": 0}
+        r = client.post(f"/v1/projects/{project}/votes", json={"votes": [vote]})
+        assert r.status_code == 200, r.text
     (project_id,) = db_rows(database_url, "SELECT id FROM projects WHERE name = %s", project)[0]
     ingest = "SELECT * FROM softlabels_ingest_votes(%s, %s, %s, %s, %s, 'api', NULL, NULL)"
     classes = ["cat", "dog", "bird"]
@@ -285,7 +287,12 @@ def test_exclude_takes_item_locks_in_the_order_vote_batches_do(
                 time.sleep(0.02)
             else:
                 raise AssertionError("the exclusion never waited for the batch's lock")
-        # Second half: "i2". With the exclusion holding "i2" while it waits, this is a deadlock.
+        # Second half: "i2". Were the exclusion holding "i2" while it waits, this would be a
+        # deadlock (its victim retried unseen): NOWAIT makes a held lock an error instead.
+        batch.execute(
+            "SELECT 1 FROM items WHERE project_id = %s AND external_id = 'i2' FOR UPDATE NOWAIT",
+            (project_id,),
+        )
         batch.execute(ingest, (project_id, classes, ["i2"], ["x"], [1]))
         batch.commit()
     th.join(timeout=30)

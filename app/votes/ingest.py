@@ -6,7 +6,8 @@ Used by the API and by `softlabels import-votes`, so both paths share one set of
 - a vote already stored is `unchanged`, a new label for the same (item, worker) is `updated`:
   retries never double-count;
 - `items.counts` changes in the same statement as `votes`, under row locks on the batch's items
-  (taken in external-id order, the order every writer uses), so concurrent writers never lose or double an increment.
+  (taken in external-id order, the order every writer uses), so concurrent writers never lose
+  or double an increment.
 """
 
 from __future__ import annotations
@@ -404,7 +405,8 @@ async def store_votes(
     autocommit connection (the function call is its own transaction: all or nothing).
 
     Retried whole: a deadlock victim (rare: batches sharing items lock them in external-id
-    order), and a stale cache entry (the project was deleted or its classes changed elsewhere), once.
+    order), and a stale cache entry (the project was deleted or its classes changed elsewhere),
+    once.
     """
     stale_retry = True
     for attempt in range(attempts):
