@@ -84,6 +84,13 @@ class ArgillaConfig(Strict):
         description="The item id: the record's external_id (falls back to its id), or its id.",
     )
     worker_field: Literal["id", "username"] = "id"
+    content_field: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The record field holding the item's content (a text, or an image URL or "
+        "data URI), for training on content; null: `text` or `image` when the record has one; "
+        "empty: store no content.",
+    )
     tolerance_s: int = Field(
         default=300,
         ge=1,

@@ -43,13 +43,20 @@ async def import_file(
         str | None, Query(description="label-studio: task data field; prodigy: id field.")
     ] = None,
     question: Annotated[str | None, Query(description="argilla: the label question.")] = None,
+    content_field: Annotated[
+        str | None,
+        Query(
+            description="label-studio: task data field, argilla: record field holding the item's "
+            "text or image, stored for training on content (default `text` or `image` when there)."
+        ),
+    ] = None,
 ) -> ImportResult:
     """Import Label Studio JSON / JSON_MIN, Argilla records, Prodigy JSONL, crowd-kit CSV or
     peerannot answers.json. Problems are listed by line or JSON path; nothing is stored then."""
     data = await request.body()
 
     def work() -> ImportResult:
-        parsed = parse_file(format, data, Options(from_name, item_field, question))
+        parsed = parse_file(format, data, Options(from_name, item_field, question, content_field))
         applied = committed_with_retries(
             session, lambda: apply(session, project, "import", parsed, on_duplicate)
         )

@@ -100,12 +100,21 @@ def import_label_studio(
 def import_argilla(
     file: FileArg,
     project: ProjectOpt,
-    question: Annotated[str, typer.Option(help="The label question's name.")],
+    question: Annotated[str, typer.Option(help="The question's name.")],
+    content_field: Annotated[
+        str | None,
+        typer.Option(
+            help="Record field holding the item's text or image (URL or data URI) (default: "
+            "`text` or `image` when present; '' for none)."
+        ),
+    ] = None,
     on_duplicate: DupOpt = "last",
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Argilla exported records (`responses: {question: [{value, user_id}]}`)."""
-    _run("argilla", file, project, on_duplicate, Options(question=question), data_dir)
+    """Argilla exported records (`responses: {question: [{value, user_id}]}`): label, multi-label
+    and rating questions."""
+    options = Options(question=question, content_field=content_field)
+    _run("argilla", file, project, on_duplicate, options, data_dir)
 
 
 @import_app.command("prodigy")

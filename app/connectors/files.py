@@ -33,7 +33,8 @@ class Options:
     from_name: str | None = None  # label-studio: the <Choices> control
     item_field: str | None = None  # label-studio: task data field; prodigy: id field
     question: str | None = None  # argilla: the label question
-    content_field: str | None = None  # label-studio: task data field of the item's content
+    # label-studio: task data field of the item's content; argilla: record field
+    content_field: str | None = None
 
 
 def _json(data: bytes) -> tuple[Any, list[dict[str, Any]]]:
@@ -166,7 +167,9 @@ def parse_file(fmt: str, data: bytes, opts: Options) -> Parsed:
     if fmt == "argilla":
         if not opts.question:
             return _needs("question", "the name of the label question")
-        return argilla.parse_records(doc, opts.question, opts.item_field or "external_id")
+        return argilla.parse_records(
+            doc, opts.question, opts.item_field or "external_id", opts.content_field
+        )
     return _needs("format", f"one of {FORMATS}")
 
 

@@ -63,7 +63,11 @@ def parse_event(connector: Connector, body: dict[str, Any]) -> Parsed | None:
     if connector.tool == "label-studio":
         return label_studio.parse_event(body, label_studio.Mapping.from_config(c))
     return argilla.parse_event(
-        body, c["question"], c.get("item_field", "external_id"), c.get("worker_field", "id")
+        body,
+        c["question"],
+        c.get("item_field", "external_id"),
+        c.get("worker_field", "id"),
+        c.get("content_field"),
     )
 
 
