@@ -32,6 +32,8 @@ if not IN_CI:
     pytest.importorskip("playwright.sync_api")
 from playwright import sync_api  # noqa: E402
 
+from app.aggregation.registry import METHODS_BY_TASK  # noqa: E402
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
@@ -371,3 +373,36 @@ def test_no_auth_server_needs_no_key(browser: Any, live_server: LiveServer) -> N
     assert page.is_hidden("#flash")
     s.check_offline()
     s.context.close()
+
+
+@pytest.mark.parametrize("task_type", ["multi_label", "ordinal"])
+def test_an_item_of_another_task_type(admin: Session, world: dict, task_type: str) -> None:
+    """The picker offers the project's own methods, and the item page shows its votes (a set
+    of classes, or a level) and every method of its type side by side."""
+    http, name = world["http"], f"ui-{task_type}"
+    classes = ["sports", "politics", "tech"] if task_type == "multi_label" else ["1", "2", "3"]
+    r = http.post("/v1/projects", json={"name": name, "classes": classes, "task_type": task_type})
+    assert r.status_code == 201, r.text
+    answers = [["sports", "tech"], [], ["tech"]] if task_type == "multi_label" else ["1", "3", "3"]
+    votes = [{"item": "t/1", "worker": f"w{j}", "label": a} for j, a in enumerate(answers)]
+    assert http.post(f"/v1/projects/{name}/votes", json={"votes": votes}).status_code == 200
+    page = admin.goto(f"/ui/item?project={name}&id=t/1")
+    offered = page.locator("#method-select option").all_inner_texts()
+    assert sorted(offered) == sorted(METHODS_BY_TASK[task_type])
+    shown = page.locator("#votes-table tbody tr td:nth-child(2)").all_inner_texts()
+    if task_type == "multi_label":
+        assert sorted(shown) == ["(none apply)", "sports, tech", "tech"]
+    else:
+        assert sorted(shown) == ["1", "3", "3"]
+    page.wait_for_function(
+        "() => !document.querySelector('#methods-table tbody').innerText.includes('…')",
+        timeout=60_000,
+    )
+    rows = page.locator("#methods-table tbody tr")
+    assert rows.count() == len(offered)
+    assert page.locator("#methods-table tbody svg.mini").count() == rows.count()
+    if task_type == "ordinal":
+        # mean · median · sd of the normalized row: levels 1, 3, 3 -> mean 2.33, median 3
+        normalized = page.locator('#methods-table tbody tr[data-method="normalized"]').inner_text()
+        assert "2.33 · 3 · 0.94" in normalized
+    admin.shot(f"item-{task_type}")

@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from app.aggregation.base import WorkerAggregator
-from app.aggregation.registry import METHODS
+from app.aggregation.registry import METHODS_BY_TASK
 
 HERE = Path(__file__).parent
 STATIC = "/ui/static"
@@ -64,12 +64,16 @@ PAGES = {
 
 
 def methods() -> dict[str, Any]:
-    """Every method by kind, from the registry: count methods, then worker models."""
-    out: dict[str, list[dict[str, Any]]] = {"count": [], "worker": []}
-    for name, method in METHODS.items():
-        kind = "worker" if issubclass(method, WorkerAggregator) else "count"
-        out[kind].append({"name": name, "summary": method.summary})
-    return out
+    """Per task type, every method by kind, from the registry: count methods, then worker
+    models. The page picks its project's list once it has read the project's task type."""
+    by_type: dict[str, Any] = {}
+    for task_type, table in METHODS_BY_TASK.items():
+        out: dict[str, list[dict[str, Any]]] = {"count": [], "worker": []}
+        for name, method in table.items():
+            kind = "worker" if issubclass(method, WorkerAggregator) else "count"
+            out[kind].append({"name": name, "summary": method.summary})
+        by_type[task_type] = out
+    return by_type
 
 
 def _page(template: str, name: str) -> Any:

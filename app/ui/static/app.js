@@ -77,13 +77,18 @@ function showError(err) {
 
 /* --- navigation and the method picker (every view follows the chosen method) --- */
 const PROJECT = params.get("project");
-const ALL_METHODS = [...PAGE.methods.count, ...PAGE.methods.worker].map((m) => m.name);
-const WORKER_METHODS = PAGE.methods.worker.map((m) => m.name);
-function currentMethod() {
+// The method lists depend on the project's task type (single choice, multi-label, ordinal),
+// read from the API before the page is built (useTaskType); "single" until then.
+let TASK_TYPE = "single", METHODS = PAGE.methods.single, ALL_METHODS = [], WORKER_METHODS = [], METHOD = "normalized";
+function useTaskType(taskType) {
+  TASK_TYPE = PAGE.methods[taskType] ? taskType : "single";
+  METHODS = PAGE.methods[TASK_TYPE];
+  ALL_METHODS = [...METHODS.count, ...METHODS.worker].map((m) => m.name);
+  WORKER_METHODS = METHODS.worker.map((m) => m.name);
   const m = params.get("method") || localStorage.getItem("softlabels.method") || "normalized";
-  return ALL_METHODS.includes(m) ? m : "normalized";
+  METHOD = ALL_METHODS.includes(m) ? m : "normalized";
 }
-const METHOD = currentMethod();
+useTaskType("single");
 function link(page, extra) {
   const q = new URLSearchParams();
   if (PROJECT) q.set("project", PROJECT);
@@ -99,7 +104,7 @@ function setupNav() {
       if (a.dataset.nav === PAGE.page || (PAGE.page === "job" && a.dataset.nav === "jobs") || (PAGE.page === "item" && a.dataset.nav === "items") || (PAGE.page === "worker" && a.dataset.nav === "workers")) a.classList.add("active");
     }
     const sel = $("#method-select");
-    for (const [group, list] of [["count methods", PAGE.methods.count], ["worker models", PAGE.methods.worker]]) {
+    for (const [group, list] of [["count methods", METHODS.count], ["worker models", METHODS.worker]]) {
       const og = h("optgroup", { label: group });
       for (const m of list) og.append(h("option", { value: m.name, title: m.summary, selected: m.name === METHOD }, m.name));
       sel.append(og);
@@ -180,6 +185,10 @@ const mq = (extra) => { const q = new URLSearchParams(Object.assign({ method: ME
 
 document.addEventListener("DOMContentLoaded", async () => {
   setupKey();
+  if (PROJECT) {
+    // Without a key (or for a project it cannot see) this fails: the page says so when it runs.
+    try { useTaskType((await api(P())).task_type); } catch (e) { /* shown by the page */ }
+  }
   setupNav();
   await probeAccess();
   const run = (window.Pages || {})[PAGE.page || "projects"];

@@ -94,26 +94,34 @@ Pages.items = async () => {
   await load();
 };
 
+// A multi-label vote is the list of classes ticked (empty: none apply).
+const voteLabel = (label) => (Array.isArray(label) ? label.join(", ") || "(none apply)" : label);
+
 Pages.item = async () => {
   const id = params.get("id");
   $("#item-id").textContent = id;
   const it = await api(`${P()}/items/${encodeURIComponent(id)}`);
   $("#item-cards").replaceChildren(card("votes", it.n_votes), card("gold", it.gold || "–"), card("counts", it.classes.map((c, i) => `${c} ${it.counts[i]}`).join(" · ")), card("created", when(it.created_at)));
-  $("#votes-table tbody").replaceChildren(...it.votes.map((v) => h("tr", {}, h("td", {}, h("a", { href: link("worker", { id: v.worker }) }, v.worker)), h("td", {}, v.label), h("td", {}, when(v.created_at)), h("td", {}, v.created_at === v.updated_at ? "" : when(v.updated_at)))));
+  $("#votes-table tbody").replaceChildren(...it.votes.map((v) => h("tr", {}, h("td", {}, h("a", { href: link("worker", { id: v.worker }) }, v.worker)), h("td", {}, voteLabel(v.label)), h("td", {}, when(v.created_at)), h("td", {}, v.created_at === v.updated_at ? "" : when(v.updated_at)))));
   $("#meta").textContent = it.meta ? JSON.stringify(it.meta, null, 2) : "none";
   $("#features").textContent = it.features ? `[${it.features.map((x) => +x.toFixed(4)).join(", ")}]` : "none";
-  $("#methods-table thead").replaceChildren(h("tr", {}, h("th", {}, "Method"), h("th", {}, "Distribution"), ...it.classes.map((c) => h("th", {}, c))));
+  // Multi-label: each class's probability that it applies (no sum to 1); ordinal: a
+  // distribution over the levels with its mean, median and spread.
+  const what = TASK_TYPE === "multi_label" ? "P(applies) per class" : "Distribution";
+  const extra = TASK_TYPE === "ordinal" ? [h("th", {}, "mean · median · sd")] : [];
+  $("#methods-table thead").replaceChildren(h("tr", {}, h("th", {}, "Method"), h("th", {}, what), ...extra, ...it.classes.map((c) => h("th", {}, c))));
   const tb = $("#methods-table tbody");
   const rows = ALL_METHODS.map((m) => { const tr = h("tr", { "data-method": m, class: m === METHOD ? "diff" : "" }, h("td", {}, m), h("td", {}, "…")); tb.append(tr); return tr; });
   await Promise.all(ALL_METHODS.map(async (m, i) => {
     try {
       const sl = await withFitRetry(() => api(`${P()}/items/${encodeURIComponent(id)}/soft-label?method=${encodeURIComponent(m)}`), 40);
-      rows[i].replaceChildren(h("td", {}, m + (sl.stale ? " (stale)" : "")), h("td", {}, Charts.mini(sl.probs, sl.classes)), ...sl.classes.map((_, k) => h("td", { class: "num" }, sl.probs ? fmt(sl.probs[k]) : "–")));
-    } catch (e) { rows[i].replaceChildren(h("td", {}, m), h("td", { colspan: it.classes.length + 1 }, e.message)); }
+      const summary = TASK_TYPE === "ordinal" ? [h("td", { class: "num" }, `${fmt(sl.mean, 2)} · ${fmt(sl.median, 2)} · ${fmt(sl.spread, 2)}`)] : [];
+      rows[i].replaceChildren(h("td", {}, m + (sl.stale ? " (stale)" : "")), h("td", {}, Charts.mini(sl.probs, sl.classes)), ...summary, ...sl.classes.map((_, k) => h("td", { class: "num" }, sl.probs ? fmt(sl.probs[k]) : "–")));
+    } catch (e) { rows[i].replaceChildren(h("td", {}, m), h("td", { colspan: it.classes.length + 1 + (TASK_TYPE === "ordinal") }, e.message)); }
   }));
 };
 
-const workerMethod = () => (WORKER_METHODS.includes(METHOD) ? METHOD : "dawid-skene");
+const workerMethod = () => (WORKER_METHODS.includes(METHOD) ? METHOD : WORKER_METHODS[0] || "dawid-skene");
 
 Pages.workers = async () => {
   const data = await withFitRetry(() => api(`${P()}/workers?method=${workerMethod()}`));
