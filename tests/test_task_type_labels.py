@@ -124,7 +124,7 @@ def test_multi_label_worker_models(
     assert body["model"] == "worker" and body["task_type"] == "multi_label"
 
 
-@pytest.mark.parametrize("method", ["dawid-skene", "majority", "distance-smoothed", "auto"])
+@pytest.mark.parametrize("method", ["dawid-skene", "majority", "distance-smoothed", "glad"])
 def test_methods_of_other_types_are_refused(client: TestClient, multi: str, method: str) -> None:
     r = client.get(f"/v1/projects/{multi}/soft-labels", params={"method": method})
     assert r.status_code == 422, r.text
@@ -167,7 +167,7 @@ def test_multi_label_item_and_raw_votes(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["stats", "items/next", "workers", "workers/w00", "methods/compare", "items/suspect"]
+    "path", ["stats", "items/next", "workers", "workers/w00", "items/suspect"]
 )
 def test_routes_that_do_not_speak_multi_label_say_so(
     client: TestClient, multi: str, path: str

@@ -23,6 +23,7 @@ from app.aggregation.methods import COUNT_METHODS, Normalized, Softmax
 from app.aggregation.one_coin import OneCoin
 from app.aggregation.params import ParamError
 from app.aggregation.select import Auto
+from app.aggregation.select_tasks import MultiLabelAuto, OrdinalAuto
 from app.aggregation.task_methods import (
     DistanceSmoothed,
     RaterBias,
@@ -61,10 +62,13 @@ def _table(*methods: type[Aggregator]) -> dict[str, type[Aggregator]]:
 # different class per type ("normalized" of ticks is not "normalized" of votes). Ordinal
 # projects also take the single-label methods that apply unchanged to level indices: vote
 # proportions, softmax and Dawid-Skene (which ignores the order: a full confusion per worker).
+# `auto` of each type chooses among the type's other methods (app/aggregation/select_tasks.py).
 METHODS_BY_TASK: dict[TaskType, dict[str, type[Aggregator]]] = {
     "single": METHODS,
-    "multi_label": _table(TickNormalized, TickSoftmax, TickBinaryRelevance, TickPropensity),
-    "ordinal": _table(Normalized, Softmax, DistanceSmoothed, DawidSkene, RaterBias),
+    "multi_label": _table(
+        TickNormalized, TickSoftmax, TickBinaryRelevance, TickPropensity, MultiLabelAuto
+    ),
+    "ordinal": _table(Normalized, Softmax, DistanceSmoothed, DawidSkene, RaterBias, OrdinalAuto),
 }
 # Every parameter name some method of some type takes: the query parameters the soft-label
 # routes accept (app/api/method_query.py), each then checked against the chosen method.

@@ -136,15 +136,22 @@ def score_candidates(
                 )
                 if np.isfinite(p).all():
                     units[j] = np.log(np.maximum(p, EPS))
+    scores, std_err = paired_scores(units)
+    return criterion, scores, std_err
+
+
+def paired_scores(units: Sequence[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Each candidate's score (the mean of its per-unit values; NaN for None, a failed fit)
+    and the standard error of its difference to the best score over the same units."""
     scores = np.array([np.nan if u is None else float(u.mean()) for u in units])
-    std_err = np.full(n, np.nan)
+    std_err = np.full(len(units), np.nan)
     if np.isfinite(scores).any():
         best = units[int(np.nanargmax(scores))]
         assert best is not None
         for j, u in enumerate(units):
             if u is not None:
                 std_err[j] = float(np.std(best - u) / math.sqrt(max(u.size, 1)))
-    return criterion, scores, std_err
+    return scores, std_err
 
 
 def indistinguishable(scores: np.ndarray, std_err: np.ndarray, choice: int) -> np.ndarray:
@@ -229,7 +236,10 @@ def describe(fit: WorkerModelFit) -> dict[str, object] | None:
     criterion = str(st["auto_criterion"])
     note = None
     if tied_names:
-        what = "held-out vote likelihood" if criterion == CRITERIA[0] else "accuracy on gold"
+        # Multi-label and ordinal auto (select_tasks.py) name their own held-out criterion.
+        what = {CRITERIA[0]: "held-out vote likelihood", CRITERIA[1]: "accuracy on gold"}.get(
+            criterion, criterion
+        )
         note = (
             f"{what} cannot tell {', '.join(tied_names)} from {names[choice]}: the differences "
             f"are within {TIE_SE:g} standard errors, so another held-out split could reverse "

@@ -234,11 +234,26 @@ class MethodScore(BaseModel):
         description="Standard error of the difference between this score and the chosen "
         "method's, over the same held-out votes (or gold items); 0 for the chosen method.",
     )
+    predicts: Literal["worker", "item"] | None = Field(
+        default=None,
+        description="How the method predicts a held-out vote: `worker`, that worker's answer "
+        "through the worker's own model (perspectivist); `item`, the item's soft label (a "
+        "count method: every worker answers like the crowd).",
+    )
 
 
 class MethodComparison(BaseModel):
     chosen: str = Field(description="The best-scoring method: what `method=auto` serves.")
-    criterion: Literal["held-out vote log-likelihood", "accuracy on gold items"]
+    criterion: Literal[
+        "held-out vote log-likelihood",
+        "accuracy on gold items",
+        "held-out tick log-likelihood",
+        "held-out level log-likelihood",
+    ] = Field(
+        description="Single-choice: held-out votes, or gold with at least 30 gold items. "
+        "Multi-label: the log probability of each held-out vote's set of ticks (classes "
+        "independent given the item). Ordinal: the log probability of each held-out level."
+    )
     decided: bool = Field(
         default=True,
         description="False when the criterion cannot tell the chosen method from others "
