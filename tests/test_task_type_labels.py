@@ -167,7 +167,7 @@ def test_multi_label_item_and_raw_votes(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["stats", "items/next", "workers", "workers/w00", "items/suspect"]
+    "path", ["items/suspect"]
 )
 def test_routes_that_do_not_speak_multi_label_say_so(
     client: TestClient, multi: str, path: str

@@ -127,9 +127,7 @@ def predicted_answers(fit: WorkerModelFit, item: np.ndarray, worker: np.ndarray)
     return fit.probs[item]
 
 
-def held_out_log_likelihood(
-    fit: WorkerModelFit, votes: VoteArrays, held: np.ndarray
-) -> np.ndarray:
+def held_out_log_likelihood(fit: WorkerModelFit, votes: VoteArrays, held: np.ndarray) -> np.ndarray:
     """Per held-out vote, log P(the answer given) under `fit` (see the module doc)."""
     p = predicted_answers(fit, votes.item[held], votes.worker[held])
     if isinstance(votes, TickVotes):

@@ -15,47 +15,42 @@ from app.api.access import require
 from app.api.deps import EngineDep, ProjectDep
 from app.api.method_query import LabelerDep, WorkerLabelerDep
 from app.api.schemas import NextItems, ProjectStats, WorkerDetail, WorkerList
-from app.api.task_types import not_for
 from app.db.models import Project
 from app.errors import NotFound, ValidationFailed
-from app.labels import reads
+from app.labels import reads, task_analytics
 from app.labels.fits import load_votes, locate
 from app.labels.service import Labeler
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["analytics"])
 
-SPAMMER_RULE = (
-    "flagged when a worker has >= 10 votes on items with other votes and agrees with the "
-    "leave-one-out majority no more often than 1/K + 2*sqrt((1/K)(1-1/K)/n) (two binomial "
-    "standard errors above random guessing)"
-)
 
-
-@router.get(
-    "/stats",
-    response_model=ProjectStats,
-    dependencies=[Depends(require("read")), Depends(not_for("multi_label", what="GET /stats"))],
-)
+@router.get("/stats", response_model=ProjectStats, dependencies=[Depends(require("read"))])
 def stats(
     project: ProjectDep,
     engine: EngineDep,
     labels: LabelerDep,
 ) -> ProjectStats:
-    """Counts, votes-per-item histogram, Krippendorff's alpha (nominal), Fleiss' kappa, and the
-    mean normalized entropy of the soft labels by `method`."""
-    with engine.connect() as conn:
+    """Counts, votes-per-item histogram, Krippendorff's alpha (nominal; ordinal metric on an
+    ordinal project; Jaccard distance between the sets on a multi-label one), Fleiss' kappa
+    (one answer per vote: not multi-label), and the mean normalized entropy of the soft labels
+    by `method` (multi-label: the mean binary entropy of each class's probability)."""
+    multi = project.task_type == "multi_label"
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         items = reads.item_counts(conn, project.id, len(project.classes))
         n_workers = reads.worker_count(conn, project.id)
+        sets = load_votes(conn, project.id, len(project.classes), ticks=True) if multi else None
+        conn.rollback()
     ids, n_votes, counts = items.ids, items.n_votes, items.counts
     voted = n_votes > 0
-    kappa, kappa_reason = (
-        agreement.fleiss_kappa(counts[voted]) if voted.any() else (None, "no item has votes")
+    alpha = task_analytics.project_agreement(
+        project.task_type, counts[voted], sets.votes if sets is not None else None
     )
     entropy = None
     if voted.any():
         probs = labels.probs(ids[voted], counts[voted], n_votes[voted])
-        entropy = float(agreement.normalized_entropy(probs).mean())
+        entropy = float(task_analytics.uncertainty(project.task_type, probs, "entropy").mean())
     return ProjectStats(
+        task_type=project.task_type,
         items=len(ids),
         items_with_votes=int(voted.sum()),
         votes=int(n_votes.sum()),
@@ -63,11 +58,10 @@ def stats(
         votes_per_item=[
             {"n_votes": n, "items": c} for n, c in agreement.votes_per_item_histogram(n_votes)
         ],
-        krippendorff_alpha=agreement.krippendorff_alpha_nominal(counts[voted])
-        if voted.any()
-        else None,
-        fleiss_kappa=kappa,
-        fleiss_kappa_reason=kappa_reason,
+        krippendorff_alpha=alpha.value,
+        krippendorff_metric=alpha.metric,
+        fleiss_kappa=alpha.kappa,
+        fleiss_kappa_reason=alpha.kappa_reason,
         mean_normalized_entropy=entropy,
         method=labels.method,
         params=labels.params,
@@ -79,10 +73,7 @@ def stats(
 @router.get(
     "/items/next",
     response_model=NextItems,
-    dependencies=[
-        Depends(require("read")),
-        Depends(not_for("multi_label", what="GET /items/next")),
-    ],
+    dependencies=[Depends(require("read"))],
 )
 def next_items(
     project: ProjectDep,
@@ -101,7 +92,10 @@ def next_items(
     entropy of the soft label; `margin`: 1 - (p1 - p2); `activelab`: 1 - the quality of the
     crowdlab estimate, unlabeled items scored by the model, Goh & Mueller 2023), or fewest
     votes first. Items with no
-    votes count as maximally uncertain. Ties go to fewer votes, then older items."""
+    votes count as maximally uncertain. Ties go to fewer votes, then older items. On a
+    multi-label project, whose soft label is one probability per class, `entropy` is the mean
+    binary entropy over the classes and `margin` is 1 - the smallest |P(in) - P(out)| of any
+    class (the least settled class decides)."""
     with engine.connect() as conn:
         found = reads.routing_candidates(conn, project.id, len(project.classes), max_votes, worker)
     if not found.external_ids:
@@ -120,10 +114,7 @@ def next_items(
         score = uncertainty
     else:
         probs = labels.probs(id_arr, count_arr, n_arr)
-        if strategy == "entropy":
-            uncertainty = agreement.normalized_entropy(probs)
-        else:
-            uncertainty = agreement.margin_uncertainty(probs)
+        uncertainty = task_analytics.uncertainty(project.task_type, probs, strategy)
         uncertainty = np.where(n_arr == 0, 1.0, uncertainty)
         score = uncertainty
     order = np.lexsort((id_arr, n_arr, -score))[:limit]
@@ -154,15 +145,15 @@ def _worker_table(engine: Engine, project: Project, labels: Labeler) -> dict[str
     # One snapshot: a vote from a worker created between the queries would otherwise point
     # past the worker list.
     assert labels.fit is not None
+    multi = project.task_type == "multi_label"
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
-        pv = load_votes(conn, project.id, len(project.classes))
+        pv = load_votes(conn, project.id, len(project.classes), ticks=multi)
         names, excluded = reads.workers_in_order(conn, project.id)
         conn.rollback()
     v = pv.votes
-    agree, scored = agreement.leave_one_out_agreement(
-        v.item, v.worker, v.label, v.n_items, v.n_workers, v.n_classes
-    )
+    agree = task_analytics.worker_agreement(project.task_type, v)
     pos, known = locate(labels.fit.worker_ids, pv.worker_ids)
+    # A multi-label item has no one gold class (gold is None there): no votes on gold.
     gold = v.gold if v.gold is not None else np.full(v.n_items, -1)
     on_gold = gold[v.item] >= 0
     n_gold = np.bincount(v.worker[on_gold], minlength=v.n_workers)
@@ -175,14 +166,20 @@ def _worker_table(engine: Engine, project: Project, labels: Labeler) -> dict[str
         "pv": pv,
         "names": names,
         "excluded": excluded,
-        "agree": agree,
-        "scored": scored,
-        "spam": agreement.spammer_flags(agree, scored, v.n_classes),
+        "agree": agree.agreement,
+        "scored": agree.n_scored,
+        "spam": agree.spammer,
+        "rules": (agree.rule, agree.spammer_rule),
         "pos": pos,
         "known": known,
         "n_votes": np.bincount(v.worker, minlength=v.n_workers),
         "skill": labels.fit.result.worker_skill,
     }
+
+
+def _finite(x: float) -> float | None:
+    # auto may choose a count method, which has no skill per worker (NaN in the fit).
+    return float(x) if np.isfinite(x) else None
 
 
 def _worker_row(t: dict[str, Any], w: int) -> dict[str, Any]:
@@ -192,25 +189,24 @@ def _worker_row(t: dict[str, Any], w: int) -> dict[str, Any]:
         "n_votes": int(t["n_votes"][w]),
         "agreement": float(t["agree"][w]) if t["scored"][w] else None,
         "n_scored": int(t["scored"][w]),
-        "skill": float(t["skill"][t["pos"][w]]) if t["known"][w] else None,
+        "skill": _finite(t["skill"][t["pos"][w]]) if t["known"][w] else None,
         "spammer": bool(t["spam"][w]),
         "n_gold": int(t["n_gold"][w]),
         "gold_accuracy": float(t["gold_hits"][w] / t["n_gold"][w]) if t["n_gold"][w] else None,
     }
 
 
-@router.get(
-    "/workers",
-    response_model=WorkerList,
-    dependencies=[Depends(require("read")), Depends(not_for("multi_label", what="GET /workers"))],
-)
+@router.get("/workers", response_model=WorkerList, dependencies=[Depends(require("read"))])
 def list_workers(
     project: ProjectDep,
     engine: EngineDep,
     labeled: WorkerLabelerDep,
 ) -> WorkerList:
-    """Every worker: votes, agreement with the leave-one-out majority, the method's skill
-    estimate and the spammer flag (rule in `spammer_rule`)."""
+    """Every worker: votes, agreement with the other votes on the same items (by the project's
+    task type: the leave-one-out majority for single-choice, partial credit for a near level on
+    a scale, Jaccard similarity of multi-label sets; `agreement_rule` says which), the
+    method's skill estimate and the spammer flag (rule in `spammer_rule`). Default method: a
+    worker model of the project's type (dawid-skene; binary-relevance for multi-label)."""
     labels = _worker_fit(labeled)
     t = _worker_table(engine, project, labels)
     return WorkerList(
@@ -219,19 +215,15 @@ def list_workers(
         as_of=labels.as_of,
         stale=labels.stale,
         skill=get_method(labels.method, project.task_type).summary,
-        spammer_rule=SPAMMER_RULE,
+        agreement_rule=t["rules"][0],
+        spammer_rule=t["rules"][1],
         workers=[_worker_row(t, w) for w in range(len(t["names"]))],
         warnings=labels.fit.result.warnings if labels.fit is not None else [],
     )
 
 
 @router.get(
-    "/workers/{worker:id}",
-    response_model=WorkerDetail,
-    dependencies=[
-        Depends(require("read")),
-        Depends(not_for("multi_label", what="GET /workers/{worker}")),
-    ],
+    "/workers/{worker:id}", response_model=WorkerDetail, dependencies=[Depends(require("read"))]
 )
 def get_worker(
     project: ProjectDep,
@@ -241,7 +233,9 @@ def get_worker(
 ) -> WorkerDetail:
     """One worker, with a K x K confusion matrix (row = true class, column = given label) and
     class-wise accuracy: the model's where it has one (dawid-skene), otherwise counted against
-    the model's most probable class for each item."""
+    the model's most probable class for each item. On a multi-label project, per class the
+    worker's sensitivity (P(tick | the class applies)) and specificity (P(no tick | it does
+    not)) instead: the model's, or counted against the model's P > 0.5 decision."""
     labels = _worker_fit(labeled)
     t = _worker_table(engine, project, labels)
     if worker not in t["names"]:
@@ -250,11 +244,31 @@ def get_worker(
     fit, pv = labels.fit, t["pv"]
     assert fit is not None  # _worker_fit refused methods without a worker model
     k = len(project.classes)
+    mine = pv.votes.worker == w
+    common = {
+        **_worker_row(t, w),
+        "method": labels.method,
+        "params": labels.params,
+        "as_of": labels.as_of,
+        "stale": labels.stale,
+        "classes": project.classes,
+    }
+    if project.task_type == "multi_label":
+        truth = fit.probs_for(pv.item_ids[pv.votes.item[mine]]) > 0.5
+        position = int(t["pos"][w]) if t["known"][w] else None
+        sens, spec, source = task_analytics.tick_rates(
+            pv.votes.ticks[mine], truth, fit.result.state, position
+        )
+        return WorkerDetail(
+            **common,
+            confusion_source=source,
+            sensitivity=[_finite(x) for x in sens],
+            specificity=[_finite(x) for x in spec],
+        )
     conf = fit.result.confusion
     if conf is not None and t["known"][w]:
         matrix, source = np.asarray(conf[t["pos"][w]], dtype=np.float64), "model"
     else:
-        mine = pv.votes.worker == w
         truth = fit.probs_for(pv.item_ids[pv.votes.item[mine]]).argmax(axis=1)
         matrix = np.zeros((k, k))
         np.add.at(matrix, (truth, pv.votes.label[mine]), 1.0)
@@ -262,12 +276,7 @@ def get_worker(
         matrix = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
         source = "empirical"
     return WorkerDetail(
-        **_worker_row(t, w),
-        method=labels.method,
-        params=labels.params,
-        as_of=labels.as_of,
-        stale=labels.stale,
-        classes=project.classes,
+        **common,
         confusion=matrix.tolist(),
         confusion_source=source,
         class_accuracy=np.diag(matrix).tolist(),

@@ -16,7 +16,7 @@ the allowed range, on every route, and one the method does not take is a 422 nam
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
@@ -128,16 +128,21 @@ MethodParamsQuery = Annotated[None, Depends(params_dependency(ALL_METHODS))]
 AutoParamsQuery = Annotated[None, Depends(params_dependency([Auto]))]
 
 
-def labeler_for(default_method: str) -> Callable[..., Labeler]:
-    """A dependency giving the Labeler for the request's `method` (default `default_method`)."""
+def labeler_for(default_method: str | Mapping[str, str]) -> Callable[..., Labeler]:
+    """A dependency giving the Labeler for the request's `method`; without one,
+    `default_method`, or for a mapping the default of the project's task type."""
+    default = default_method if isinstance(default_method, str) else None
 
     def get_labeler(
         request: Request,
         project: ProjectDep,
         services: ServicesDep,
-        method: MethodQuery = default_method,
+        method: MethodQuery = default,  # type: ignore[assignment]  # None: the type's default
         _: MethodParamsQuery = None,
     ) -> Labeler:
+        if method is None:
+            assert not isinstance(default_method, str)
+            method = default_method[project.task_type]
         return labeler_from_request(request, project, services, method)
 
     return get_labeler
@@ -168,5 +173,10 @@ def labeler_from_request(
 
 
 LabelerDep = Annotated[Labeler, Depends(labeler_for("normalized"))]
-# /workers: a worker model is the point, so the default is one.
-WorkerLabelerDep = Annotated[Labeler, Depends(labeler_for("dawid-skene"))]
+# /workers: a worker model is the point, so the default is one, of the project's task type.
+WORKER_DEFAULT = {
+    "single": "dawid-skene",
+    "ordinal": "dawid-skene",
+    "multi_label": "binary-relevance",
+}
+WorkerLabelerDep = Annotated[Labeler, Depends(labeler_for(WORKER_DEFAULT))]

@@ -357,17 +357,28 @@ class HistogramBin(BaseModel):
 
 
 class ProjectStats(BaseModel):
+    task_type: TaskType = "single"
     items: int
     items_with_votes: int
     votes: int
     workers: int
     votes_per_item: list[HistogramBin]
     krippendorff_alpha: float | None = Field(
-        description="Nominal; null when undefined (fewer than 2 pairable votes, or no variation)."
+        description="With the metric `krippendorff_metric` names; null when undefined (fewer "
+        "than 2 pairable votes, or no variation)."
     )
-    fleiss_kappa: float | None
+    krippendorff_metric: Literal["nominal", "ordinal", "jaccard"] = Field(
+        default="nominal",
+        description="nominal (single-choice); ordinal (a scale: a disagreement weighs by the "
+        "votes between the two levels); jaccard (multi-label: 1 - |A & B| / |A | B| between "
+        "two sets, 0 for two empty sets).",
+    )
+    fleiss_kappa: float | None = Field(description="Nominal; null on multi-label projects.")
     fleiss_kappa_reason: str | None = Field(description="Why fleiss_kappa is null, if it is.")
-    mean_normalized_entropy: float | None
+    mean_normalized_entropy: float | None = Field(
+        description="Of the soft labels by `method`; multi-label: the mean over classes of the "
+        "binary entropy (bits) of each class's probability."
+    )
     method: str
     params: dict[str, float | int]
     as_of: int
@@ -395,8 +406,8 @@ class WorkerOut(BaseModel):
     )
     n_votes: int
     agreement: float | None = Field(
-        description="Share of scored votes that agree with the "
-        "majority of the other votes on the item."
+        description="Agreement of the worker's scored votes (those on items with other votes) "
+        "with the other votes: see the list's `agreement_rule`."
     )
     n_scored: int
     skill: float | None
@@ -413,6 +424,9 @@ class WorkerList(BaseModel):
     as_of: int
     stale: bool
     skill: str = Field(description="What `skill` means for this method.")
+    agreement_rule: str = Field(
+        default="", description="What `agreement` measures for this project's task type."
+    )
     spammer_rule: str
     workers: list[WorkerOut]
     warnings: list[str] = Field(default_factory=list, description="Problems found in the fit.")
@@ -424,6 +438,17 @@ class WorkerDetail(WorkerOut):
     as_of: int
     stale: bool
     classes: list[str]
-    confusion: list[list[float]]
+    confusion: list[list[float]] | None = Field(
+        default=None, description="K x K; null on a multi-label project (see sensitivity)."
+    )
     confusion_source: Literal["model", "empirical"]
-    class_accuracy: list[float]
+    class_accuracy: list[float] | None = None
+    sensitivity: list[float | None] | None = Field(
+        default=None,
+        description="Multi-label only: per class, P(the worker ticks it | it applies); null "
+        "where no item of theirs has the class (empirical).",
+    )
+    specificity: list[float | None] | None = Field(
+        default=None,
+        description="Multi-label only: per class, P(the worker leaves it | it does not apply).",
+    )
