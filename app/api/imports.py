@@ -52,11 +52,15 @@ async def import_file(
     ] = None,
 ) -> ImportResult:
     """Import Label Studio JSON / JSON_MIN, Argilla records, Prodigy JSONL, crowd-kit CSV or
-    peerannot answers.json. Problems are listed by line or JSON path; nothing is stored then."""
+    peerannot answers.json. Problems are listed by line or JSON path; nothing is stored then.
+    On a multi-label project a crowd-kit label cell is a JSON list or names joined by `;`
+    (empty: none apply), a peerannot label a list, a Prodigy `accept` the set ticked; on an
+    ordinal project a crowd-kit cell may also give a level's value."""
     data = await request.body()
 
     def work() -> ImportResult:
-        parsed = parse_file(format, data, Options(from_name, item_field, question, content_field))
+        opts = Options(from_name, item_field, question, content_field).for_project(project)
+        parsed = parse_file(format, data, opts)
         applied = committed_with_retries(
             session, lambda: apply(session, project, "import", parsed, on_duplicate)
         )

@@ -17,7 +17,6 @@ from sqlalchemy import Engine
 
 from app.cli.common import DataDirOpt, console, fail, migrated_engine, settings_for
 from app.config import Settings
-from app.votes.records import index_text
 
 if TYPE_CHECKING:  # the aggregation package (numpy, scipy) loads only for an export
     from app.aggregation.base import Aggregator
@@ -42,6 +41,9 @@ def import_votes(
 ) -> None:
     """Import votes from a CSV with columns item, worker, label (through the API's ingest code).
 
+    A label is a class name or 0-based index; on a multi-label project, the set of classes
+    ticked: a JSON list (["a", "b"], as the raw-vote CSV export writes it) or names joined by
+    ';' (a;b), an empty cell for none; on an ordinal project, a level's name, index or value.
     Each batch is stored all or nothing; on a bad row the import stops and says which batches
     were stored, so re-running after a fix is safe (stored votes come back `unchanged`).
     """
@@ -57,6 +59,7 @@ def import_votes(
 def _import_votes(engine: Engine, factory: Any, file: Path, project: str, batch_size: int) -> None:
     from sqlalchemy import select
 
+    from app.connectors.cells import CellError, label_cell
     from app.db.models import Project
     from app.errors import ValidationFailed
     from app.votes.ingest import committed_with_retries, ingest_votes
@@ -70,7 +73,7 @@ def _import_votes(engine: Engine, factory: Any, file: Path, project: str, batch_
         proj = session.scalars(select(Project).where(Project.name == project)).one_or_none()
         if proj is None:
             fail(f"no project named {project!r}", code=2)
-        names = set(proj.classes)
+        task_type, classes, values = proj.task_type, list(proj.classes), proj.level_values
         reader = csv.DictReader(fh)
         missing = {"item", "worker", "label"} - set(reader.fieldnames or [])
         if missing:
@@ -87,13 +90,25 @@ def _import_votes(engine: Engine, factory: Any, file: Path, project: str, batch_
             batch: list[dict[str, object]] = []
             lines: list[int] = []  # each row's first line in the file (quoted cells may span lines)
 
+            def label(index: int, raw: str | None, bad: list[dict[str, object]]) -> object:
+                if raw is None:  # a short row: the vote check reports the missing label
+                    return None
+                try:
+                    return label_cell(raw, task_type, classes, values)
+                except CellError as exc:
+                    bad.append({"index": index, "field": "label", "reason": str(exc)})
+                    return None
+
             def flush() -> None:
                 nonlocal batch, lines
+                bad: list[dict[str, object]] = []
                 rows = [
-                    {"item": r["item"], "worker": r["worker"], "label": _label(r["label"], names)}  # type: ignore[arg-type]  # csv cells are str
-                    for r in batch
+                    {"item": r["item"], "worker": r["worker"], "label": label(n, r["label"], bad)}  # type: ignore[arg-type]  # csv cells are str
+                    for n, r in enumerate(batch)
                 ]
                 try:
+                    if bad:
+                        raise ValidationFailed("bad label cells", errors=bad)
                     votes = adapter.validate_python(rows)
                     result = committed_with_retries(
                         session, lambda: ingest_votes(session, proj, votes)
@@ -124,15 +139,6 @@ def _import_votes(engine: Engine, factory: Any, file: Path, project: str, batch_
         f"{totals['inserted']} inserted, {totals['updated']} updated, "
         f"{totals['unchanged']} unchanged"
     )
-
-
-def _label(raw: str | None, names: set[str]) -> str | int | None:
-    # A CSV cell is text. A class name wins; otherwise a cell of digits is a class index, as in
-    # the API's integer labels (so classes named "1", "2" are never misread as indices).
-    if raw is None or raw in names:
-        return raw
-    index = index_text(raw)
-    return raw if index is None else index
 
 
 def _report_bad_batch(exc: Exception, lines: list[int], totals: dict[str, int]) -> None:

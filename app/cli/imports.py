@@ -51,7 +51,8 @@ def _run(
         proj = session.scalars(select(Project).where(Project.name == project)).one_or_none()
         if proj is None:
             fail(f"no project named {project!r}", code=2)
-        parsed = parse_file(fmt, file.read_bytes(), opts)
+        # What a label is depends on the project (task type, classes, scale).
+        parsed = parse_file(fmt, file.read_bytes(), opts.for_project(proj))
         try:
             out = committed_with_retries(
                 session, lambda: apply(session, proj, "import", parsed, policy)

@@ -5,23 +5,33 @@
 - `argilla`: Argilla's exported records (argilla.parse_records).
 - `prodigy`: Prodigy JSONL (`prodigy db-out`): worker `_annotator_id` (else `_session_id`),
   item `_input_hash` or a chosen field; choice tasks give `accept: [label]`, binary tasks
-  `label` with `answer == "accept"`; `ignore` (and a rejected binary label) is not a vote.
+  `label` with `answer == "accept"`; `ignore` (and a rejected binary label) is not a vote. On a
+  multi-label project a choice task's `accept` is the set ticked (`choice_style: multiple`),
+  an accepted empty one a vote that ticked nothing.
 - `crowdkit`: crowd-kit's long CSV `task, worker, label` (header required; `item` accepted for
-  `task`).
+  `task`). The label cell is read by the project's task type (app/connectors/cells.py): on a
+  multi-label project a JSON list or names joined by `;`, on an ordinal one a level's name,
+  index or value.
 - `peerannot`: peerannot's `answers.json`, `{task: {worker: label}}` (labels are class indices,
-  as peerannot writes them, or class names).
+  as peerannot writes them, or class names; on a multi-label project a list of them).
+
+The parsers read the project's task type, classes and scale from `Options`: what a label is
+depends on them, and a file says nothing about it.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from app.connectors import argilla, label_studio
+from app.connectors.cells import CellError, label_cell
 from app.connectors.common import Parsed, ToolVote, external_id, problem
+from app.db.models import Project
 from app.votes.records import index_text
 
 FileFormat = Literal["label-studio", "argilla", "prodigy", "crowdkit", "peerannot"]
@@ -35,6 +45,20 @@ class Options:
     question: str | None = None  # argilla: the label question
     # label-studio: task data field of the item's content; argilla: record field
     content_field: str | None = None
+    # The project's: what a label is (crowdkit cells, prodigy choices, peerannot lists)
+    task_type: str = "single"
+    classes: tuple[str, ...] = ()
+    level_values: tuple[float, ...] | None = None
+
+    def for_project(self, project: Project) -> Options:
+        """These options with the project's task type, classes and scale."""
+        values = project.level_values
+        return dataclasses.replace(
+            self,
+            task_type=project.task_type,
+            classes=tuple(project.classes),
+            level_values=None if values is None else tuple(values),
+        )
 
 
 def _json(data: bytes) -> tuple[Any, list[dict[str, Any]]]:
@@ -44,8 +68,9 @@ def _json(data: bytes) -> tuple[Any, list[dict[str, Any]]]:
         return None, [problem("$", f"not valid JSON: {exc}")]
 
 
-def parse_prodigy(data: bytes, id_field: str | None) -> Parsed:
+def parse_prodigy(data: bytes, id_field: str | None, task_type: str = "single") -> Parsed:
     out = Parsed()
+    multi = task_type == "multi_label"
     for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
@@ -69,6 +94,12 @@ def parse_prodigy(data: bytes, id_field: str | None) -> Parsed:
         worker = external_id(who, f"{path}._annotator_id", out.errors)
         if isinstance(row.get("accept"), list) and "options" in row:  # choice task
             chosen = row["accept"]
+            if multi and answer == "accept":  # the set ticked, maybe empty: none apply
+                if any(isinstance(c, bool) or not isinstance(c, (str, int)) for c in chosen):
+                    out.errors.append(problem(f"{path}.accept", "must list option ids"))
+                    continue
+                out.votes.append(ToolVote(item, worker, list(chosen), f"{path}.accept"))
+                continue
             if answer != "accept" or not chosen:
                 out.skipped += 1
                 continue
@@ -91,7 +122,8 @@ def parse_prodigy(data: bytes, id_field: str | None) -> Parsed:
     return out
 
 
-def parse_crowdkit(data: bytes) -> Parsed:
+def parse_crowdkit(data: bytes, opts: Options | None = None) -> Parsed:
+    opts = opts or Options()
     out = Parsed()
     try:
         text = data.decode("utf-8-sig")
@@ -110,7 +142,15 @@ def parse_crowdkit(data: bytes) -> Parsed:
         path = f"line {n}"
         item = external_id(row[task_col], f"{path}.{task_col}", out.errors)
         worker = external_id(row["worker"], f"{path}.worker", out.errors)
-        label: str | int = row["label"] or ""
+        cell = row["label"]
+        if cell is None:  # a short row
+            out.errors.append(problem(f"{path}.label", "missing"))
+            continue
+        try:
+            label = label_cell(cell, opts.task_type, opts.classes, opts.level_values)
+        except CellError as exc:
+            out.errors.append(problem(f"{path}.label", str(exc)))
+            continue
         out.votes.append(ToolVote(item=item, worker=worker, label=label, path=f"{path}.label"))
     return out
 
@@ -130,11 +170,16 @@ def parse_peerannot(data: bytes) -> Parsed:
         for worker, label in answers.items():
             out.rows += 1
             path = f"{task}.{worker}"
-            if isinstance(label, str) and index_text(label.removeprefix("-")) is not None:
-                label = int(label)
-            if not isinstance(label, (str, int)) or isinstance(label, bool):
-                out.errors.append(problem(path, "must be a class index or name"))
-                continue
+            if isinstance(label, list):  # a multi-label answer: the classes ticked
+                label = [_peerannot_ref(x) for x in label]
+                if any(x is None for x in label):
+                    out.errors.append(problem(path, "must list class indices or names"))
+                    continue
+            else:
+                label = _peerannot_ref(label)
+                if label is None:
+                    out.errors.append(problem(path, "must be a class index or name"))
+                    continue
             out.votes.append(
                 ToolVote(
                     item=external_id(task, path, out.errors),
@@ -146,11 +191,21 @@ def parse_peerannot(data: bytes) -> Parsed:
     return out
 
 
+def _peerannot_ref(label: Any) -> str | int | None:
+    """A class index (an int, or one written as text, as peerannot writes them) or a name;
+    None for anything else."""
+    if isinstance(label, str) and index_text(label.removeprefix("-")) is not None:
+        return int(label)
+    if not isinstance(label, (str, int)) or isinstance(label, bool):
+        return None
+    return label
+
+
 def parse_file(fmt: str, data: bytes, opts: Options) -> Parsed:
     if fmt == "prodigy":
-        return parse_prodigy(data, opts.item_field)
+        return parse_prodigy(data, opts.item_field, opts.task_type)
     if fmt == "crowdkit":
-        return parse_crowdkit(data)
+        return parse_crowdkit(data, opts)
     if fmt == "peerannot":
         return parse_peerannot(data)
     doc, errors = _json(data)
