@@ -1,4 +1,4 @@
-"""The shell examples of the README and the getting-started and connectors pages, run as
+"""The shell examples of the README and the getting-started, connectors and methods pages, run as
 pasted against a live `softlabels serve` (auth on, the admin key it writes at its first start,
 a HOME of its own).
 
@@ -19,7 +19,7 @@ import pytest
 from tests.helpers import REPO, LiveServer, migrated_database
 
 DOCS = REPO / "docs"
-RUN_PAGES = ["../README.md", "getting-started.md", "connectors.md"]
+RUN_PAGES = ["../README.md", "getting-started.md", "connectors.md", "methods.md"]
 FENCE = re.compile(r"^```(\w*)\s*$")
 SNIPPET = re.compile(r'^\s*--8<-- "([^"]+)"\s*$')
 
