@@ -166,9 +166,7 @@ def test_multi_label_item_and_raw_votes(client: TestClient) -> None:
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "format"
 
 
-@pytest.mark.parametrize(
-    "path", ["items/suspect"]
-)
+@pytest.mark.parametrize("path", ["items/suspect"])
 def test_routes_that_do_not_speak_multi_label_say_so(
     client: TestClient, multi: str, path: str
 ) -> None:
