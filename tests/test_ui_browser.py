@@ -406,3 +406,14 @@ def test_an_item_of_another_task_type(admin: Session, world: dict, task_type: st
         normalized = page.locator('#methods-table tbody tr[data-method="normalized"]').inner_text()
         assert "2.33 · 3 · 0.94" in normalized
     admin.shot(f"item-{task_type}")
+    # The worker page: a multi-label worker's per-class sensitivity and specificity, a scale
+    # worker's confusion over the levels.
+    page = admin.goto(f"/ui/worker?project={name}&id=w0")
+    page.wait_for_selector("#heatmap svg", timeout=60_000)
+    heading = page.locator("#confusion-source").locator("xpath=..").inner_text()
+    if task_type == "multi_label":
+        assert heading.startswith("Sensitivity per class")
+        assert "Specificity" in page.locator("#class-accuracy").locator("xpath=..").inner_text()
+    else:
+        assert heading.startswith("Confusion matrix")
+    admin.shot(f"worker-{task_type}")

@@ -143,6 +143,15 @@ Pages.worker = async () => {
   $("#worker-id").textContent = id;
   const w = await withFitRetry(() => api(`${P()}/workers/${encodeURIComponent(id)}?method=${workerMethod()}`));
   $("#worker-cards").replaceChildren(card("votes", w.n_votes), card("agreement", fmt(w.agreement)), card(`skill (${w.method})`, fmt(w.skill)), card("spammer", w.spammer ? "yes" : "no"));
+  if (w.confusion === null) {  // multi-label: no K x K matrix, a sensitivity and a specificity per class
+    $("#confusion-source").parentElement.firstChild.textContent = "Sensitivity per class: P(tick | it applies) ";
+    $("#confusion-source").textContent = w.confusion_source === "model" ? `(${w.method} model)` : "(counted against the model's P > 0.5)";
+    $("#class-accuracy").previousElementSibling.textContent = "Specificity per class: P(no tick | it does not apply)";
+    $("#heatmap").previousElementSibling.classList.add("hidden");  // the matrix's row/column note
+    Charts.bars($("#heatmap"), w.classes, w.sensitivity.map((v) => v ?? 0), { max: 1 });
+    Charts.bars($("#class-accuracy"), w.classes, w.specificity.map((v) => v ?? 0), { max: 1, color: "#54a24b" });
+    return;
+  }
   $("#confusion-source").textContent = w.confusion_source === "model" ? `(${w.method} model)` : "(counted against the model's most probable class)";
   Charts.heatmap($("#heatmap"), w.confusion, w.classes, w.classes);
   Charts.bars($("#class-accuracy"), w.classes, w.class_accuracy, { max: 1, color: "#54a24b" });
