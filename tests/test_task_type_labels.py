@@ -173,10 +173,34 @@ def test_routes_that_do_not_speak_multi_label_say_so(
     r = client.get(f"/v1/projects/{multi}/{path}")
     assert r.status_code == 422, r.text
     assert r.json()["errors"][0]["field"] == "task_type"
-    r = client.get(f"/v1/projects/{multi}/items", params={"sort": "entropy"})
+    r = client.get(f"/v1/projects/{multi}/items", params={"sort": "gold_disagreement"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "sort"
-    page = client.get(f"/v1/projects/{multi}/items", params={"sort": "votes"}).json()
-    assert page["items"][0]["entropy"] is None
+
+
+@pytest.mark.parametrize("sort", ["entropy", "margin"])
+def test_multi_label_items_sort_by_their_least_settled_classes(
+    client: TestClient, multi: str, sort: str
+) -> None:
+    """A multi-label row is per-class probabilities: its entropy is the classes' mean binary
+    entropy (bits) and its margin the least decided class's |2p - 1|, recomputed here from the
+    normalized soft labels (each class's share of the item's voters)."""
+    page = client.get(
+        f"/v1/projects/{multi}/items",
+        params={"sort": sort, "order": "desc", "limit": 500, "method": "normalized"},
+    ).json()
+    rows = page["items"]
+    assert len(rows) == page["total"] > 10
+    for row in rows:
+        p = np.asarray(row["distribution"], dtype=float)
+        q = 1 - p
+        h = -(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0)) - np.where(
+            q > 0, q * np.log2(np.where(q > 0, q, 1)), 0
+        )
+        assert row["entropy"] == pytest.approx(h.mean(), abs=1e-9)
+        assert row["margin"] == pytest.approx(np.abs(2 * p - 1).min(), abs=1e-9)
+    got = [r[sort] for r in rows]
+    # entropy: most uncertain first; margin: largest (most settled) first, as for one class.
+    assert got == sorted(got, reverse=True)
 
 
 # ----- ordinal ----------------------------------------------------------------------------------

@@ -15,8 +15,14 @@ class ItemRow(BaseModel):
         description="The item's soft label under `method` (order of `classes`); null: no votes."
     )
     gold: str | None
-    entropy: float | None = Field(description="Normalized entropy of the distribution, 0..1.")
-    margin: float | None = Field(description="p(top class) - p(second class), 0..1.")
+    entropy: float | None = Field(
+        description="Normalized entropy of the distribution, 0..1; multi-label: the classes' "
+        "mean binary entropy of P(applies), in bits."
+    )
+    margin: float | None = Field(
+        description="p(top class) - p(second class), 0..1; multi-label: the least decided "
+        "class's |2p - 1|."
+    )
     gold_disagreement: float | None = Field(
         description="1 - p(gold class); null without gold or votes."
     )

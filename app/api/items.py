@@ -53,10 +53,11 @@ def get_items(
             "Send `cursor` or `offset`, not both.",
             errors=[{"index": None, "field": "offset", "reason": "not with cursor"}],
         )
-    multi = project.task_type == "multi_label"
-    if multi and sort in ("entropy", "margin", "gold_disagreement"):
-        # Scores of a distribution; a multi-label row is per-class probabilities.
-        raise ValidationFailed.field("sort", "a multi_label project's items sort by item or votes")
+    if project.task_type == "multi_label" and sort == "gold_disagreement":
+        # A gold label is one class; a multi-label item's truth is a set, and takes no gold.
+        raise ValidationFailed.field(
+            "sort", "a multi_label project's items have no gold: sort by entropy, margin or votes"
+        )
     method_key = f"{labels.method}:{params_key(labels.params)}:{labels.as_of}"
     with services.engine.connect() as conn:
         page = list_items(
@@ -72,6 +73,7 @@ def get_items(
             offset=offset,
             min_votes=min_votes,
             cache=services.item_orders,
+            task_type=project.task_type,
         )
     return ItemPage(
         method=labels.method,
@@ -87,7 +89,6 @@ def get_items(
                 **{
                     **r.__dict__,
                     "features": r.features if features else None,
-                    **({"entropy": None, "margin": None} if multi else {}),
                 }
             )
             for r in page.rows

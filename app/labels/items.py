@@ -34,8 +34,8 @@ from typing import Any, Literal
 import numpy as np
 from sqlalchemy import Connection, text
 
-from app.aggregation import agreement
 from app.errors import ValidationFailed
+from app.labels.task_analytics import uncertainty
 
 Sort = Literal["entropy", "margin", "votes", "gold_disagreement", "item"]
 Order = Literal["asc", "desc"]
@@ -103,19 +103,25 @@ def decode_cursor(cursor: str, expect: str) -> dict[str, Any]:
 
 
 def scores(
-    probs: np.ndarray, n_votes: np.ndarray, gold: np.ndarray, which: tuple[str, ...] = SCORES
+    probs: np.ndarray,
+    n_votes: np.ndarray,
+    gold: np.ndarray,
+    which: tuple[str, ...] = SCORES,
+    task_type: str = "single",
 ) -> dict[str, np.ndarray]:
     """Per item: normalized entropy, margin p1 - p2, and 1 - p(gold); NaN where undefined
-    (no votes; no gold). Only the scores named in `which` are computed."""
+    (no votes; no gold). Only the scores named in `which` are computed. A multi-label row is
+    per-class probabilities: its entropy is the classes' mean binary entropy and its margin the
+    least decided class's |2p - 1| (app/labels/task_analytics.py), as routing ranks them."""
     n = len(n_votes)
     voted = n_votes > 0
     out: dict[str, np.ndarray] = {}
     if n == 0:
         return {k: np.full(0, np.nan) for k in which}
     if "entropy" in which:
-        out["entropy"] = np.where(voted, agreement.normalized_entropy(probs), np.nan)
+        out["entropy"] = np.where(voted, uncertainty(task_type, probs, "entropy"), np.nan)
     if "margin" in which:
-        out["margin"] = np.where(voted, 1.0 - agreement.margin_uncertainty(probs), np.nan)
+        out["margin"] = np.where(voted, 1.0 - uncertainty(task_type, probs, "margin"), np.nan)
     if "gold_disagreement" in which:
         has_gold = voted & (gold >= 0)
         p_gold = probs[np.arange(n), np.clip(gold, 0, probs.shape[1] - 1)]
@@ -150,7 +156,8 @@ def read_all_counts(
     each chunk comes back as three strings that numpy parses (no per-row Python objects).
     100k items x 10 classes: one query, about 0.3 s on the development machine."""
     chunk = max(1, CELLS_PER_CHUNK // n_classes)
-    ids_parts, gold_parts, count_parts = [], [], []
+    # n_votes is read, not summed from the counts: a multi-label voter ticks 0..K classes.
+    ids_parts, gold_parts, count_parts, n_parts = [], [], [], []
     last = 0
     while True:
         # One scan of the ordered subquery feeds the three aggregates in the same row order.
@@ -159,8 +166,9 @@ def read_all_counts(
                 """
                 SELECT count(*), max(id), string_agg(id::text, ','),
                        string_agg(coalesce(gold, -1)::text, ','),
-                       string_agg(array_to_string(counts, ','), ',')
-                FROM (SELECT id, gold, counts FROM items
+                       string_agg(array_to_string(counts, ','), ','),
+                       string_agg(n_votes::text, ',')
+                FROM (SELECT id, gold, counts, n_votes FROM items
                       WHERE project_id = :p AND id > :last AND n_votes >= :m
                       ORDER BY id LIMIT :n) c
                 """
@@ -174,17 +182,17 @@ def read_all_counts(
         gold_parts.append(np.fromstring(row[3], dtype=np.int64, sep=","))
         flat = np.fromstring(row[4], dtype=np.int64, sep=",")
         count_parts.append(flat.reshape(n, n_classes))
+        n_parts.append(np.fromstring(row[5], dtype=np.int64, sep=","))
         last = int(row[1])
         if n < chunk:
             break
     if not ids_parts:
         empty = np.empty(0, np.int64)
         return empty, empty, np.empty((0, n_classes), np.int64), empty
-    counts = np.concatenate(count_parts)
     return (
         np.concatenate(ids_parts),
-        counts.sum(axis=1),
-        counts,
+        np.concatenate(n_parts),
+        np.concatenate(count_parts),
         np.concatenate(gold_parts),
     )
 
@@ -229,7 +237,9 @@ def _rows_by_ids(conn: Connection, ids: list[int]) -> list[Any]:
     return [pos[i] for i in ids if i in pos]
 
 
-def _page_rows(rows: Sequence[Any], classes: list[str], probs: ProbsFn) -> list[PageRow]:
+def _page_rows(
+    rows: Sequence[Any], classes: list[str], probs: ProbsFn, task_type: str
+) -> list[PageRow]:
     if not rows:
         return []
     ids = np.asarray([r.id for r in rows], np.int64)
@@ -237,7 +247,7 @@ def _page_rows(rows: Sequence[Any], classes: list[str], probs: ProbsFn) -> list[
     counts = np.asarray([r.counts for r in rows], np.int64)
     gold = np.asarray([-1 if r.gold is None else r.gold for r in rows], np.int64)
     p = probs(ids, counts, n_votes)
-    sc = scores(p, n_votes, gold)
+    sc = scores(p, n_votes, gold, task_type=task_type)
 
     def num(a: np.ndarray, i: int) -> float | None:
         return None if np.isnan(a[i]) else float(a[i])
@@ -271,6 +281,7 @@ def list_items(
     offset: int | None,
     min_votes: int = 0,
     cache: OrderCache = ORDERS,
+    task_type: str = "single",
 ) -> Page:
     """One page of items (see the module docstring). `method_key` names the method and its
     parameters (and the fit's version for worker models): part of the cache key and cursor.
@@ -292,6 +303,7 @@ def list_items(
             offset,
             min_votes,
             cache,
+            task_type,
         )
     except (KeyError, TypeError, ValueError, IndexError, OverflowError):
         if state is None:
@@ -319,6 +331,7 @@ def _list_items(
     offset: int | None,
     min_votes: int,
     cache: OrderCache,
+    task_type: str,
 ) -> Page:
     if sort in COMPUTED:
         start = _bigint(state["o"]) if state else (offset or 0)
@@ -333,7 +346,8 @@ def _list_items(
                 ids, n_votes, counts, gold = read_all_counts(
                     conn, project_id, len(classes), min_votes
                 )
-                sc = scores(probs(ids, counts, n_votes), n_votes, gold, (sort,))[sort]
+                p = probs(ids, counts, n_votes)
+                sc = scores(p, n_votes, gold, (sort,), task_type)[sort]
                 return ids[sorted_order(ids, sc, desc)]
 
             ordered = cache.get((project_id, fp, tag), build)
@@ -342,7 +356,7 @@ def _list_items(
         end = start + len(page_ids)
         more = end < len(ordered)
         nxt = encode_cursor({"s": tag, "o": end, "f": list(fp)}) if more else None
-        return Page(len(ordered), _page_rows(found, classes, probs), nxt)
+        return Page(len(ordered), _page_rows(found, classes, probs, task_type), nxt)
 
     if state:
         total = _bigint(state["t"])
@@ -389,7 +403,7 @@ def _list_items(
         last = rows[-1]
         key = [last.n_votes, last.id] if sort == "votes" else [last.external_id]
         nxt = encode_cursor({"s": tag, "k": key, "t": total})
-    return Page(total, _page_rows(rows, classes, probs), nxt)
+    return Page(total, _page_rows(rows, classes, probs, task_type), nxt)
 
 
 # --- one item -----------------------------------------------------------------------------------
