@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.config import Settings, get_settings
+from app.main import create_app
 from tests.helpers import FIXTURES, assert_counts_recount, db_rows, version
 
 LS = FIXTURES / "label-studio"
@@ -614,6 +616,40 @@ def test_sync_unreadable_export_or_incomplete_connector(
     r = client.post(f"/v1/projects/{other}/connectors/label-studio/sync")
     assert r.status_code == 422, r.text
     assert [e["field"] for e in r.json()["errors"]] == ["url", "ls_project", "token"]
+
+
+def test_sync_reads_an_export_past_the_outbound_limit_up_to_its_own(
+    settings: Settings,
+    database_url: str,
+    fake_ls: FakeLabelStudio,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Label Studio's export is read up to label_studio_export_max_bytes, not the general
+    outbound_max_bytes: a real export of 50,000 tasks with 3 annotations is over its 100 MiB
+    (benchmarks/results/ls_real_scale.md). Here the general limit is 1 KiB and the export
+    9 KiB; past its own limit the sync is a 502 naming the setting, and nothing changes."""
+    small = settings.model_copy(update={"outbound_max_bytes": 1024})
+    assert len(fake_ls.export) > small.outbound_max_bytes
+    monkeypatch.delenv("SOFTLABELS_LABEL_STUDIO_EXPORT_MAX_BYTES", raising=False)
+    get_settings.cache_clear()
+    try:
+        with TestClient(create_app(small)) as client:
+            project = make_project(client, ["pos", "neg", "neu"], from_name="sentiment")
+            url = connect(client, project, fake_ls)
+            r = client.post(f"{url}/sync")
+            assert r.status_code == 200, r.text
+            assert stored(database_url, project) == FINAL
+            monkeypatch.setenv("SOFTLABELS_LABEL_STUDIO_EXPORT_MAX_BYTES", "2048")
+            get_settings.cache_clear()
+            fake_ls.export = fake_ls.export.replace(b'"pos"', b'"neg"')
+            r = client.post(f"{url}/sync")
+            assert r.status_code == 502, r.text
+            assert r.json()["error"] == "tool_unreachable"
+            assert "2048-byte limit" in r.text
+            assert "SOFTLABELS_LABEL_STUDIO_EXPORT_MAX_BYTES" in r.text
+            assert stored(database_url, project) == FINAL
+    finally:
+        get_settings.cache_clear()  # monkeypatch restores the variable after this
 
 
 def test_sync_openapi_lists_its_errors(client: TestClient) -> None:
