@@ -281,16 +281,23 @@ def run_size(
         return res, data
 
     steps = []
+    row["steps"] = steps
     first, data = step("first sync")
     steps.append(first)
     users_seen = {str(a["completed_by"]) for t in data for a in t["annotations"]}
     row["completed_by_honoured"] = users_seen == {str(u) for u in users}
     row["users_seen"] = sorted(users_seen)
-    again, _ = step("re-sync right after")
-    steps.append(again)
-    time.sleep(args.later_s)
-    later, data = step(f"re-sync {args.later_s:.0f} s later")
-    steps.append(later)
+    if first["status"] != 200:
+        return row
+    if "again" in args.steps:
+        again, _ = step("re-sync right after")
+        steps.append(again)
+    if "later" in args.steps:
+        time.sleep(args.later_s)
+        later, data = step(f"re-sync {args.later_s:.0f} s later")
+        steps.append(later)
+    if "changed" not in args.steps:
+        return row
 
     anns = [
         (a["id"], a["result"][0]["value"]["choices"][0]) for t in data for a in t["annotations"]
@@ -321,9 +328,17 @@ def run_size(
     row["changes"] = {"relabelled": k, "deleted": k, "seconds": time.perf_counter() - t0}
     changed, _ = step("re-sync after 1% deleted + 1% relabelled")
     steps.append(changed)
-    row["steps"] = steps
-    row["load_end"] = load()
     return row
+
+
+def changes(r: dict[str, Any]) -> str:
+    c = r.get("changes")
+    if not c:
+        return " No changes made in Label Studio (not run at this size)."
+    return (
+        f" 1% changes in Label Studio: {c['relabelled']:,} PATCHes and {c['deleted']:,}"
+        f" DELETEs in {c['seconds']:.0f} s."
+    )
 
 
 def render(rows: list[dict[str, Any]]) -> str:
@@ -353,8 +368,7 @@ def render(rows: list[dict[str, Any]]) -> str:
             f"Import: {r['import_s']:.0f} s ({r['tasks'] / r['import_s']:.0f} tasks/s, chunks"
             f" of {r['chunk']:,}); `completed_by` honoured on import:"
             f" {'yes' if r['completed_by_honoured'] else 'NO'} (users {', '.join(r['users_seen'])}"
-            f" in the export). 1% changes in Label Studio: {r['changes']['relabelled']:,} PATCHes"
-            f" and {r['changes']['deleted']:,} DELETEs in {r['changes']['seconds']:.0f} s."
+            f" in the export).{changes(r)}"
             f" Load average at the start {r['load_start']}, at the end {r['load_end']}.",
             "",
             "| step | LS export alone: first byte / all (s) | export MB | sync status | sync (s)"
@@ -399,6 +413,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="concurrent PATCH/DELETE requests")
     ap.add_argument("--ls-url", default=os.environ.get("LS_URL", "http://127.0.0.1:8191"))
     ap.add_argument("--ls-token", default=os.environ.get("LS_TOKEN", ""))
+    ap.add_argument(
+        "--steps",
+        default="first,again,later,changed",
+        help="which syncs after the first (again, later, changed): fewer at the largest sizes",
+    )
     ap.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
     args = ap.parse_args()
     store_json = RESULTS / "ls_real_scale.json"
@@ -426,13 +445,15 @@ def main() -> None:
             with TestClient(create_app(settings)) as client:
                 print(f"{n:,} tasks (load {load()})", flush=True)
                 row = run_size(n, args, ls, users, client, db, ph)
+                row["load_end"] = load()
         finally:
             with psycopg.connect(server, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         row.update(
             date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             command=f"benchmarks/ls_real_scale.py --tasks {n} --chunk {args.chunk} "
-            f"--later-s {args.later_s:.0f} --threads {args.threads}",
+            f"--later-s {args.later_s:.0f} --threads {args.threads}"
+            + ("" if args.steps == "first,again,later,changed" else f" --steps {args.steps}"),
             commit=commit,
             ls_version=ls.version(),
             pg_version=pg,
