@@ -377,10 +377,12 @@ def render(rows: list[dict[str, Any]]) -> str:
         " 2-core machine (load averages are the 1/5/15-minute ones when each sync ended).",
         "",
         "Each sync is preceded by Label Studio's own export, timed alone (first byte / last"
-        " byte). *fetch* is the export's fetch inside the sync (Label Studio building it again,"
+        " byte), except in runs with `--no-separate-export`. *fetch* is the export's fetch"
+        " inside the sync (Label Studio building it again,"
         " plus the transfer and json parsing), *parse* reading it as votes, *db* the database"
-        " work (reconcile, upsert, analyze), all timed inside the sync; *equal*: every stored"
-        " vote is Label Studio's (item, worker, label) and nothing else.",
+        " work (reconcile, upsert, analyze), all timed inside the sync; *ours*: parse + db as a"
+        " share of the same sync's time; *equal*: every stored vote is Label Studio's (item,"
+        " worker, label) and nothing else.",
         "",
     ]
     for r in rows:
@@ -396,9 +398,9 @@ def render(rows: list[dict[str, Any]]) -> str:
             f" Load average at the start {r['load_start']}, at the end {r['load_end']}.",
             "",
             "| step | LS export alone: first byte / all (s) | export MB | sync status | sync (s)"
-            " | of which fetch / parse / db (s) | inserted | updated | unchanged | deleted"
+            " | of which fetch / parse / db (s) | ours | inserted | updated | unchanged | deleted"
             " | stored = LS | load |",
-            "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|",
+            "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---|",
         ]
         for s in r["steps"]:
             p = s["phases"]
@@ -412,12 +414,13 @@ def render(rows: list[dict[str, Any]]) -> str:
                 f"| {s['step']} | {alone(s)}"
                 f" | {s['export_bytes'] / 1e6:.1f} | {s['status']} | {s['sync_s']:.1f}"
                 f" | {p.get('fetch', 0):.1f} / {p.get('parse', 0):.1f} / {p.get('db', 0):.1f}"
+                f" | {(p.get('parse', 0) + p.get('db', 0)) / s['sync_s']:.0%}"
                 f" | {res.get('inserted') or 0:,} | {res.get('updated') or 0:,}"
                 f" | {res.get('unchanged') or 0:,} | {res.get('deleted') or 0:,} | {eq}"
                 f" | {s['load']} |"
             )
             if s["status"] != 200:
-                lines.append(f"| | | | | | {str(res.get('detail'))[:200]} | | | | | | |")
+                lines.append(f"| | | | | | {str(res.get('detail'))[:200]} | | | | | | | |")
         lines.append("")
     return "\n".join(lines)
 
