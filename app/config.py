@@ -152,6 +152,14 @@ class Settings(BaseSettings):
         "whole export before it sends a byte, which takes minutes on large projects (67-86 s "
         "for 20,000 tasks on a 2-core machine).",
     )
+    label_studio_export_max_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=1024,
+        description="The largest Label Studio export a sync reads. About 2.1 KB per task with "
+        "3 short annotations: 50,000 such tasks are over outbound_max_bytes (100 MiB), which "
+        "capped the export before. The export is read whole and parsed: a sync holds about 5 "
+        "times its size in memory (a 114 MB export, 150,000 annotations: +490 MB parsed).",
+    )
 
     @field_validator("allowed_networks")
     @classmethod

@@ -39,6 +39,10 @@ class AddressRefused(OutboundError):
     """The address policy refused the URL (scheme, or an address inside the network)."""
 
 
+class TooLarge(OutboundError):
+    """The reply went past the byte limit the caller set (or the policy's)."""
+
+
 @dataclass(frozen=True)
 class Policy:
     allowed: tuple[IPNetwork, ...] = ()
@@ -210,7 +214,7 @@ def _read(chunks: Iterable[bytes], limit: int, deadline: float, truncate: bool) 
         if seen > limit:
             if truncate:
                 break
-            raise OutboundError(f"the reply is over the {limit}-byte limit")
+            raise TooLarge(f"the reply is over the {limit}-byte limit")
         if time.monotonic() > deadline:
             raise OutboundError("no complete reply before the deadline")
         parts.append(chunk)

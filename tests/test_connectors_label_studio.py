@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.config import Settings, get_settings
+from app.main import create_app
 from tests.helpers import FIXTURES, assert_counts_recount, db_rows, version
 
 LS = FIXTURES / "label-studio"
@@ -267,6 +269,7 @@ class FakeLabelStudio:
     def __init__(self, export: Path) -> None:
         self.export = export.read_bytes()
         self.seen: list[tuple[str, str | None]] = []
+        self.on_export: Callable[[], None] | None = None  # runs before the export is sent
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -293,6 +296,8 @@ class FakeLabelStudio:
                 if self.headers.get("Authorization") != "Bearer access-123":
                     self._send(401, b'{"detail": "no"}')
                 elif self.path.startswith("/api/projects/1/export"):
+                    if fake.on_export is not None:
+                        fake.on_export()
                     self._send(200, fake.export)
                 else:
                     self._send(404, b"{}")
@@ -614,6 +619,78 @@ def test_sync_unreadable_export_or_incomplete_connector(
     r = client.post(f"/v1/projects/{other}/connectors/label-studio/sync")
     assert r.status_code == 422, r.text
     assert [e["field"] for e in r.json()["errors"]] == ["url", "ls_project", "token"]
+
+
+def test_sync_reads_an_export_past_the_outbound_limit_up_to_its_own(
+    settings: Settings,
+    database_url: str,
+    fake_ls: FakeLabelStudio,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Label Studio's export is read up to label_studio_export_max_bytes, not the general
+    outbound_max_bytes: a real export of 50,000 tasks with 3 annotations is over its 100 MiB
+    (benchmarks/results/ls_real_scale.md). Here the general limit is 1 KiB and the export
+    9 KiB; past its own limit the sync is a 502 naming the setting, and nothing changes."""
+    small = settings.model_copy(update={"outbound_max_bytes": 1024})
+    assert len(fake_ls.export) > small.outbound_max_bytes
+    monkeypatch.delenv("SOFTLABELS_LABEL_STUDIO_EXPORT_MAX_BYTES", raising=False)
+    get_settings.cache_clear()
+    try:
+        with TestClient(create_app(small)) as client:
+            project = make_project(client, ["pos", "neg", "neu"], from_name="sentiment")
+            url = connect(client, project, fake_ls)
+            r = client.post(f"{url}/sync")
+            assert r.status_code == 200, r.text
+            assert stored(database_url, project) == FINAL
+            monkeypatch.setenv("SOFTLABELS_LABEL_STUDIO_EXPORT_MAX_BYTES", "2048")
+            get_settings.cache_clear()
+            fake_ls.export = fake_ls.export.replace(b'"pos"', b'"neg"')
+            r = client.post(f"{url}/sync")
+            assert r.status_code == 502, r.text
+            assert r.json()["error"] == "tool_unreachable"
+            assert "2048-byte limit" in r.text
+            assert "SOFTLABELS_LABEL_STUDIO_EXPORT_MAX_BYTES" in r.text
+            assert stored(database_url, project) == FINAL
+    finally:
+        get_settings.cache_clear()  # monkeypatch restores the variable after this
+
+
+def test_sync_holds_no_transaction_while_label_studio_builds_its_export(
+    client: TestClient, ls_project: str, database_url: str, fake_ls: FakeLabelStudio
+) -> None:
+    """Label Studio takes minutes to build a large export (136-198 s for 20,000 tasks,
+    benchmarks/results/ls_real_scale.md): meanwhile no session of the sync, the API's or the
+    worker's, sits idle in a transaction holding locks on projects or connectors."""
+    from app.connectors.store import sync_due
+    from app.db.session import make_engine
+
+    seen: list[tuple[int, int]] = []
+
+    def look() -> None:
+        idle, locks = db_rows(
+            database_url,
+            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state LIKE 'idle in transaction%%' AND pid <> pg_backend_pid()), "
+            "(SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND c.relname IN ('projects', 'connectors') AND l.pid <> pg_backend_pid())",
+        )[0]
+        seen.append((idle, locks))
+
+    fake_ls.on_export = look
+    url = connect(client, ls_project, fake_ls)
+    r = client.post(f"{url}/sync")
+    assert r.status_code == 200 and r.json()["inserted"] == len(FINAL), r.text
+    pid = db_rows(database_url, "SELECT id FROM projects WHERE name = %s", ls_project)[0][0]
+    assert client.post(f"{url}/sync?wait=false").status_code == 202
+    engine = make_engine(database_url)
+    try:
+        assert pid in sync_due(engine)
+    finally:
+        engine.dispose()
+    assert seen == [(0, 0), (0, 0)]  # the API's sync, then the worker's
+    assert stored(database_url, ls_project) == FINAL
+    assert client.get(url).json()["last_sync"]["unchanged"] == len(FINAL)
 
 
 def test_sync_openapi_lists_its_errors(client: TestClient) -> None:

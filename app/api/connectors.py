@@ -299,11 +299,11 @@ def sync_label_studio(
         store.request_sync(session, project)
         body = SyncQueued(queued=True, detail="The worker syncs within a minute; see last_sync.")
         return JSONResponse(body.model_dump(), status_code=202)
+    policy = Policy.from_settings(services.settings)
+    data = store.read_export(session, connector, policy)  # no transaction open meanwhile
     n, applied = committed_with_retries(
         session,
-        lambda: store.sync_label_studio(
-            session, project, connector, Policy.from_settings(services.settings)
-        ),
+        lambda: store.sync_label_studio(session, project, connector, policy, data=data),
     )
     return SyncResult.model_validate(
         store.sync_summary(n, applied) | {"votes_version": applied.votes_version}

@@ -365,6 +365,7 @@ def _request(
     body: bytes | None = None,
     policy: Policy | None = None,
     deadline_s: float | None = None,
+    max_bytes: int | None = None,
 ) -> Any:
     """GET (or POST `body`) under the address policy; the reply parsed as JSON. Errors name what
     failed, never what Label Studio sent (nor the path: an error is not a way to probe a URL)."""
@@ -376,7 +377,11 @@ def _request(
             body=body,
             policy=policy,
             deadline_s=deadline_s,
+            max_bytes=max_bytes,
         )
+    except outbound.TooLarge as exc:
+        hint = "; raise SOFTLABELS_LABEL_STUDIO_EXPORT_MAX_BYTES" if max_bytes else ""
+        raise SyncFailed(f"Label Studio could not be read: {exc}{hint}") from None
     except outbound.OutboundError as exc:
         raise SyncFailed(f"Label Studio could not be read: {exc}") from None
     if not 200 <= reply.status < 300:
@@ -405,13 +410,21 @@ def auth_header(base: str, token: str, policy: Policy | None = None) -> dict[str
 
 
 def fetch_export(base_url: str, ls_project: int, token: str, policy: Policy | None = None) -> Any:
-    """The project's JSON export, every task with its annotations (cancelled ones included)."""
+    """The project's JSON export, every task with its annotations (cancelled ones included).
+
+    Waited for up to label_studio_export_deadline_s and read up to
+    label_studio_export_max_bytes, not the general outbound limits: Label Studio builds the
+    whole export before it sends a byte (minutes on a large project), and a real export of
+    50,000 tasks with 3 annotations each is over the general 100 MiB
+    (benchmarks/results/ls_real_scale.md)."""
     base = base_url.rstrip("/")
     headers = auth_header(base, token, policy)
+    settings = get_settings()
     return _request(
         f"{base}/api/projects/{ls_project}/export?exportType=JSON",
         headers,
         None,
         policy,
-        get_settings().label_studio_export_deadline_s,
+        settings.label_studio_export_deadline_s,
+        settings.label_studio_export_max_bytes,
     )

@@ -112,8 +112,28 @@ def check_syncable(connector: Connector) -> None:
         )
 
 
+def read_export(session: Session, connector: Connector, policy: Policy | None = None) -> Any:
+    """Label Studio's export for a sync, fetched while no transaction is open: the session's
+    transaction, which has only read (the project, the connector), is committed first. Label
+    Studio builds the whole export before it sends a byte, minutes on a large project (136-198 s
+    for 20,000 tasks, benchmarks/results/ls_real_scale.md), and an open transaction was "idle in
+    transaction" all that time, holding a pooled connection, an xmin, and share locks on
+    projects and connectors that an ALTER TABLE (a migration) would queue behind, and every
+    query after it (seen in pg_stat_activity and pg_locks during that run). The sync's database
+    work (`sync_label_studio(..., data=)`) then runs in a transaction of its own, which a
+    deadlock retry redoes without fetching again."""
+    check_syncable(connector)
+    config, token = dict(connector.config), connector.secret or ""
+    session.commit()
+    return label_studio.fetch_export(config["url"], int(config["ls_project"]), token, policy)
+
+
 def sync_label_studio(
-    session: Session, project: Project, connector: Connector, policy: Policy | None = None
+    session: Session,
+    project: Project,
+    connector: Connector,
+    policy: Policy | None = None,
+    data: Any = None,
 ) -> tuple[int, Applied]:
     """Pull Label Studio's export and reconcile (the caller commits): add what is missing,
     update what changed, remove what Label Studio no longer has. An annotation that cannot be
@@ -121,10 +141,13 @@ def sync_label_studio(
     missing from its task...) is skipped and reported in `Applied.rejected`; a vote stored from
     it before is kept. Returns (annotations, what changed). Raises ValidationFailed when the
     connector lacks what sync needs, label_studio.SyncFailed when Label Studio cannot be read
-    or its export is not a list of tasks."""
+    or its export is not a list of tasks. `data`: the export `read_export` fetched; without
+    it, the export is fetched here, inside the caller's transaction."""
     c = connector.config
     check_syncable(connector)
-    data = label_studio.fetch_export(c["url"], int(c["ls_project"]), connector.secret or "", policy)
+    if data is None:
+        token = connector.secret or ""
+        data = label_studio.fetch_export(c["url"], int(c["ls_project"]), token, policy)
     parsed = label_studio.parse_export(data, label_studio.Mapping.from_config(c), lenient=True)
     if parsed.errors:
         where = ", ".join(f"{e['field']} {e['reason']}" for e in parsed.errors[:3])
@@ -190,9 +213,10 @@ def sync_due(engine: Engine) -> list[int]:
                 continue
             connector = get(session, project, "label-studio")
             try:
+                data = read_export(session, connector)
                 committed_with_retries(
                     session,
-                    functools.partial(sync_label_studio, session, project, connector),
+                    functools.partial(sync_label_studio, session, project, connector, data=data),
                 )
             except (label_studio.SyncFailed, ValidationFailed) as exc:
                 session.rollback()
