@@ -103,6 +103,10 @@ def store_content(session: Session, project_id: int, rows: Sequence[ContentIn]) 
             clear.append(r.item)
             continue
         source = r.source if r.source is not None or old is None else old.source
+        if old is not None and source == old.source and all(
+            merged[f] == getattr(old, f) for f in CONTENT_FIELDS
+        ):
+            continue  # stored as it is (a re-sync sends every task's content again)
         keep.append((r.item, merged, source))
     if clear:
         session.execute(_DELETE, {"p": project_id, "ids": clear})
