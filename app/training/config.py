@@ -12,14 +12,47 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from app.aggregation.params import ParamError
-from app.aggregation.registry import resolve_method
+from app.aggregation.registry import METHODS, METHODS_BY_TASK, resolve_method
 from app.training.encoders.options import EncoderOptions, FeaturesInput
 
 DEFAULT_LABELS: dict[str, Any] = {"method": "normalized"}
+
+Loss = Literal["soft-ce", "hard-ce", "squared-emd", "soft-bce", "hard-bce"]
+# The losses that train each task type (app/training/heads.py says what each reads), the
+# type's soft loss first: the default when a request names none.
+LOSSES_BY_TASK: dict[str, tuple[str, ...]] = {
+    "single": ("soft-ce", "hard-ce"),
+    "ordinal": ("soft-ce", "hard-ce", "squared-emd"),
+    "multi_label": ("soft-bce", "hard-bce"),
+}
+# The options that read the model's softmax (a distribution over classes); a multi-label
+# model's outputs are K separate sigmoids, which none of them is written for.
+SOFTMAX_ONLY = {
+    "distill": "distillation matches softmax distributions",
+    "lwr": "Learning with Retrospection stores softmax distributions",
+    "temperature_scaling": "temperature scaling is fitted on a softmax",
+    "oos_folds": "out-of-sample predictions feed crowdlab, a single-label method",
+}
+
+
+def task_of(info: ValidationInfo) -> str | None:
+    """The project's task type when the validation was given one (TrainingConfig.for_task)."""
+    return (info.context or {}).get("task_type")
+
+
+def _of_some_type(method: str) -> bool:
+    return any(method in table for table in METHODS_BY_TASK.values())
 
 
 class _Strict(BaseModel):
@@ -104,12 +137,16 @@ class TrainingConfig(_Strict):
             'Default {"method": "normalized"} (vote proportions).'
         ),
     )
-    loss: Literal["soft-ce", "hard-ce"] = Field(
+    loss: Loss = Field(
         "soft-ce",
         description=(
             '"soft-ce": -sum_c p_hum(c) log p_model(c) against the soft labels (Uma et al., '
             'HCOMP 2020); "hard-ce": cross-entropy on the argmax of the soft labels (the '
-            'baseline). Default "soft-ce".'
+            'baseline). Ordinal projects also: "squared-emd", sum_k (CDF_model(k) - '
+            "CDF_hum(k))^2 (Hou, Yu & Samaras 2016). Multi-label projects (per-class sigmoids): "
+            '"soft-bce", binary cross-entropy against each class\'s probability that it '
+            'applies, and "hard-bce", the same on those thresholded at 0.5. Default "soft-ce" '
+            '("soft-bce" on a multi-label project).'
         ),
     )
     model: ModelConfig = Field(
@@ -259,21 +296,29 @@ class TrainingConfig(_Strict):
 
     @field_validator("labels", mode="before")
     @classmethod
-    def _check_labels(cls, raw: Any) -> dict[str, Any]:
+    def _check_labels(cls, raw: Any, info: ValidationInfo) -> dict[str, Any]:
         if not isinstance(raw, dict):
             raise ValueError('must be an object such as {"method": "normalized"}')
         params = dict(raw)
         method = params.pop("method", None)
         if not isinstance(method, str):
             raise _field_error("labels", ("method",), "a method name is required", method)
+        task = task_of(info)
+        if task is None and method not in METHODS and _of_some_type(method):
+            # No project yet (a request body as it arrives): a method only another task type
+            # has is resolved when the project's type is known (for_task), not refused here.
+            return {"method": method, **params}
         try:
-            resolved = resolve_method(method, params)
+            resolved = resolve_method(method, params, task or "single")
         except ParamError as exc:
             raise _field_error("labels", (exc.field,), exc.reason, raw.get(exc.field)) from None
         return {"method": resolved.name, **resolved.params()}
 
     @model_validator(mode="after")
-    def _cross_field(self) -> TrainingConfig:
+    def _cross_field(self, info: ValidationInfo) -> TrainingConfig:
+        task = task_of(info)
+        if task is not None:
+            self._check_task(task)
         val, test = self.fractions
         if self.eval_fraction is None and val + test >= 1.0:
             raise _field_error(
@@ -290,6 +335,35 @@ class TrainingConfig(_Strict):
                 self.lwr.k,
             )
         return self
+
+    def _check_task(self, task: str) -> None:
+        losses = LOSSES_BY_TASK[task]
+        if self.loss not in losses:
+            raise _field_error(
+                "TrainingConfig",
+                ("loss",),
+                f"{self.loss!r} does not train a {task} project; its losses: {', '.join(losses)}",
+                self.loss,
+            )
+        if task == "multi_label":
+            for name, why in SOFTMAX_ONLY.items():
+                if getattr(self, name) not in (None, False):
+                    raise _field_error(
+                        "TrainingConfig",
+                        (name,),
+                        f"not for a multi-label project: {why}, and its model has per-class "
+                        "sigmoids",
+                        getattr(self, name),
+                    )
+
+    def for_task(self, task_type: str) -> TrainingConfig:
+        """This config for a project of `task_type`: the label method resolved in that type's
+        table, the loss (the type's soft loss when the request named none) and the options
+        checked against it. Raises ValidationError located at the field, as on parsing."""
+        raw = self.model_dump(mode="json")
+        if "loss" not in self.model_fields_set:
+            raw["loss"] = LOSSES_BY_TASK[task_type][0]
+        return TrainingConfig.model_validate(raw, context={"task_type": task_type})
 
     @property
     def fractions(self) -> tuple[float, float]:
