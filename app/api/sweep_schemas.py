@@ -58,7 +58,7 @@ class SweepIn(BaseModel):
     metric: Metric | None = Field(
         None,
         description="The metric the ranking uses. Default by task type: accuracy (single), "
-        "wasserstein_human (ordinal), manhattan_human (multi_label); the report says which "
+        "rps_human (ordinal), bce_human (multi_label); the report says which "
         "(`metric`, `metric_note`).",
     )
     split: Literal["auto", "test", "test_gold"] = Field(

@@ -119,8 +119,8 @@ def sweep(
     metric: Annotated[
         str | None,
         typer.Option(
-            help="Ranking metric. Default: accuracy (single), wasserstein_human (ordinal), "
-            "manhattan_human (multi-label)."
+            help="Ranking metric. Default: accuracy (single), rps_human (ordinal), bce_human "
+            "(multi-label)."
         ),
     ] = None,
     split: Annotated[str, typer.Option(help="auto, test or test_gold.")] = "auto",

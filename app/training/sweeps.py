@@ -12,9 +12,9 @@ The report (pure numpy over the jobs' metrics and stored per-item predictions):
   items are resampled with replacement, the same resample for both recipes, the difference of
   the metric averaged over the seeds both ran, 2.5th and 97.5th percentiles of B resamples;
 - the metric ranks by the project's task type unless the request names one
-  (task_metrics.SWEEP_METRICS): accuracy for single-label projects, the Wasserstein-1 distance
-  to the human distribution for ordinal ones and the Manhattan distance to the human per-class
-  shares for multi-label ones (LeWiDi 2025's soft-label metrics for those types); the hard-label
+  (task_metrics.SWEEP_METRICS): accuracy for single-label projects, the ranked probability
+  score against the human distribution for ordinal ones and the per-class binary cross-entropy
+  to the human shares for multi-label ones (proper scores: see task_metrics); the hard-label
   baseline is hard-ce on majority, hard-ce on vote shares (the majority level) for ordinal
   projects and hard-bce on vote shares (each class's majority) for multi-label ones;
 - the recommended recipe: the best mean test metric (ties: the baseline, the simplest), with
@@ -54,6 +54,7 @@ Metric = Literal[
     "kl_human",
     "manhattan_human",
     "wasserstein_human",
+    "rps_human",
     "mae_human",
     "mae",
     "bce_human",

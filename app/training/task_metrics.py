@@ -9,6 +9,12 @@ Ordinal (distributions over the levels of a scale, in the scale's values v_1 < .
   distributions on the line (Vallender 1974: W1 in one dimension is the L1 distance of the
   CDFs), LeWiDi 2025's soft-label metric for ordinal tasks (Leonardelli et al., NLPerspectives
   at EMNLP 2025). Equals scipy.stats.wasserstein_distance(v, v, p, h).
+- rps_human: mean over voted items of sum_k (F_p(k) - F_h(k))^2, the ranked probability score
+  (E. Epstein, "A scoring system for probability forecasts of ranked categories", J. Applied
+  Meteorology 1969; unnormalized, levels one step apart) against the human distribution: the
+  squared EMD of Hou et al. as a figure. Unlike W1 it is proper: its mean over an item's
+  voters is RPS(p, h) plus a term free of p, so the voters' own distribution scores best,
+  where W1 to a few voters rewards piling the mass on their median level.
 
 Multi-label (K probabilities per item that each class applies; h_k = share of the item's voters
 who ticked class k; y_k = [h_k > 0.5], the majority of the voters, a tie being no majority;
@@ -21,7 +27,8 @@ multi-label items carry no gold, so the held-out voters are the reference):
 - bce_human, kl_human: mean over items and classes of -[h log p + (1-h) log(1-p)] and of the
   binary KL(h || p) = h log(h/p) + (1-h) log((1-h)/(1-p)) (0 log 0 = 0).
 - manhattan_human: mean over items of sum_k |h_k - p_k|, LeWiDi 2025's Manhattan distance on
-  the per-class probabilities.
+  the per-class probabilities. Not proper: with a few voters per item, |h - p| is smallest at
+  the median of h, so a confident 0 or 1 can beat the true rate (see the sweep's default).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import numpy as np
 
 from app.training.metrics import EvalSet, _safe_log
 
-ORDINAL_KEYS = ("mae", "mae_human", "wasserstein_human")
+ORDINAL_KEYS = ("mae", "mae_human", "wasserstein_human", "rps_human")
 MULTI_LABEL_KEYS = (
     "brier",
     "per_class_brier",
@@ -76,6 +83,9 @@ class OrdinalEvalSet:
             out[b.voted_rows] = np.abs(expected[b.voted_rows] - b.human @ self.values)
         elif metric == "wasserstein_human":
             out[b.voted_rows] = cdf_l1(probs[b.voted_rows], b.human, self.values)
+        elif metric == "rps_human":
+            gap = np.cumsum(probs[b.voted_rows], axis=1) - np.cumsum(b.human, axis=1)
+            out[b.voted_rows] = (gap**2).sum(axis=1)
         else:
             raise KeyError(metric)
         return out
@@ -181,8 +191,10 @@ def eval_set(
     return EvalSet.build(counts, gold)
 
 
-# The metrics a sweep can rank recipes of each task type by, and the default (LeWiDi 2025's
-# soft-label metric of the type; accuracy, as before task types, for single-label projects).
+# The metrics a sweep can rank recipes of each task type by, the default first: accuracy for
+# single-label projects (as before task types); for the others a proper score against the
+# human labels (the voters' own distribution scores best), not LeWiDi 2025's W1 or Manhattan
+# distance, which with ~3 voters per item reward confident predictions over faithful ones.
 SWEEP_METRICS: dict[str, tuple[str, ...]] = {
     "single": (
         "accuracy",
@@ -195,15 +207,22 @@ SWEEP_METRICS: dict[str, tuple[str, ...]] = {
         "kl_human",
         "manhattan_human",
     ),
-    "multi_label": ("manhattan_human", "macro_f1", "brier", "bce_human", "kl_human"),
+    "multi_label": ("bce_human", "kl_human", "manhattan_human", "macro_f1", "brier"),
 }
-SWEEP_METRICS["ordinal"] = ("wasserstein_human", "mae_human", "mae", *SWEEP_METRICS["single"])
+SWEEP_METRICS["ordinal"] = (
+    "rps_human",
+    "wasserstein_human",
+    "mae_human",
+    "mae",
+    *SWEEP_METRICS["single"],
+)
 DEFAULT_SWEEP_METRIC = {task: metrics[0] for task, metrics in SWEEP_METRICS.items()}
 SWEEP_METRIC_NOTE = {
     "single": "accuracy against gold (the default for single-label projects)",
-    "ordinal": "wasserstein_human: Wasserstein-1 distance between the model's and the human "
-    "distributions over the scale, LeWiDi 2025's ordinal soft-label metric (the default for "
-    "ordinal projects)",
-    "multi_label": "manhattan_human: sum over classes of |human share - model probability|, "
-    "LeWiDi 2025's multi-label soft-label metric (the default for multi-label projects)",
+    "ordinal": "rps_human: ranked probability score against the human distribution, sum over "
+    "levels of the squared CDF gap (the default for ordinal projects: order-aware and proper; "
+    "wasserstein_human, LeWiDi 2025's, rewards piling the mass on the voters' median)",
+    "multi_label": "bce_human: mean per-class binary cross-entropy to the share of voters who "
+    "ticked the class (the default for multi-label projects: proper; manhattan_human, LeWiDi "
+    "2025's, rewards confident 0s and 1s when an item has few voters)",
 }
