@@ -15,7 +15,7 @@ from sklearn.metrics import f1_score
 from app.aggregation.registry import METHODS_BY_TASK, resolve_method
 from app.training.config import LOSSES_BY_TASK, TrainingConfig
 from app.training.data import build_training_data
-from app.training.sweeps import Rows
+from app.training.item_scores import Rows
 from app.training.task_metrics import MultiLabelEvalSet, OrdinalEvalSet
 from app.training.trainer import load_checkpoint, predict_probs, train
 
