@@ -215,13 +215,16 @@ def test_sweeps_rank_recipes_by_the_types_metric(
     assert soft["name"] == "soft-bce on normalized" and soft["vs_baseline"]["n_items"] > 5
     assert set(soft["other_metrics"]) == {"kl_human", "manhattan_human", "macro_f1", "brier"}
 
-    scale = sweep(client, severity, {**base, "labels": [{"method": "normalized"}]})
+    # A baseline given in part: the rest is the type's (hard-ce), and its cells join the grid.
+    body = {**base, "labels": [{"method": "normalized"}]}
+    scale = sweep(client, severity, {**body, "baseline": {"labels": {"method": "rater-bias"}}})
     rep = scale["report"]
-    assert rep["metric"] == "rps_human"
-    assert sorted(r["recipe"]["loss"] for r in rep["ranking"]) == [
-        "hard-ce",
-        "soft-ce",
-        "squared-emd",
+    assert rep["metric"] == "rps_human" and rep["baseline"] == "hard-ce on rater-bias"
+    assert sorted(r["name"] for r in rep["ranking"]) == [
+        "hard-ce on normalized",
+        "hard-ce on rater-bias",
+        "soft-ce on normalized",
+        "squared-emd on normalized",
     ]
     assert all(r["vs_baseline"] is not None for r in rep["ranking"] if not r["baseline"])
     # A metric, loss or baseline that does not fit the project's type is a 422 naming it.

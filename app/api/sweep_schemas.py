@@ -14,11 +14,14 @@ from app.training.sweeps import Metric
 
 class Baseline(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    labels: dict[str, Any] = Field(
-        ...,
-        description='The label method, e.g. {"method": "majority"}.',
+    labels: dict[str, Any] | None = Field(
+        None,
+        description='The label method, e.g. {"method": "majority"}; default: the project\'s '
+        "task type's (see `SweepIn.baseline`).",
     )
-    loss: Loss = Field(..., description='The loss, e.g. "hard-ce".')
+    loss: Loss | None = Field(
+        None, description="The loss, e.g. \"hard-ce\"; default: the project's task type's."
+    )
 
 
 class SweepIn(BaseModel):

@@ -58,7 +58,8 @@ def create_sweep(
         )
     labels = body.labels if body.labels is not None else DEFAULT_LABELS[task]
     losses = body.losses if body.losses is not None else DEFAULT_LOSSES[task]
-    chosen = body.baseline.model_dump() if body.baseline is not None else BASELINE[task]
+    given = body.baseline.model_dump(exclude_none=True) if body.baseline is not None else {}
+    chosen = BASELINE[task] | given
     configs, baseline = build_grid(
         labels, losses, body.seeds, body.base, body.split_seed, chosen, task
     )
