@@ -240,3 +240,11 @@ def test_sweeps_rank_recipes_by_the_types_metric(
     )
     assert r.status_code == 422, r.text
     assert r.json()["errors"][0]["field"] == "baseline.labels.method", r.text
+
+
+def test_a_method_name_is_resolved_in_the_projects_type(client: TestClient, topics: str) -> None:
+    """ "auto" is a method of every type, with other parameters per type: the request body is
+    parsed before the project is known, and the job must get the multi-label one."""
+    job = post(client, f"/v1/projects/{topics}/training-jobs", {"labels": {"method": "auto"}}, 202)
+    assert set(job["config"]["labels"]) == {"method", "holdout", "seed"}, job["config"]
+    client.post(f"/v1/training-jobs/{job['id']}/cancel")  # queued or running: either ends it

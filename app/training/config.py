@@ -16,7 +16,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -294,6 +296,19 @@ class TrainingConfig(_Strict):
         description='Learning with Retrospection: {"k": k, "tau": tau}; null = off. Default null.',
     )
 
+    # The labels as the request gave them: a method name can mean another class in the project's
+    # type ("auto" of ticks takes other parameters than "auto" of votes), so for_task resolves
+    # these, not the single-label defaults filled in while the project was unknown.
+    _raw_labels: dict[str, Any] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_raw_labels(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        model = handler(data)
+        if isinstance(data, dict) and isinstance(data.get("labels"), dict):
+            model._raw_labels = dict(data["labels"])
+        return model
+
     @field_validator("labels", mode="before")
     @classmethod
     def _check_labels(cls, raw: Any, info: ValidationInfo) -> dict[str, Any]:
@@ -361,6 +376,8 @@ class TrainingConfig(_Strict):
         table, the loss (the type's soft loss when the request named none) and the options
         checked against it. Raises ValidationError located at the field, as on parsing."""
         raw = self.model_dump(mode="json")
+        if self._raw_labels is not None:
+            raw["labels"] = self._raw_labels
         if "loss" not in self.model_fields_set:
             raw["loss"] = LOSSES_BY_TASK[task_type][0]
         return TrainingConfig.model_validate(raw, context={"task_type": task_type})
