@@ -10,6 +10,7 @@ This module is pure (no database, no web framework, no torch import).
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -38,6 +39,7 @@ LOSSES_BY_TASK: dict[str, tuple[str, ...]] = {
     "ordinal": ("soft-ce", "hard-ce", "squared-emd"),
     "multi_label": ("soft-bce", "hard-bce"),
 }
+TYPE_WORDS = {"single": "single-label", "ordinal": "ordinal", "multi_label": "multi-label"}
 # The options that read the model's softmax (a distribution over classes); a multi-label
 # model's outputs are K separate sigmoids, which none of them is written for.
 SOFTMAX_ONLY = {
@@ -309,6 +311,16 @@ class TrainingConfig(_Strict):
             model._raw_labels = dict(data["labels"])
         return model
 
+    def __eq__(self, other: object) -> bool:
+        # The fields decide (the request's raw labels are how this config was made, not what
+        # it is): a config equals its own JSON round trip.
+        if not isinstance(other, TrainingConfig):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
+
     @field_validator("labels", mode="before")
     @classmethod
     def _check_labels(cls, raw: Any, info: ValidationInfo) -> dict[str, Any]:
@@ -357,7 +369,8 @@ class TrainingConfig(_Strict):
             raise _field_error(
                 "TrainingConfig",
                 ("loss",),
-                f"{self.loss!r} does not train a {task} project; its losses: {', '.join(losses)}",
+                f"{self.loss!r} does not train a {TYPE_WORDS[task]} project; its losses: "
+                + ", ".join(losses),
                 self.loss,
             )
         if task == "multi_label":
