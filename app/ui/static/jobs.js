@@ -43,9 +43,13 @@ function configFromForm(f) {
   return cfg;
 }
 
+// The losses that train each task type (app/training/config.py LOSSES_BY_TASK), the soft one first.
+const LOSSES = { single: ["soft-ce", "hard-ce"], ordinal: ["soft-ce", "hard-ce", "squared-emd"], multi_label: ["soft-bce", "hard-bce"] };
+
 Pages.jobs = async () => {
   const sel = $("#job-method");
   for (const m of ALL_METHODS) sel.append(h("option", { selected: m === METHOD }, m));
+  $("#job-form select[name=loss]").replaceChildren(...(LOSSES[TASK_TYPE] || LOSSES.single).map((l) => h("option", {}, l)));
   const form = $("#job-form");
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
