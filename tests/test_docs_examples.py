@@ -1,6 +1,6 @@
-"""The shell examples of the README and the getting-started, connectors and methods pages, run as
-pasted against a live `softlabels serve` (auth on, the admin key it writes at its first start,
-a HOME of its own).
+"""The shell examples of the README and the getting-started, connectors, methods and training
+pages, run as pasted against a live `softlabels serve` (auth on, the admin key it writes at its
+first start, a HOME of its own).
 
 Every ```bash block of those pages runs, in page order, in one bash with `set -euo pipefail`,
 except a block right after a `<!-- not run: <reason> -->` line (starting the service, commands
@@ -19,7 +19,7 @@ import pytest
 from tests.helpers import REPO, LiveServer, migrated_database
 
 DOCS = REPO / "docs"
-RUN_PAGES = ["../README.md", "getting-started.md", "connectors.md", "methods.md"]
+RUN_PAGES = ["../README.md", "getting-started.md", "connectors.md", "methods.md", "training.md"]
 FENCE = re.compile(r"^```(\w*)\s*$")
 SNIPPET = re.compile(r'^\s*--8<-- "([^"]+)"\s*$')
 

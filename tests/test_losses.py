@@ -10,11 +10,14 @@ import torch.nn.functional as F
 
 from app.training.losses import (
     distillation_term,
+    hard_bce_targets,
     hard_ce,
     hard_targets,
     lwr_beta,
     lwr_term,
+    soft_bce,
     soft_ce,
+    squared_emd,
     with_distillation,
     with_lwr,
 )
@@ -115,3 +118,52 @@ def test_combinations() -> None:
     assert with_distillation(loss, extra, 0.3).item() == pytest.approx(0.3 * 10 + 0.7 * 2)
     assert with_distillation(loss, extra, 0.0).item() == 2.0
     assert with_distillation(loss, extra, 1.0).item() == 10.0
+
+
+# --- per task type: multi-label BCE and the ordinal squared EMD (app/training/heads.py) ------
+
+
+def test_soft_bce_by_hand() -> None:
+    # Item 1: logits [0, ln 3] -> sigmoids [1/2, 3/4]; targets [1/2, 1]:
+    #   class 0: -(1/2 ln 1/2 + 1/2 ln 1/2) = ln 2 = 0.693147
+    #   class 1: -(1 ln 3/4) = 0.287682              -> item sum 0.980829
+    # Item 2: logits [0, 0] -> [1/2, 1/2]; targets [0, 0]: 2 ln 2 = 1.386294
+    # Mean over items of the per-item sum over classes: (0.980829 + 1.386294) / 2 = 1.183562
+    logits = torch.tensor([[0.0, LN3], [0.0, 0.0]], dtype=torch.float64)
+    target = torch.tensor([[0.5, 1.0], [0.0, 0.0]], dtype=torch.float64)
+    expected = (math.log(2) - math.log(0.75) + 2 * math.log(2)) / 2
+    assert soft_bce(logits, target).item() == pytest.approx(expected, abs=1e-12)
+    assert expected == pytest.approx(1.183562, abs=1e-6)
+
+
+def test_soft_bce_is_finite_where_the_sigmoid_saturates() -> None:
+    # sigmoid(-200) underflows to 0 in float32; the loss is still the exact 200 (log s(z) =
+    # -softplus(-z)), not inf.
+    logits = torch.tensor([[-200.0, 0.0]])
+    assert soft_bce(logits, torch.tensor([[1.0, 0.5]])).item() == pytest.approx(
+        200 + math.log(2), rel=1e-6
+    )
+
+
+def test_hard_bce_targets_threshold_at_a_strict_majority() -> None:
+    shares = torch.tensor([[0.2, 0.5, 0.51, 1.0]])
+    assert torch.equal(hard_bce_targets(shares), torch.tensor([[0.0, 0.0, 1.0, 1.0]]))
+
+
+def test_squared_emd_by_hand() -> None:
+    # 3 levels. softmax([0, 0, ln 2]) = [1/4, 1/4, 1/2], CDF [1/4, 1/2, 1].
+    # Target [0, 1, 0], CDF [0, 1, 1]. Squared CDF gaps: 1/16 + 1/4 + 0 = 5/16 = 0.3125.
+    # Second row: prediction = target -> 0. Mean: 5/32 = 0.15625.
+    logits = torch.tensor([[0.0, 0.0, math.log(2)], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    target = torch.tensor([[0.0, 1.0, 0.0], [1 / 3, 1 / 3, 1 / 3]], dtype=torch.float64)
+    assert squared_emd(logits, target).item() == pytest.approx(5 / 32, abs=1e-12)
+
+
+def test_squared_emd_charges_by_distance_and_soft_ce_does_not() -> None:
+    # Mass one level off costs less than mass two levels off; cross-entropy cannot tell.
+    target = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    near = torch.log(torch.tensor([[0.5, 0.5, 1e-9]], dtype=torch.float64))
+    far = torch.log(torch.tensor([[0.5, 1e-9, 0.5]], dtype=torch.float64))
+    assert squared_emd(near, target).item() == pytest.approx(0.25, abs=1e-6)  # (1/2)^2
+    assert squared_emd(far, target).item() == pytest.approx(0.5, abs=1e-6)  # 2 * (1/2)^2
+    assert soft_ce(near, target).item() == pytest.approx(soft_ce(far, target).item())

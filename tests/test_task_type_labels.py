@@ -285,14 +285,15 @@ def test_prediction_errors(client: TestClient, scale: str, scale_crowd: Crowd) -
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "method"
 
 
-def test_training_a_multi_label_project_is_refused_naming_the_task_type(
+def test_a_multi_label_project_trains_once_its_items_have_features(
     client: TestClient, multi: str
 ) -> None:
-    """The trainer's losses take a distribution over classes; until a per-class binary loss
-    exists, a job or sweep on a multi-label project is a 422, not a job that trains on the
-    wrong targets."""
+    """Training speaks multi-label (per-class sigmoids: tests/test_task_type_training.py); this
+    project's items have no feature vectors, so a job or sweep is refused for that, naming
+    `features`, after its config was checked for the type (a softmax loss is refused first)."""
     r = client.post(f"/v1/projects/{multi}/training-jobs", json={"epochs": 1})
-    assert r.status_code == 422, r.text
-    assert r.json()["errors"][0]["field"] == "task_type"
-    r = client.post(f"/v1/projects/{multi}/training-sweeps", json={"losses": ["soft-ce"]})
-    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "task_type", r.text
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "features", r.text
+    r = client.post(f"/v1/projects/{multi}/training-jobs", json={"loss": "soft-ce"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "loss", r.text
+    r = client.post(f"/v1/projects/{multi}/training-sweeps", json={"losses": ["soft-bce"]})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "features", r.text

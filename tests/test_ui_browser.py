@@ -417,3 +417,11 @@ def test_an_item_of_another_task_type(admin: Session, world: dict, task_type: st
     else:
         assert heading.startswith("Confusion matrix")
     admin.shot(f"worker-{task_type}")
+    # The job form offers the losses that train the type (a softmax loss would be a 422).
+    page = admin.goto(f"/ui/jobs?project={name}")
+    losses = page.locator("#job-form select[name=loss] option").all_inner_texts()
+    assert losses == (
+        ["soft-bce", "hard-bce"]
+        if task_type == "multi_label"
+        else ["soft-ce", "hard-ce", "squared-emd"]
+    )

@@ -147,7 +147,11 @@ def export_model_predictions(
         Chunk(
             items=[r.external_id for r in part],
             n_votes=np.zeros(len(part), np.int64),
-            probs=predict_probs(model, np.asarray([r.features for r in part], np.float32)),
+            probs=predict_probs(
+                model,
+                np.asarray([r.features for r in part], np.float32),
+                str(loaded.ckpt.get("task_type", "single")),
+            ),
             gold=[None if r.gold is None else classes[r.gold] for r in part],
         )
         for part in (rows[i : i + chunk_rows] for i in range(0, len(rows), chunk_rows))

@@ -52,7 +52,10 @@ def _refuse(field: str, reason: str, index: int | None = None) -> ValidationFail
 )
 def predict(body: PredictIn, job: JobDep, session: SessionDep, models: ModelCacheDep) -> PredictOut:
     """Class probabilities for exactly one of: `features` (raw vectors), `texts`, `images`
-    (base64 files), `image_urls`, or `items` (stored items by id)."""
+    (base64 files), `image_urls`, or `items` (stored items by id). A row is a distribution
+    over the classes (levels), or for a multi-label model (`task_type` "multi_label") each
+    class's probability that it applies, from its own sigmoid (a row sums to anything in
+    0..K)."""
     row, project = job
     given = [f for f in INPUTS if getattr(body, f) is not None]
     if len(given) != 1:
@@ -80,7 +83,8 @@ def predict(body: PredictIn, job: JobDep, session: SessionDep, models: ModelCach
         rows = _encode(loaded, field, _content(session, project, body, field, kind))
     from app.training.trainer import predict_probs  # torch: loaded with the model above
 
-    probs = predict_probs(loaded.model, np.asarray(rows, dtype=np.float32))
+    task_type = str(loaded.ckpt.get("task_type", "single"))
+    probs = predict_probs(loaded.model, np.asarray(rows, dtype=np.float32), task_type)
     bad = [
         {"index": i, "field": field, "reason": "too large for the model (no finite output)"}
         for i in np.flatnonzero(~np.isfinite(probs).all(axis=1)).tolist()
@@ -90,7 +94,7 @@ def predict(body: PredictIn, job: JobDep, session: SessionDep, models: ModelCach
         raise ValidationFailed(
             f"{plural(len(bad), 'input')} gave no finite probabilities.", errors=bad
         )
-    return PredictOut(classes=project.classes, probs=probs.tolist())
+    return PredictOut(classes=project.classes, probs=probs.tolist(), task_type=task_type)
 
 
 def _feature_rows(

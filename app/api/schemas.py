@@ -346,6 +346,11 @@ class PredictIn(Strict):
 class PredictOut(BaseModel):
     classes: list[str]
     probs: list[list[float]]
+    task_type: TaskType = Field(
+        "single",
+        description="The model's: for multi_label each row holds K separate probabilities "
+        "that each class applies; otherwise a distribution over the classes or levels.",
+    )
 
 
 # --- analytics --------------------------------------------------------------------------------

@@ -8,32 +8,43 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.training.sweeps import DEFAULT_LABELS, Metric
-
-Loss = Literal["soft-ce", "hard-ce"]
-
-
-def _default_losses() -> list[Loss]:
-    return ["hard-ce", "soft-ce"]
+from app.training.config import Loss
+from app.training.sweeps import Metric
 
 
 class Baseline(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    labels: dict[str, Any] = Field(default_factory=lambda: {"method": "majority"})
-    loss: Literal["soft-ce", "hard-ce"] = "hard-ce"
+    labels: dict[str, Any] | None = Field(
+        None,
+        description='The label method, e.g. {"method": "majority"}; default: the project\'s '
+        "task type's (see `SweepIn.baseline`).",
+    )
+    loss: Loss | None = Field(
+        None, description="The loss, e.g. \"hard-ce\"; default: the project's task type's."
+    )
 
 
 class SweepIn(BaseModel):
     """A grid: every label method x every loss x every seed is one training job."""
 
     model_config = ConfigDict(extra="forbid")
-    labels: list[dict[str, Any]] = Field(
-        default_factory=lambda: [dict(x) for x in DEFAULT_LABELS],
+    labels: list[dict[str, Any]] | None = Field(
+        None,
         min_length=1,
         max_length=20,
-        description='Label methods with parameters, e.g. [{"method": "normalized", "alpha": 1}].',
+        description='Label methods with parameters, e.g. [{"method": "normalized", "alpha": 1}]. '
+        "Default by task type: majority, normalized, dawid-skene (single); normalized, "
+        "distance-smoothed, rater-bias (ordinal); normalized, binary-relevance, "
+        "tick-propensity (multi_label).",
     )
-    losses: list[Loss] = Field(default_factory=_default_losses, min_length=1, max_length=2)
+    losses: list[Loss] | None = Field(
+        None,
+        min_length=1,
+        max_length=3,
+        description="Default: every loss of the project's task type: hard-ce and soft-ce "
+        "(single); hard-ce, soft-ce and squared-emd (ordinal); hard-bce and soft-bce "
+        "(multi_label).",
+    )
     seeds: list[Annotated[int, Field(ge=0, le=2**63 - 1)]] = Field(
         default_factory=lambda: [0, 1, 2],
         min_length=1,
@@ -47,13 +58,23 @@ class SweepIn(BaseModel):
         default_factory=dict,
         description="Every other training-job field (model, epochs, lr, test_fraction, ...).",
     )
-    metric: Metric = Field("accuracy", description="The metric the ranking uses.")
+    metric: Metric | None = Field(
+        None,
+        description="The metric the ranking uses. Default by task type: accuracy (single), "
+        "rps_human (ordinal), bce_human (multi_label); the report says which "
+        "(`metric`, `metric_note`).",
+    )
     split: Literal["auto", "test", "test_gold"] = Field(
         "auto",
         description='"test" (held-out voted items), "test_gold" (gold items with no votes) or '
         '"auto" (test_gold when every job has it, else test).',
     )
-    baseline: Baseline = Field(default_factory=Baseline)
+    baseline: Baseline | None = Field(
+        None,
+        description="The hard-label recipe every other is compared with. Default by task type: "
+        "hard-ce on majority (single), hard-ce on normalized (ordinal: the majority level), "
+        "hard-bce on normalized (multi_label: each class's majority).",
+    )
     n_boot: int = Field(1000, ge=100, le=10000, description="Bootstrap resamples.")
 
 

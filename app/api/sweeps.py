@@ -10,7 +10,6 @@ from sqlalchemy import select
 from app.api.access import require
 from app.api.deps import ProjectDep, QueueDep, SessionDep
 from app.api.sweep_schemas import SweepCell, SweepIn, SweepOut
-from app.api.training import refuse_multi_label
 from app.db.models import TrainingJob, TrainingSweep
 from app.errors import NotFound, ValidationFailed
 from app.labels import predictions
@@ -18,7 +17,16 @@ from app.labels.model_loop import check_crowdlab_job
 from app.training.jobs import enqueue
 from app.training.snapshot import usable_items
 from app.training.stored_content import content_kind, no_content_reason, usable_content
-from app.training.sweeps import Cell, build_grid, recipe_name, report
+from app.training.sweeps import (
+    BASELINE,
+    DEFAULT_LABELS,
+    DEFAULT_LOSSES,
+    Cell,
+    build_grid,
+    recipe_name,
+    report,
+)
+from app.training.task_metrics import DEFAULT_SWEEP_METRIC, SWEEP_METRIC_NOTE, SWEEP_METRICS
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["training"])
 SweepId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -38,10 +46,22 @@ def create_sweep(
     body: SweepIn, project: ProjectDep, session: SessionDep, queue: QueueDep
 ) -> SweepOut:
     """Queue one training job per grid cell (any number of workers take them). The whole grid
-    is validated first: one bad cell is a 422 naming it, and no job is queued."""
-    refuse_multi_label(project)
+    is validated first: one bad cell is a 422 naming it, and no job is queued. What the
+    request leaves out (labels, losses, metric, baseline) is the project's task type's
+    default; the stored config says what was used."""
+    task = project.task_type
+    if body.metric is not None and body.metric not in SWEEP_METRICS[task]:
+        raise _invalid(
+            "metric",
+            f"{body.metric!r} does not rank {task} recipes; the metrics that do: "
+            + ", ".join(SWEEP_METRICS[task]),
+        )
+    labels = body.labels if body.labels is not None else DEFAULT_LABELS[task]
+    losses = body.losses if body.losses is not None else DEFAULT_LOSSES[task]
+    given = body.baseline.model_dump(exclude_none=True) if body.baseline is not None else {}
+    chosen = BASELINE[task] | given
     configs, baseline = build_grid(
-        body.labels, body.losses, body.seeds, body.base, body.split_seed, body.baseline.model_dump()
+        labels, losses, body.seeds, body.base, body.split_seed, chosen, task
     )
     conn = session.connection()
     kind = content_kind(configs[0].encoder.name)  # the base's: every cell has it
@@ -55,7 +75,7 @@ def create_sweep(
             "the project has no item with both a feature vector and a vote; "
             "POST features to /items first",
         )
-    for i, lab in enumerate(body.labels):
+    for i, lab in enumerate(labels):
         if lab.get("method") == "crowdlab":
             check_crowdlab_job(conn, project.id, lab.get("job"), f"labels[{i}].job")
     jobs = []
@@ -66,7 +86,15 @@ def create_sweep(
     session.flush()
     for job in jobs:
         enqueue(conn, queue, job.id)  # same transaction as the rows
-    config = body.model_dump(mode="json") | {"baseline": baseline}
+    metric = body.metric or DEFAULT_SWEEP_METRIC[task]
+    config = body.model_dump(mode="json") | {
+        "labels": labels,
+        "losses": losses,
+        "baseline": baseline,
+        "metric": metric,
+        "metric_note": None if body.metric else SWEEP_METRIC_NOTE[task],
+        "task_type": task,
+    }
     sweep = TrainingSweep(project_id=project.id, config=config, job_ids=[j.id for j in jobs])
     session.add(sweep)
     session.flush()
@@ -88,6 +116,7 @@ def read_sweep(sweep_id: SweepId, project: ProjectDep, session: SessionDep) -> S
 
 
 def _out(session: SessionDep, sweep: TrainingSweep, project: str) -> SweepOut:
+    task = sweep.config.get("task_type", "single")  # sweeps from before task types: single
     rows = session.scalars(select(TrainingJob).where(TrainingJob.id.in_(sweep.job_ids))).all()
     by_id = {j.id: j for j in rows}
     cells = [
@@ -111,7 +140,9 @@ def _out(session: SessionDep, sweep: TrainingSweep, project: str) -> SweepOut:
         split=cfg["split"],
         baseline=cfg["baseline"],
         n_boot=cfg["n_boot"],
+        task_type=task,
     )
+    rep["metric_note"] = cfg.get("metric_note")
     counts: dict[str, int] = {}
     for c in cells:
         counts[c.status] = counts.get(c.status, 0) + 1
@@ -125,7 +156,10 @@ def _out(session: SessionDep, sweep: TrainingSweep, project: str) -> SweepOut:
         jobs=counts,
         cells=[
             SweepCell(
-                job_id=c.job_id, name=recipe_name(c.labels, c.loss), seed=c.seed, status=c.status
+                job_id=c.job_id,
+                name=recipe_name(c.labels, c.loss, task),
+                seed=c.seed,
+                status=c.status,
             )
             for c in cells
         ],

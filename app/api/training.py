@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, func, select
 
 from app.api.access import require
@@ -76,15 +77,15 @@ def _invalid(field: str, reason: str) -> ValidationFailed:
     return ValidationFailed.field(field, reason, f"Invalid training config: {field}: {reason}")
 
 
-def refuse_multi_label(project: Project) -> None:
-    """The trainer's soft losses take a distribution over classes per item; a multi-label
-    project's soft labels are per-class probabilities (a per-class binary loss is not built)."""
-    if project.task_type == "multi_label":
-        raise ValidationFailed.field(
-            "task_type",
-            "training is for single-label and ordinal projects; a multi-label project's soft "
-            "labels are per-class probabilities, which the trainer's losses do not take yet",
-        )
+def for_project(config: TrainingConfig, project: Project) -> TrainingConfig:
+    """The request's config for this project's task type (TrainingConfig.for_task): its label
+    method from the type's methods, a loss that trains the type (its soft loss when none was
+    named), no softmax-only option on a multi-label project; else a 422 naming the field."""
+    try:
+        return config.for_task(project.task_type)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise _invalid(".".join(str(x) for x in err["loc"]), err["msg"]) from None
 
 
 @router.post(
@@ -104,7 +105,7 @@ def create_training_job(
     never a job that fails later; one past the server's training limits is a 422 naming the
     limit (an admin raises them, docs/security.md). A job on content (texts, images) needs
     voted items that carry it: none is a 422 naming `encoder`."""
-    refuse_multi_label(project)
+    config = for_project(config, project)
     conn = session.connection()
     n_items, width = check_inputs(conn, project.id, config, project.n_features)
     check_limits(config, settings, n_items, width, len(project.classes))

@@ -72,6 +72,13 @@ def report_rows(sweep: dict[str, Any], extra: tuple[str, ...] = ("nll", "ece")) 
     return rows
 
 
+def extra_columns(rep: dict[str, Any]) -> tuple[str, ...]:
+    """nll and ece where the recipes have them (single-label, ordinal); else the first two
+    other metrics of the project's task type."""
+    others = list(rep["ranking"][0]["other_metrics"]) if rep["ranking"] else []
+    return ("nll", "ece") if "nll" in others else tuple(others[:2])
+
+
 def markdown(sweep: dict[str, Any], extra: tuple[str, ...] = ("nll", "ece")) -> str:
     rep = sweep["report"]
     head = ["rank", "recipe", f"{rep['metric']} (mean ± sd)", "vs baseline [95% CI]", *extra]
@@ -94,17 +101,28 @@ def sweep(
         list[str] | None,
         typer.Option(
             help='Label method, repeatable; JSON for parameters: \'{"method": "normalized", '
-            '"alpha": 1}\'. Default: majority, normalized, dawid-skene.'
+            "\"alpha\": 1}'. Default: the project's task type's (majority, normalized, "
+            "dawid-skene for single-label projects; docs/training.md)."
         ),
     ] = None,
     loss: Annotated[
-        list[str] | None, typer.Option(help="hard-ce and/or soft-ce (repeatable). Default both.")
+        list[str] | None,
+        typer.Option(
+            help="hard-ce, soft-ce (single, ordinal), squared-emd (ordinal), hard-bce, soft-bce "
+            "(multi-label); repeatable. Default: every loss of the project's task type."
+        ),
     ] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated model seeds.")] = "0,1,2",
     base: Annotated[
         str, typer.Option(help="Other training fields as JSON, e.g. '{\"epochs\": 50}'.")
     ] = "{}",
-    metric: Annotated[str, typer.Option(help="Ranking metric.")] = "accuracy",
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="Ranking metric. Default: accuracy (single), rps_human (ordinal), bce_human "
+            "(multi-label)."
+        ),
+    ] = None,
     split: Annotated[str, typer.Option(help="auto, test or test_gold.")] = "auto",
     key: Annotated[
         str | None, typer.Option(envvar="SOFTLABELS_KEY", help="API key to send.")
@@ -116,19 +134,18 @@ def sweep(
 
     console = Console(width=140)
     labels = [
-        _json(m, "--method") if m.strip().startswith("{") else {"method": m}
-        for m in (method or ["majority", "normalized", "dawid-skene"])
+        _json(m, "--method") if m.strip().startswith("{") else {"method": m} for m in method or []
     ]
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         fail(f"--seeds {seeds!r}: write comma-separated integers, e.g. 0,1,2", code=2)
+    # What is left out is the project's task type's default, chosen by the service.
+    given = {"labels": labels or None, "losses": loss or None, "metric": metric}
     body = {
-        "labels": labels,
-        "losses": loss or ["hard-ce", "soft-ce"],
+        **{k: v for k, v in given.items() if v is not None},
         "seeds": seed_list,
         "base": _json(base, "--base"),
-        "metric": metric,
         "split": split,
     }
     if key is None:
@@ -140,9 +157,10 @@ def sweep(
         result = run_sweep(client, project, body, log=console.print)
     rep = result["report"]
     table = Table(title=f"sweep {result['id']}: {rep['metric']} on the {rep['split']} split")
-    for col in ("rank", "recipe", "mean ± sd", "vs baseline [95% CI]", "nll", "ece", "seeds"):
+    extra = extra_columns(rep)
+    for col in ("rank", "recipe", "mean ± sd", "vs baseline [95% CI]", *extra, "seeds"):
         table.add_column(col)
-    for row in report_rows(result):
+    for row in report_rows(result, extra):
         table.add_row(*row)
     console.print(table)
     if rep["recommended"]:

@@ -10,16 +10,53 @@ This module is pure (no database, no web framework, no torch import).
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from app.aggregation.params import ParamError
-from app.aggregation.registry import resolve_method
+from app.aggregation.registry import METHODS, METHODS_BY_TASK, resolve_method
 from app.training.encoders.options import EncoderOptions, FeaturesInput
 
 DEFAULT_LABELS: dict[str, Any] = {"method": "normalized"}
+
+Loss = Literal["soft-ce", "hard-ce", "squared-emd", "soft-bce", "hard-bce"]
+# The losses that train each task type (app/training/heads.py says what each reads), the
+# type's soft loss first: the default when a request names none.
+LOSSES_BY_TASK: dict[str, tuple[str, ...]] = {
+    "single": ("soft-ce", "hard-ce"),
+    "ordinal": ("soft-ce", "hard-ce", "squared-emd"),
+    "multi_label": ("soft-bce", "hard-bce"),
+}
+TYPE_WORDS = {"single": "single-label", "ordinal": "ordinal", "multi_label": "multi-label"}
+# The options that read the model's softmax (a distribution over classes); a multi-label
+# model's outputs are K separate sigmoids, which none of them is written for.
+SOFTMAX_ONLY = {
+    "distill": "distillation matches softmax distributions",
+    "lwr": "Learning with Retrospection stores softmax distributions",
+    "temperature_scaling": "temperature scaling is fitted on a softmax",
+    "oos_folds": "out-of-sample predictions feed crowdlab, a single-label method",
+}
+
+
+def task_of(info: ValidationInfo) -> str | None:
+    """The project's task type when the validation was given one (TrainingConfig.for_task)."""
+    return (info.context or {}).get("task_type")
+
+
+def _of_some_type(method: str) -> bool:
+    return any(method in table for table in METHODS_BY_TASK.values())
 
 
 class _Strict(BaseModel):
@@ -104,12 +141,16 @@ class TrainingConfig(_Strict):
             'Default {"method": "normalized"} (vote proportions).'
         ),
     )
-    loss: Literal["soft-ce", "hard-ce"] = Field(
+    loss: Loss = Field(
         "soft-ce",
         description=(
             '"soft-ce": -sum_c p_hum(c) log p_model(c) against the soft labels (Uma et al., '
             'HCOMP 2020); "hard-ce": cross-entropy on the argmax of the soft labels (the '
-            'baseline). Default "soft-ce".'
+            'baseline). Ordinal projects also: "squared-emd", sum_k (CDF_model(k) - '
+            "CDF_hum(k))^2 (Hou, Yu & Samaras 2016). Multi-label projects (per-class sigmoids): "
+            '"soft-bce", binary cross-entropy against each class\'s probability that it '
+            'applies, and "hard-bce", the same on those thresholded at 0.5. Default "soft-ce" '
+            '("soft-bce" on a multi-label project).'
         ),
     )
     model: ModelConfig = Field(
@@ -257,23 +298,54 @@ class TrainingConfig(_Strict):
         description='Learning with Retrospection: {"k": k, "tau": tau}; null = off. Default null.',
     )
 
+    # The labels as the request gave them: a method name can mean another class in the project's
+    # type ("auto" of ticks takes other parameters than "auto" of votes), so for_task resolves
+    # these, not the single-label defaults filled in while the project was unknown.
+    _raw_labels: dict[str, Any] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_raw_labels(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        model = handler(data)
+        if isinstance(data, dict) and isinstance(data.get("labels"), dict):
+            model._raw_labels = dict(data["labels"])
+        return model
+
+    def __eq__(self, other: object) -> bool:
+        # The fields decide (the request's raw labels are how this config was made, not what
+        # it is): a config equals its own JSON round trip.
+        if not isinstance(other, TrainingConfig):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
+
     @field_validator("labels", mode="before")
     @classmethod
-    def _check_labels(cls, raw: Any) -> dict[str, Any]:
+    def _check_labels(cls, raw: Any, info: ValidationInfo) -> dict[str, Any]:
         if not isinstance(raw, dict):
             raise ValueError('must be an object such as {"method": "normalized"}')
         params = dict(raw)
         method = params.pop("method", None)
         if not isinstance(method, str):
             raise _field_error("labels", ("method",), "a method name is required", method)
+        task = task_of(info)
+        if task is None and method not in METHODS and _of_some_type(method):
+            # No project yet (a request body as it arrives): a method only another task type
+            # has is resolved when the project's type is known (for_task), not refused here.
+            return {"method": method, **params}
         try:
-            resolved = resolve_method(method, params)
+            resolved = resolve_method(method, params, task or "single")
         except ParamError as exc:
             raise _field_error("labels", (exc.field,), exc.reason, raw.get(exc.field)) from None
         return {"method": resolved.name, **resolved.params()}
 
     @model_validator(mode="after")
-    def _cross_field(self) -> TrainingConfig:
+    def _cross_field(self, info: ValidationInfo) -> TrainingConfig:
+        task = task_of(info)
+        if task is not None:
+            self._check_task(task)
         val, test = self.fractions
         if self.eval_fraction is None and val + test >= 1.0:
             raise _field_error(
@@ -290,6 +362,38 @@ class TrainingConfig(_Strict):
                 self.lwr.k,
             )
         return self
+
+    def _check_task(self, task: str) -> None:
+        losses = LOSSES_BY_TASK[task]
+        if self.loss not in losses:
+            raise _field_error(
+                "TrainingConfig",
+                ("loss",),
+                f"{self.loss!r} does not train a {TYPE_WORDS[task]} project; its losses: "
+                + ", ".join(losses),
+                self.loss,
+            )
+        if task == "multi_label":
+            for name, why in SOFTMAX_ONLY.items():
+                if getattr(self, name) not in (None, False):
+                    raise _field_error(
+                        "TrainingConfig",
+                        (name,),
+                        f"not for a multi-label project: {why}, and its model has per-class "
+                        "sigmoids",
+                        getattr(self, name),
+                    )
+
+    def for_task(self, task_type: str) -> TrainingConfig:
+        """This config for a project of `task_type`: the label method resolved in that type's
+        table, the loss (the type's soft loss when the request named none) and the options
+        checked against it. Raises ValidationError located at the field, as on parsing."""
+        raw = self.model_dump(mode="json")
+        if self._raw_labels is not None:
+            raw["labels"] = self._raw_labels
+        if "loss" not in self.model_fields_set:
+            raw["loss"] = LOSSES_BY_TASK[task_type][0]
+        return TrainingConfig.model_validate(raw, context={"task_type": task_type})
 
     @property
     def fractions(self) -> tuple[float, float]:

@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from app.aggregation.base import CountsAggregator
 from app.aggregation.methods import soft_labels
+from app.aggregation.registry import resolve_method
+from app.aggregation.task_methods import TickCountsAggregator
 
 
 @dataclass(frozen=True, eq=False)  # eq on arrays would be ambiguous
@@ -23,6 +26,12 @@ class TrainingData:
     features: (n, F) float32; counts: (n, K) int vote counts, every row with >= 1 vote;
     targets: (n, K) float64 soft labels of the chosen method (rows sum to 1);
     gold: (n,) int64 gold class, -1 = none.
+
+    task_type "multi_label": counts[i, k] is how many of the item's n_voters[i] voters ticked
+    class k (a row may sum to anything, 0 included), targets[i, k] the probability that class
+    k applies (K numbers in [0, 1], no distribution), and gold is always -1 (a multi-label
+    item's truth is a set; ingest takes no gold there). task_type "ordinal": classes are the
+    levels of a scale, lowest first, and `scale` their numeric values (the metrics' units).
 
     extra_*: items with features and no votes (never trained on): those with gold form the
     `test_gold` split (a classic held-out test set); all of them can be scored by the model.
@@ -39,9 +48,15 @@ class TrainingData:
     extra_gold: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     db_ids: np.ndarray | None = None
     extra_db_ids: np.ndarray | None = None
+    task_type: str = "single"
+    n_voters: np.ndarray | None = None  # (n,) multi-label only: voters per item
+    scale: np.ndarray | None = None  # (K,) ordinal only: the levels' values
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
+        multi = self.task_type == "multi_label"
+        if multi and (self.n_voters is None or np.shape(self.n_voters) != (n,)):
+            raise ValueError(f"a multi-label snapshot needs n_voters of shape ({n},)")
         if self.features.ndim != 2 or len(self.features) != n:
             raise ValueError(f"features must be (n={n}, F), got {self.features.shape}")
         if self.counts.ndim != 2 or len(self.counts) != n or self.counts.shape[1] < 2:
@@ -52,9 +67,13 @@ class TrainingData:
             raise ValueError(f"gold must be ({n},), got {self.gold.shape}")
         if not np.isfinite(self.features).all():
             raise ValueError("features must be finite")
-        if n and (self.counts.sum(axis=1) <= 0).any():
+        if n and (self.voters <= 0).any():
             raise ValueError("every item needs at least one vote (drop the others)")
-        if n and not np.allclose(self.targets.sum(axis=1), 1.0, atol=1e-6):
+        if multi and n and (self.counts > self.voters[:, None]).any():
+            raise ValueError("a class cannot be ticked by more voters than the item has")
+        if multi and not ((self.targets >= 0) & (self.targets <= 1)).all():
+            raise ValueError("multi-label targets must be probabilities in [0, 1]")
+        if not multi and n and not np.allclose(self.targets.sum(axis=1), 1.0, atol=1e-6):
             raise ValueError("targets rows must be probability distributions")
         k = self.counts.shape[1]
         if ((self.gold < -1) | (self.gold >= k)).any():
@@ -75,7 +94,15 @@ class TrainingData:
             targets=self.targets[idx],
             gold=self.gold[idx],
             db_ids=None if self.db_ids is None else self.db_ids[idx],
+            task_type=self.task_type,
+            n_voters=None if self.n_voters is None else self.n_voters[idx],
+            scale=self.scale,
         )
+
+    @property
+    def voters(self) -> np.ndarray:
+        """(n,) voters per item: n_voters for multi-label, the vote counts' sums otherwise."""
+        return self.counts.sum(axis=1) if self.n_voters is None else self.n_voters
 
     @property
     def n_classes(self) -> int:
@@ -96,6 +123,9 @@ def build_training_data(
     *,
     db_ids: np.ndarray | None = None,
     extra: tuple[list[str], np.ndarray, np.ndarray, np.ndarray | None] | None = None,
+    task_type: str = "single",
+    n_voters: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
 ) -> TrainingData:
     """Snapshot for training: soft labels by `labels` ({"method": ..., params}, as validated in
     TrainingConfig.labels), and items with no votes dropped (they have no human distribution:
@@ -103,14 +133,15 @@ def build_training_data(
 
     `targets` (n, K), when given, are the labels already computed (worker-model methods need
     the vote list, not the counts: see app/training/snapshot.py). `extra` = (ids, features,
-    gold, db ids) of items with features and no votes."""
+    gold, db ids) of items with features and no votes. `task_type`, `n_voters` (multi-label:
+    voters per item) and `scale` (ordinal: the levels' values): see TrainingData."""
     counts = np.asarray(counts)
     n = len(item_ids)
     gold_arr = np.full(n, -1, np.int64) if gold is None else np.asarray(gold, dtype=np.int64)
-    keep = counts.sum(axis=1) > 0
+    voters = counts.sum(axis=1) if n_voters is None else np.asarray(n_voters, np.int64)
+    keep = voters > 0
     if targets is None:
-        params = {k: v for k, v in labels.items() if k != "method"}
-        targets = soft_labels(counts[keep], str(labels["method"]), params)
+        targets = _count_targets(counts[keep], voters[keep], labels, task_type)
     else:
         targets = np.asarray(targets)[keep]
     return TrainingData(
@@ -121,7 +152,26 @@ def build_training_data(
         gold=gold_arr[keep],
         db_ids=None if db_ids is None else np.asarray(db_ids, np.int64)[keep],
         **_extra(extra, np.asarray(features).shape[1] if np.ndim(features) == 2 else 0),
+        task_type=task_type,
+        n_voters=None if n_voters is None else voters[keep],
+        scale=None if scale is None else np.asarray(scale, np.float64),
     )
+
+
+def _count_targets(
+    counts: np.ndarray, voters: np.ndarray, labels: Mapping[str, Any], task_type: str
+) -> np.ndarray:
+    """A count method's labels, by the project type's table of methods (the worker models'
+    come precomputed as `targets`: the snapshot takes them from the project's cached fit)."""
+    params = {k: v for k, v in labels.items() if k != "method"}
+    if task_type == "single":
+        return soft_labels(counts, str(labels["method"]), params)
+    method = resolve_method(str(labels["method"]), params, task_type)
+    if isinstance(method, TickCountsAggregator):
+        return method.compute(counts, voters)
+    if isinstance(method, CountsAggregator):
+        return method.compute(counts)
+    raise ValueError(f"{method.name} needs the vote list: pass its labels as `targets`")
 
 
 def _extra(

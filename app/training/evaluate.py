@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from app.training.metrics import EvalSet
+from app.training.heads import Head
+from app.training.task_metrics import AnyEvalSet
 
 
 @torch.no_grad()
@@ -39,19 +39,22 @@ def predict_logits(
 def evaluate(
     model: nn.Module,
     features: torch.Tensor,
-    labels: EvalSet,
+    labels: AnyEvalSet,
     *,
     n_train: int,
+    head: Head | None = None,
     loss_targets: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """METRIC_KEYS of `model` on the eval split (`features` on the model's device, `labels`
-    from EvalSet.build); with `loss_targets` (n, K) also "loss", the mean soft cross-entropy
-    against them (None when the split is empty)."""
+    """The metrics of `model` on the eval split (`features` on the model's device, `labels`
+    from task_metrics.eval_set); `head` (default: single-label, soft-ce) reads the logits,
+    and with `loss_targets` (n, K, as the head's loss takes them) the result also has "loss",
+    the head's loss against them (None when the split is empty)."""
+    head = head or Head("single", "soft-ce")
     if len(features) == 0:
         out = labels.metrics(np.zeros((0, 1)), n_train=n_train)
         return out | {"loss": None} if loss_targets is not None else out
     logits = predict_logits(model, features)
-    out = labels.metrics(torch.softmax(logits.double(), dim=1).cpu().numpy(), n_train=n_train)
+    out = labels.metrics(head.probs(logits).cpu().numpy(), n_train=n_train)
     if loss_targets is not None:
-        out["loss"] = float(F.cross_entropy(logits, loss_targets))
+        out["loss"] = float(head.loss(logits, loss_targets))
     return out

@@ -50,7 +50,7 @@ def oos_predictions(
         if should_stop is not None and should_stop():
             return None
         result = train(fold_cfg, data.subset(~held), teacher=teacher)
-        probs[held] = predict_probs(result.model, data.features[held])
+        probs[held] = predict_probs(result.model, data.features[held], data.task_type)
     out = {
         "oos_ids": np.asarray(data.item_ids, dtype=str),
         "oos_probs": probs,

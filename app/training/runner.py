@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 from sqlalchemy import Engine, text
 
 from app.labels import predictions
@@ -33,7 +34,7 @@ from app.training.embedding_cache import Stopped
 from app.training.errors import JobError
 from app.training.media import Resolver, direct
 from app.training.oos import oos_predictions
-from app.training.snapshot import freeze
+from app.training.snapshot import freeze, project_shape
 from app.training.stored_content import content_kind
 from app.training.trainer import load_checkpoint, predict_probs, resolve_device, train
 
@@ -90,11 +91,18 @@ def run_training_job(
     beat.start()
     started = time.perf_counter()
     try:
-        cfg = TrainingConfig.model_validate(claimed["config"])
+        project_id = claimed["project_id"]
+        # The label method's name means a class per task type (the API resolved it so).
+        task_type = project_shape(engine, project_id).task_type
+        try:
+            cfg = TrainingConfig.model_validate(claimed["config"], context={"task_type": task_type})
+        except ValidationError as exc:  # stored by hand, or before the API checked the type
+            raise JobError(
+                f"the job's config does not fit this {task_type} project: {exc}"
+            ) from None
         kind = content_kind(cfg.encoder.name)
         if kind is not None and cfg.distill is not None:  # the API refuses these too
             raise JobError("distillation needs a teacher on the same inputs: features jobs only")
-        project_id = claimed["project_id"]
         snap = freeze(engine, project_id, cfg.labels, model_targets=crowdlab_targets, content=kind)
         device = resolve_device(cfg.device)
         jobs.record_snapshot(
@@ -195,7 +203,7 @@ def _unlabeled(model: Any, data: TrainingData, preds: dict[str, Any]) -> dict[st
         return {}
     out = {
         "unlabeled_ids": np.asarray(data.extra_ids, dtype=str),
-        "unlabeled_probs": predict_probs(model, data.extra_features),
+        "unlabeled_probs": predict_probs(model, data.extra_features, data.task_type),
     }
     if data.extra_db_ids is not None:
         out["unlabeled_db_ids"] = data.extra_db_ids

@@ -27,6 +27,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, text
 
 from app.aggregation.base import Aggregator, WorkerAggregator
+from app.aggregation.ordinal import scale_values
 from app.aggregation.registry import resolve_method
 from app.db import functions
 from app.labels.fits import Fit, current_fit, fit_in_snapshot, store_fit
@@ -70,13 +71,24 @@ def usable_items(conn: Any, project_id: int) -> int:
     )
 
 
-def _n_classes(engine: Engine, project_id: int) -> int:
+@dataclass(frozen=True)
+class Shape:
+    """What a project's votes are: its number of classes (or levels), its task type and, for
+    an ordinal project, the levels' values."""
+
+    n_classes: int
+    task_type: str
+    scale: np.ndarray | None
+
+
+def project_shape(engine: Engine, project_id: int) -> Shape:
     with engine.connect() as conn:
-        return int(
-            conn.execute(
-                text("SELECT cardinality(classes) FROM projects WHERE id = :p"), {"p": project_id}
-            ).scalar_one()
-        )
+        classes, task_type, values = conn.execute(
+            text("SELECT classes, task_type, level_values FROM projects WHERE id = :p"),
+            {"p": project_id},
+        ).one()
+    scale = scale_values(classes, values) if task_type == "ordinal" else None
+    return Shape(len(classes), str(task_type), scale)
 
 
 # Model-in-the-loop label methods (crowdlab) need a job's out-of-sample predictions: the hook
@@ -94,18 +106,21 @@ def freeze(
     content: str | None = None,
 ) -> Snapshot:
     """`content`: "text" or "image" for a job whose encoder reads the items' content."""
+    shape = project_shape(engine, project_id)
     method = resolve_method(
-        str(labels["method"]), {k: v for k, v in labels.items() if k != "method"}
+        str(labels["method"]),
+        {k: v for k, v in labels.items() if k != "method"},
+        shape.task_type,
     )
     fit: Fit | None = None
-    k = _n_classes(engine, project_id)
+    k = shape.n_classes
     for attempt in range(FIT_ATTEMPTS):
         if isinstance(method, WorkerAggregator):
             fit = current_fit(engine, project_id, k, method, sync_max_votes=2**62)
         last = attempt == FIT_ATTEMPTS - 1
         in_snapshot = method if isinstance(method, WorkerAggregator) and last else None
         snap = _read(
-            engine, project_id, labels, fit, model_targets, method, k, in_snapshot, content
+            engine, project_id, labels, fit, model_targets, method, shape, in_snapshot, content
         )
         if snap is not None:
             return snap
@@ -119,7 +134,7 @@ def _read(
     fit: Fit | None,
     model_targets: ModelTargets,
     method: Aggregator,
-    n_classes: int,
+    shape: Shape,
     fit_here: WorkerAggregator | None,
     content: str | None,
 ) -> Snapshot | None:
@@ -132,7 +147,7 @@ def _read(
             if fit_here is None:
                 conn.rollback()
                 return None
-            fit = refit = fit_in_snapshot(conn, project_id, n_classes, fit_here, warm=fit)
+            fit = refit = fit_in_snapshot(conn, project_id, shape.n_classes, fit_here, warm=fit)
         stored: StoredContent | None = None
         rows: Sequence[Any]
         extra: Sequence[Any]
@@ -141,8 +156,9 @@ def _read(
         else:
             rows = conn.execute(
                 text(
-                    "SELECT id, external_id, features, counts, coalesce(gold, -1) FROM items "
-                    "WHERE project_id = :p AND features IS NOT NULL AND n_votes > 0 ORDER BY id"
+                    "SELECT id, external_id, features, counts, coalesce(gold, -1), n_votes "
+                    "FROM items WHERE project_id = :p AND features IS NOT NULL AND n_votes > 0 "
+                    "ORDER BY id"
                 ),
                 {"p": project_id},
             ).all()
@@ -168,7 +184,7 @@ def _read(
             store_fit(conn, project_id, refit)
     if not rows:
         raise JobError("the project has no items with both features and votes")
-    db_ids, ids, features, counts, gold = zip(*rows, strict=True)
+    db_ids, ids, features, counts, gold, n_votes = zip(*rows, strict=True)
     extra_arg = None
     if extra:
         e_db, e_ids, e_feats, e_gold = zip(*extra, strict=True)
@@ -189,6 +205,10 @@ def _read(
         targets=targets,
         db_ids=np.asarray(db_ids, dtype=np.int64),
         extra=extra_arg,
+        task_type=shape.task_type,
+        # a multi-label item's counts are ticks per class; its voters are n_votes
+        n_voters=np.asarray(n_votes, np.int64) if shape.task_type == "multi_label" else None,
+        scale=shape.scale,
     )
     if stored is not None and (
         len(stored.voted) != len(data.item_ids) or len(stored.extra) != len(data.extra_ids)
@@ -205,13 +225,17 @@ def _read(
 
 def _votes_hash(conn: Connection, project_id: int) -> str:
     # Hashing in the database keeps the vote list off the wire; sha256 of the sorted
-    # (item, worker, label) triples identifies exactly which votes the labels came from.
+    # (item, worker, label) triples identifies exactly which votes the labels came from. A
+    # multi-label vote's label is -1 for every vote: its set of ticks stands in its place
+    # ({0,2}), so two crowds that ticked differently never share a hash.
     return str(
         conn.execute(
             text(
                 "SELECT encode(sha256(convert_to(coalesce(string_agg("
-                "item_id || ':' || worker_id || ':' || label, ',' ORDER BY item_id, worker_id"
-                "), ''), 'UTF8')), 'hex') FROM votes WHERE project_id = :p AND worker_id "
+                "item_id || ':' || worker_id || ':' || CASE WHEN ticks IS NULL THEN "
+                "label::text ELSE '{' || array_to_string(ticks, ',') || '}' END, ',' "
+                "ORDER BY item_id, worker_id), ''), 'UTF8')), 'hex') FROM votes "
+                "WHERE project_id = :p AND worker_id "
                 "NOT IN (SELECT id FROM workers WHERE project_id = :p AND excluded)"
             ),
             {"p": project_id},

@@ -67,7 +67,7 @@ def _select(kind: str, voted: bool) -> Any:
     return text(
         f"""
         SELECT i.id, i.external_id, CAST(ARRAY[] AS real[]), {counts}, coalesce(i.gold, -1),
-               c.digest, {"c.text" if kind == TEXT else "NULL"}, c.image IS NOT NULL,
+               i.n_votes, c.digest, {"c.text" if kind == TEXT else "NULL"}, c.image IS NOT NULL,
                c.image_url, c.source
         FROM items i JOIN item_content c ON c.item_id = i.id
         WHERE i.project_id = :p AND i.n_votes {"> 0" if voted else "= 0"} AND {_HAS[kind]}
@@ -80,8 +80,8 @@ def read_items(
     conn: Connection, project_id: int, kind: str
 ) -> tuple[list[Any], list[Any], StoredContent]:
     """(voted rows, unvoted rows, their content) in the shape snapshot.py reads feature items:
-    (id, external id, features, counts, gold) with an empty feature vector, for the encoder
-    to fill; unvoted rows without counts."""
+    (id, external id, features, counts, gold, n_votes) with an empty feature vector, for the
+    encoder to fill; unvoted rows (id, external id, features, gold)."""
     voted = conn.execute(_select(kind, True), {"p": project_id}).all()
     extra = conn.execute(_select(kind, False), {"p": project_id}).all()
     have, total = usable_content(conn, project_id, kind)
@@ -89,11 +89,11 @@ def read_items(
         raise JobError(no_content_reason(kind, have, total))
 
     def refs(rows: Sequence[Any]) -> list[ContentRef]:
-        return [ContentRef(r[0], r[1], *r[5:]) for r in rows]
+        return [ContentRef(r[0], r[1], *r[6:]) for r in rows]
 
     stored = StoredContent(kind, refs(voted), refs(extra), lacking=total - have)
     return (
-        [r[:5] for r in voted],
+        [r[:6] for r in voted],
         [(r[0], r[1], r[2], r[4]) for r in extra],
         stored,
     )

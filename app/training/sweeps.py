@@ -11,6 +11,12 @@ The report (pure numpy over the jobs' metrics and stored per-item predictions):
   systems) of the difference to the hard-label baseline (hard-ce on majority by default): test
   items are resampled with replacement, the same resample for both recipes, the difference of
   the metric averaged over the seeds both ran, 2.5th and 97.5th percentiles of B resamples;
+- the metric ranks by the project's task type unless the request names one
+  (task_metrics.SWEEP_METRICS): accuracy for single-label projects, the ranked probability
+  score against the human distribution for ordinal ones and the per-class binary cross-entropy
+  to the human shares for multi-label ones (proper scores: see task_metrics); the hard-label
+  baseline is hard-ce on majority, hard-ce on vote shares (the majority level) for ordinal
+  projects and hard-bce on vote shares (each class's majority) for multi-label ones;
 - the recommended recipe: the best mean test metric (ties: the baseline, the simplest), with
   the reason in words, saying whether
   the gain over the baseline is distinguishable from resampling noise. (Choosing the best of
@@ -31,11 +37,13 @@ from pydantic import ValidationError
 from app.aggregation.params import ParamError
 from app.aggregation.registry import resolve_method
 from app.errors import ValidationFailed
-from app.training.config import TrainingConfig
-from app.training.metrics import EvalSet
+from app.training.config import LOSSES_BY_TASK, TrainingConfig
+from app.training.item_scores import Rows
+from app.training.task_metrics import SWEEP_METRICS
 
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "accuracy_majority": True}
-# The metrics a sweep can rank by (the request's `metric` is checked against this Literal).
+# The metrics a sweep can rank by (the request's `metric` is checked against this Literal,
+# then against the project's task type: task_metrics.SWEEP_METRICS).
 Metric = Literal[
     "accuracy",
     "macro_f1",
@@ -46,16 +54,38 @@ Metric = Literal[
     "ce_human",
     "kl_human",
     "manhattan_human",
+    "wasserstein_human",
+    "rps_human",
+    "mae_human",
+    "mae",
+    "bce_human",
 ]
 METRICS: tuple[str, ...] = get_args(Metric)
 SPLITS = ("auto", "test", "test_gold")
-DEFAULT_LABELS: list[dict[str, Any]] = [
-    {"method": "majority"},
-    {"method": "normalized"},
-    {"method": "dawid-skene"},
-]
-DEFAULT_LOSSES = ["hard-ce", "soft-ce"]
-BASELINE = {"labels": {"method": "majority"}, "loss": "hard-ce"}
+# Per task type: the label methods and losses of a sweep that names none, and its baseline.
+DEFAULT_LABELS: dict[str, list[dict[str, Any]]] = {
+    "single": [{"method": "majority"}, {"method": "normalized"}, {"method": "dawid-skene"}],
+    "ordinal": [
+        {"method": "normalized"},
+        {"method": "distance-smoothed"},
+        {"method": "rater-bias"},
+    ],
+    "multi_label": [
+        {"method": "normalized"},
+        {"method": "binary-relevance"},
+        {"method": "tick-propensity"},
+    ],
+}
+DEFAULT_LOSSES: dict[str, list[str]] = {t: list(losses) for t, losses in LOSSES_BY_TASK.items()}
+# The hard-label baseline: the majority vote. An ordinal project has no "majority" method
+# (its methods are distributions over the scale), and neither does a multi-label one: hard
+# targets on vote shares are the majority (the most-voted level, ties to the lowest; each
+# class ticked by more than half of the voters).
+BASELINE: dict[str, dict[str, Any]] = {
+    "single": {"labels": {"method": "majority"}, "loss": "hard-ce"},
+    "ordinal": {"labels": {"method": "normalized"}, "loss": "hard-ce"},
+    "multi_label": {"labels": {"method": "normalized"}, "loss": "hard-bce"},
+}
 MAX_CELLS = 200
 
 
@@ -63,10 +93,10 @@ def recipe_key(labels: Mapping[str, Any], loss: str) -> str:
     return json.dumps({"labels": dict(labels), "loss": loss}, sort_keys=True)
 
 
-def recipe_name(labels: Mapping[str, Any], loss: str) -> str:
+def recipe_name(labels: Mapping[str, Any], loss: str, task_type: str = "single") -> str:
     """e.g. "soft-ce on normalized (alpha=1.0)": parameters at their defaults are left out."""
     try:
-        defaults: dict[str, Any] = resolve_method(str(labels["method"]), {}).params()
+        defaults: dict[str, Any] = resolve_method(str(labels["method"]), {}, task_type).params()
     except ParamError:
         defaults = {}
     params = ", ".join(
@@ -106,44 +136,13 @@ def choose_split(cells: Sequence[Cell], metric: str, split: str) -> str:
     return "test"
 
 
-def _per_item(metric: str, probs: np.ndarray, counts: np.ndarray, gold: np.ndarray) -> np.ndarray:
-    """Per-item values whose mean is `metric` (NaN where the item does not count), or an
-    empty array for metrics that are not means over items (ece, macro_f1)."""
-    n, k = probs.shape if probs.ndim == 2 else (0, 0)
-    tiny = np.finfo(np.float64).tiny
-    out = np.full(n, np.nan)
-    g = gold >= 0
-    nv = counts.sum(axis=1)
-    v = nv > 0
-    if metric == "accuracy":
-        out[g] = probs[g].argmax(axis=1) == gold[g]
-    elif metric == "nll":
-        out[g] = -np.log(np.maximum(probs[g, gold[g]], tiny))
-    elif metric == "brier":
-        onehot = np.eye(k)[gold[g]]
-        out[g] = ((probs[g] - onehot) ** 2).sum(axis=1)
-    elif metric in ("accuracy_majority", "ce_human", "kl_human", "manhattan_human"):
-        h = counts[v] / nv[v, None]
-        p = probs[v]
-        if metric == "accuracy_majority":
-            out[v] = p.argmax(axis=1) == counts[v].argmax(axis=1)
-        elif metric == "manhattan_human":
-            out[v] = np.abs(h - p).sum(axis=1)
-        else:
-            ce = -(h * np.log(np.maximum(p, tiny))).sum(axis=1)
-            hlogh = np.where(h > 0, h * np.log(np.maximum(h, tiny)), 0.0).sum(axis=1)
-            out[v] = ce if metric == "ce_human" else ce + hlogh
-    else:
-        return np.zeros(0)
-    return out
-
-
 def paired_bootstrap(
     pairs: Sequence[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]],
     metric: str,
     split: str,
     n_boot: int = 1000,
     seed: int = 0,
+    task_type: str = "single",
 ) -> dict[str, Any] | None:
     """Difference (recipe - baseline) of `metric` averaged over the seeds in `pairs` (each a pair
     of stored predictions), with a 95% percentile interval over item resamples."""
@@ -158,8 +157,16 @@ def paired_bootstrap(
         for p in (a, b):
             order = {item: i for i, item in enumerate(p[f"{split}_ids"].tolist())}
             idx = np.asarray([order[i] for i in ids.tolist()], dtype=np.int64)
+            voters = p.get(f"{split}_voters")
             rows.append(
-                (p[f"{split}_probs"][idx], p[f"{split}_counts"][idx], p[f"{split}_gold"][idx])
+                Rows(
+                    task_type,
+                    p[f"{split}_probs"],
+                    p[f"{split}_counts"],
+                    p[f"{split}_gold"],
+                    voters,
+                    p.get("scale"),
+                ).take(idx)
             )
         aligned.append((ids, rows))
     if not aligned:
@@ -172,16 +179,16 @@ def paired_bootstrap(
     if n == 0:
         return None
     rng = np.random.default_rng(seed)
-    decomposable = len(_per_item(metric, *aligned[0][1][0])) > 0
+    decomposable = len(aligned[0][1][0].per_item(metric)) > 0
     boots = rng.integers(0, n, size=(n_boot if decomposable else min(n_boot, 300), n))
     diffs = np.zeros(len(boots))
     point = 0.0
     for ids, rows in aligned:
         sel = np.searchsorted(ids, common)
         vals = []
-        for probs, counts, gold in rows:
-            probs, counts, gold = probs[sel], counts[sel], gold[sel]
-            per = _per_item(metric, probs, counts, gold)
+        for job_rows in rows:
+            common_rows = job_rows.take(sel)
+            per = common_rows.per_item(metric)
             if len(per):
                 ok = ~np.isnan(per)
                 w = ok[boots].sum(axis=1)
@@ -193,7 +200,7 @@ def paired_bootstrap(
                     )
                 )
             else:
-                vals.append(_loop_metric(metric, probs, counts, gold, boots))
+                vals.append(_loop_metric(metric, common_rows, boots))
         diffs += vals[0][0] - vals[1][0]
         point += vals[0][1] - vals[1][1]
     diffs /= len(aligned)
@@ -211,14 +218,13 @@ def paired_bootstrap(
     }
 
 
-def _loop_metric(
-    metric: str, probs: np.ndarray, counts: np.ndarray, gold: np.ndarray, boots: np.ndarray
-) -> tuple[np.ndarray, float]:
+def _loop_metric(metric: str, rows: Rows, boots: np.ndarray) -> tuple[np.ndarray, float]:
     def value(idx: np.ndarray) -> float:
-        m = EvalSet.build(counts[idx], gold[idx]).metrics(probs[idx], n_train=0)[metric]
+        part = rows.take(idx)
+        m = part.labels().metrics(part.probs, n_train=0)[metric]
         return np.nan if m is None else float(m)
 
-    return np.asarray([value(b) for b in boots]), value(np.arange(len(probs)))
+    return np.asarray([value(b) for b in boots]), value(np.arange(len(rows.probs)))
 
 
 def report(
@@ -229,6 +235,7 @@ def report(
     split: str,
     baseline: Mapping[str, Any],
     n_boot: int = 1000,
+    task_type: str = "single",
 ) -> dict[str, Any]:
     """Ranking, baseline differences and the recommendation (see module doc)."""
     split = choose_split(cells, metric, split)
@@ -244,12 +251,14 @@ def report(
         scores = {s: m.get(metric) for s, m in vals.items() if m.get(metric) is not None}
         arr = np.asarray(list(scores.values()), dtype=np.float64)
         others = {
-            name: _mean([m.get(name) for m in vals.values()]) for name in METRICS if name != metric
+            name: _mean([m.get(name) for m in vals.values()])
+            for name in SWEEP_METRICS[task_type]
+            if name != metric
         }
         rows.append(
             {
                 "recipe": {"labels": group[0].labels, "loss": group[0].loss},
-                "name": recipe_name(group[0].labels, group[0].loss),
+                "name": recipe_name(group[0].labels, group[0].loss, task_type),
                 "baseline": key == base_key,
                 "mean": float(arr.mean()) if len(arr) else None,
                 "std": float(arr.std(ddof=1)) if len(arr) > 1 else (0.0 if len(arr) else None),
@@ -271,7 +280,7 @@ def report(
         row["vs_baseline"] = (
             None
             if row["baseline"] or not pairs
-            else paired_bootstrap(pairs, metric, split, n_boot=n_boot)
+            else paired_bootstrap(pairs, metric, split, n_boot=n_boot, task_type=task_type)
         )
     ranked = sorted(
         (r for r in rows if r["mean"] is not None),
@@ -287,7 +296,7 @@ def report(
         "metric": metric,
         "split": split,
         "higher_is_better": up,
-        "baseline": recipe_name(baseline["labels"], baseline["loss"]),
+        "baseline": recipe_name(baseline["labels"], baseline["loss"], task_type),
         "ranking": ranked,
         "recommended": None if best is None else _recommend(best, metric, split, up, rows),
     }
@@ -347,9 +356,11 @@ def build_grid(
     base: Mapping[str, Any],
     split_seed: int,
     baseline: Mapping[str, Any],
+    task_type: str = "single",
 ) -> tuple[list[Any], dict[str, Any]]:
-    """Every (labels, loss, seed) cell as a validated TrainingConfig, the baseline recipe's
-    cells added when the grid lacks them; and the baseline with its defaults filled in."""
+    """Every (labels, loss, seed) cell as a TrainingConfig validated for a project of
+    `task_type`, the baseline recipe's cells added when the grid lacks them; and the baseline
+    with its defaults filled in."""
     fixed = sorted(FIXED & set(base))
     if fixed:
         raise GridError(f"base.{fixed[0]}", "set by the grid (labels, losses, seeds, split_seed)")
@@ -359,11 +370,13 @@ def build_grid(
     def make(lab: Mapping[str, Any], loss: str, seed: int, where: str) -> Any:
         raw = {**base, "labels": dict(lab), "loss": loss, "seed": seed, "split_seed": split_seed}
         try:
-            return TrainingConfig.model_validate(raw)
+            return TrainingConfig.model_validate(raw, context={"task_type": task_type})
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = [str(x) for x in err["loc"]]
             field = f"{where}.{'.'.join(loc[1:])}" if loc and loc[0] == "labels" else None
+            if loc == ["loss"]:  # the grid's losses, or the baseline's
+                field = "baseline.loss" if where.startswith("baseline") else "losses"
             raise GridError(
                 field.rstrip(".") if field else "base." + ".".join(loc), err["msg"]
             ) from None

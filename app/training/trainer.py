@@ -30,17 +30,17 @@ from app.training.data import TEST, TRAIN, VALIDATION, TrainingData, split_items
 from app.training.encoders import build_trunk
 from app.training.errors import JobError
 from app.training.evaluate import evaluate, predict_logits
+from app.training.heads import Head, probs_of
 from app.training.losses import (
     distillation_term,
-    hard_targets,
     lwr_beta,
     lwr_term,
-    soft_ce,
     with_distillation,
     with_lwr,
 )
-from app.training.metrics import EvalSet, reliability_bins
+from app.training.metrics import reliability_bins
 from app.training.models import build_model, standardizer
+from app.training.task_metrics import eval_set
 
 CHECKPOINT_FORMAT = 1
 
@@ -146,13 +146,12 @@ def _train(
     def to_dev(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
 
-    # Everything lives on the device for the whole run. hard-ce becomes soft-ce on one-hot rows,
-    # so one loss call serves both (same values up to rounding, see losses.hard_targets).
+    # Everything lives on the device for the whole run. A hard loss becomes its soft form on
+    # hard targets, so one loss call serves both (see heads.Head.targets).
+    head = Head(data.task_type, cfg.loss)
     x, x_va = to_dev(data.features[tr]), to_dev(data.features[va])
-    y, y_va = to_dev(data.targets[tr]), to_dev(data.targets[va])
-    if cfg.loss == "hard-ce":
-        y, y_va = hard_targets(y), hard_targets(y_va)
-    val_labels = EvalSet.build(data.counts[va], data.gold[va])  # once, not every epoch
+    y, y_va = head.targets(to_dev(data.targets[tr])), head.targets(to_dev(data.targets[va]))
+    val_labels = _eval_set(data, va)  # once, not every epoch
 
     model = build_model(cfg.model, data.n_features, data.n_classes, build_trunk(cfg.encoder))
     standardizer(model).fit(data.features[tr])  # training split only: no held-out leakage
@@ -178,7 +177,7 @@ def _train(
         total = torch.zeros((), device=device)  # summed on the device: no sync per step
         for idx in torch.randperm(n, generator=shuffle).to(device).split(cfg.batch_size):
             logits = model(x[idx])
-            loss = soft_ce(logits, y[idx])
+            loss = head.loss(logits, y[idx])
             if stored is not None and beta > 0:
                 loss = with_lwr(loss, lwr_term(logits, stored[idx], tau), beta)
             if teacher_logits is not None:
@@ -195,7 +194,7 @@ def _train(
 
         # Per-epoch figures are on the validation split only: the test split is never looked
         # at before the model is final.
-        metrics = evaluate(model, x_va, val_labels, n_train=n, loss_targets=y_va)
+        metrics = evaluate(model, x_va, val_labels, n_train=n, head=head, loss_targets=y_va)
         val_loss = metrics.pop("loss")
         row = {
             "epoch": epoch + 1,
@@ -225,7 +224,7 @@ def _train(
     if best_state is not None:
         model.load_state_dict(best_state)  # early stopping keeps the best model, not the last
     model.eval()
-    final, predictions = _final_metrics(cfg, data, model, device, split, n)
+    final, predictions = _final_metrics(cfg, data, model, device, split, n, head)
     result_metrics = {
         **final,
         "history": history,
@@ -248,6 +247,11 @@ def _train(
     )
 
 
+def _eval_set(data: TrainingData, rows: np.ndarray) -> Any:
+    voters = None if data.n_voters is None else data.n_voters[rows]
+    return eval_set(data.task_type, data.counts[rows], data.gold[rows], voters, data.scale)
+
+
 SPLIT_NOTE = (
     "train: fitted on; validation: early stopping and temperature scaling; test: held-out voted "
     "items, reported only; test_gold: items with gold and no votes, reported only."
@@ -261,10 +265,12 @@ def _final_metrics(
     device: torch.device,
     split: np.ndarray,
     n_train: int,
+    head: Head,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Figures per split for the final model (and its temperature-scaled copy), and the
     per-item predictions the sweep report and the model-in-the-loop methods use."""
-    sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]] = {}
+    multi = data.task_type == "multi_label"
+    sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray | None]] = {}
     for name, code in (("validation", VALIDATION), ("test", TEST)):
         rows = np.flatnonzero(split == code)
         sets[name] = (
@@ -272,14 +278,17 @@ def _final_metrics(
             data.counts[rows],
             data.gold[rows],
             [data.item_ids[i] for i in rows],
+            None if data.n_voters is None else data.n_voters[rows],
         )
-    if cfg.gold_test and len(data.extra_ids):
+    # Multi-label items carry no gold (their truth is a set): no test_gold split there.
+    if cfg.gold_test and len(data.extra_ids) and not multi:
         rows = np.flatnonzero(data.extra_gold >= 0)
         sets["test_gold"] = (
             data.extra_features[rows],
             np.zeros((len(rows), data.n_classes), np.int64),
             data.extra_gold[rows],
             [data.extra_ids[i] for i in rows],
+            None,
         )
     logits = {
         name: _logits(model, feats, device, data.n_classes) for name, (feats, *_) in sets.items()
@@ -293,10 +302,13 @@ def _final_metrics(
         "test_gold": None,
     }
     preds: dict[str, np.ndarray] = {}
-    for name, (_, counts, gold, ids) in sets.items():
-        probs = _softmax(logits[name])
-        out[name] = EvalSet.build(counts, gold).metrics(probs, n_train=n_train)
-        if name == "test":  # the dashboard's reliability diagram, on the reported split
+    if data.scale is not None:  # an ordinal project's level values: the sweep's metrics
+        preds["scale"] = data.scale
+    for name, (_, counts, gold, ids, voters) in sets.items():
+        probs = _probs(logits[name], data.task_type)
+        labels = eval_set(data.task_type, counts, gold, voters, data.scale)
+        out[name] = labels.metrics(probs, n_train=n_train)
+        if name == "test" and not multi:  # the dashboard's reliability diagram
             has_gold = gold >= 0
             out["reliability"] = reliability_bins(probs[has_gold], gold[has_gold])
         preds |= {
@@ -305,23 +317,24 @@ def _final_metrics(
             f"{name}_counts": counts,
             f"{name}_gold": gold,
         }
+        if voters is not None:
+            preds[f"{name}_voters"] = voters
     out["calibrated"] = None
-    if cfg.temperature_scaling and len(logits["validation"]):
+    if cfg.temperature_scaling and len(logits["validation"]):  # softmax heads only (config)
         va = split == VALIDATION
-        targets = data.targets[va]
-        if cfg.loss == "hard-ce":
-            targets = np.eye(data.n_classes)[targets.argmax(axis=1)]
+        targets = head.targets(torch.from_numpy(data.targets[va])).numpy()
         t = fit_temperature(logits["validation"], targets)
         cal: dict[str, Any] = {"temperature": t, "fitted_on": "validation"}
-        for name, (_, counts, gold, _) in sets.items():
-            probs = _softmax(logits[name] / t)
-            cal[name] = EvalSet.build(counts, gold).metrics(probs, n_train=n_train)
+        for name, (_, counts, gold, _, voters) in sets.items():
+            probs = _probs(logits[name] / t, data.task_type)
+            labels = eval_set(data.task_type, counts, gold, voters, data.scale)
+            cal[name] = labels.metrics(probs, n_train=n_train)
             preds[f"{name}_probs_calibrated"] = probs
         out["calibrated"] = cal
     if cfg.predict_unlabeled and len(data.extra_ids):
         preds["unlabeled_ids"] = np.asarray(data.extra_ids, dtype=str)
-        preds["unlabeled_probs"] = _softmax(
-            _logits(model, data.extra_features, device, data.n_classes)
+        preds["unlabeled_probs"] = _probs(
+            _logits(model, data.extra_features, device, data.n_classes), data.task_type
         )
         if data.extra_db_ids is not None:
             preds["unlabeled_db_ids"] = data.extra_db_ids
@@ -335,9 +348,10 @@ def _logits(model: nn.Module, feats: np.ndarray, device: torch.device, k: int) -
     return predict_logits(model, x).double().cpu().numpy()  # type: ignore[no-any-return]
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    # torch's softmax, as in evaluate.evaluate: the final figures equal the best epoch's exactly
-    return torch.softmax(torch.from_numpy(np.asarray(z, np.float64)), dim=1).numpy()  # type: ignore[no-any-return]
+def _probs(z: np.ndarray, task_type: str) -> np.ndarray:
+    # torch's softmax or sigmoid, as in evaluate.evaluate: the final figures equal the best
+    # epoch's exactly
+    return probs_of(torch.from_numpy(np.asarray(z, np.float64)), task_type).numpy()  # type: ignore[no-any-return]
 
 
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
@@ -417,6 +431,7 @@ def _checkpoint(
         "config": cfg.model_dump(mode="json"),
         "n_features": data.n_features,
         "n_classes": data.n_classes,
+        "task_type": data.task_type,
         "epoch": metrics["epochs_run"],
         "best_epoch": metrics["best_epoch"],
         "best_val_loss": metrics["best_val_loss"],
@@ -445,7 +460,8 @@ def load_checkpoint(
     ckpt = torch.load(source, map_location="cpu", weights_only=True)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"unsupported checkpoint format {ckpt.get('format')!r}")
-    cfg = TrainingConfig.model_validate(ckpt["config"])
+    ckpt.setdefault("task_type", "single")  # checkpoints from before task types
+    cfg = TrainingConfig.model_validate(ckpt["config"], context={"task_type": ckpt["task_type"]})
     trunk = build_trunk(cfg.encoder)
     model = build_model(cfg.model, ckpt["n_features"], ckpt["n_classes"], trunk)
     model.load_state_dict(ckpt["model_state"])
@@ -453,9 +469,11 @@ def load_checkpoint(
     return model, cfg, ckpt
 
 
-def predict_probs(model: nn.Module, features: np.ndarray) -> np.ndarray:
-    """(n, K) float64 class probabilities for raw (n, F) features, on the model's device."""
+def predict_probs(model: nn.Module, features: np.ndarray, task_type: str = "single") -> np.ndarray:
+    """(n, K) float64 probabilities for raw (n, F) features, on the model's device: a
+    distribution over the classes, or for a multi-label model (`task_type`, as its checkpoint
+    records it) each class's probability that it applies."""
     param = next(iter(model.parameters()))
     x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(param.device)
     logits = predict_logits(model, x)
-    return torch.softmax(logits.double(), dim=1).cpu().numpy()
+    return probs_of(logits, task_type).cpu().numpy()  # type: ignore[no-any-return]

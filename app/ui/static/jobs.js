@@ -43,9 +43,13 @@ function configFromForm(f) {
   return cfg;
 }
 
+// The losses that train each task type (app/training/config.py LOSSES_BY_TASK), the soft one first.
+const LOSSES = { single: ["soft-ce", "hard-ce"], ordinal: ["soft-ce", "hard-ce", "squared-emd"], multi_label: ["soft-bce", "hard-bce"] };
+
 Pages.jobs = async () => {
   const sel = $("#job-method");
   for (const m of ALL_METHODS) sel.append(h("option", { selected: m === METHOD }, m));
+  $("#job-form select[name=loss]").replaceChildren(...(LOSSES[TASK_TYPE] || LOSSES.single).map((l) => h("option", {}, l)));
   const form = $("#job-form");
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -99,9 +103,15 @@ Pages.job = async () => {
     if (p && p.train_loss !== undefined && !live.some((q) => q[0] === p.epoch)) live.push([p.epoch, p.train_loss]);
     if (j.metrics && j.metrics.history) {
       Charts.lines($("#loss-chart"), historySeries(j, ["train_loss", "val_loss"]), { xlabel: "epoch" });
-      Charts.lines($("#metric-chart"), historySeries(j, ["accuracy", "accuracy_majority", "ece", "kl_human"]), { xlabel: "epoch", ymin: 0 });
       const e = finalMetrics(j) || {};
-      $("#job-cards").replaceChildren(...["accuracy", "accuracy_majority", "nll", "ece", "ce_human", "kl_human", "brier", "macro_f1", "n_train", "n_eval"].map((k) => card(k, fmt(e[k]))),
+      // A multi-label job reports per-class figures (no accuracy); an ordinal one adds the scale's.
+      const multi = e.bce_human !== undefined, ordinal = e.rps_human !== undefined;
+      const curves = multi ? ["macro_f1", "brier", "kl_human"] : ["accuracy", "accuracy_majority", "ece", "kl_human"];
+      const shown = multi ? ["bce_human", "kl_human", "manhattan_human", "macro_f1", "brier", "n_train", "n_eval"]
+        : ["accuracy", "accuracy_majority", "nll", "ece", "ce_human", "kl_human", "brier", "macro_f1",
+           ...(ordinal ? ["rps_human", "wasserstein_human", "mae_human", "mae"] : []), "n_train", "n_eval"];
+      Charts.lines($("#metric-chart"), historySeries(j, curves), { xlabel: "epoch", ymin: 0 });
+      $("#job-cards").replaceChildren(...shown.map((k) => card(k, fmt(e[k]))),
         card("best epoch", fmt(j.metrics.best_epoch)), card("seconds", fmt(j.metrics.seconds, 1)));
       const rel = e.reliability || j.metrics.reliability;
       if (rel && rel.length) { $("#reliability-section").classList.remove("hidden"); Charts.reliability($("#reliability"), rel); }
