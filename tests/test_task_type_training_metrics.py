@@ -105,7 +105,7 @@ def test_multi_label_macro_f1_equals_scikit_learn_on_the_classes_present() -> No
     )
 
 
-@pytest.mark.parametrize("metric", ["brier", "bce_human", "kl_human", "manhattan_human"])
+@pytest.mark.parametrize("metric", ["brier", "bce_human", "kl_human", "manhattan_human", "mer"])
 def test_multi_label_per_item_values_average_to_the_metric(metric: str) -> None:
     """The sweep's paired bootstrap resamples these per-item values."""
     rows = Rows("multi_label", PROBS, TICKS, np.full(2, -1), VOTERS, None)
@@ -120,10 +120,41 @@ def test_ordinal_per_item_values_average_to_the_metric() -> None:
     gold = np.where(np.arange(10) < 4, 2, -1)
     rows = Rows("ordinal", probs, counts, gold, None, np.array([0.0, 1, 2, 4]))
     m = rows.labels().metrics(probs, n_train=1)
-    for metric in ("mae", "mae_human", "wasserstein_human", "rps_human", "kl_human"):
+    for metric in (
+        "mae",
+        "mae_human",
+        "wasserstein_human",
+        "rps_human",
+        "kl_human",
+        "anad",
+        "annotator_error_rate",
+    ):
         per = rows.per_item(metric)
         assert np.nanmean(per) == pytest.approx(m[metric]), metric
     assert np.isnan(rows.per_item("mae")[5])  # no gold there
+
+
+def test_each_annotators_view_by_hand() -> None:
+    """LeWiDi 2025's perspectivist scores when the model gives one answer for all annotators
+    of an item, votes listed one by one and scored per item, then averaged over items."""
+    # Ordinal, 4 levels. Item 0: votes 0, 0, 3; model median level 1, mode level 0.
+    # Item 1: votes 2, 3; model median 3, mode 3.
+    probs = np.array([[0.45, 0.10, 0.05, 0.40], [0.1, 0.1, 0.2, 0.6]])
+    counts = np.array([[2, 0, 0, 1], [0, 0, 1, 1]])
+    m = OrdinalEvalSet.build(counts, np.full(2, -1), np.arange(4.0)).metrics(probs, n_train=1)
+    anad_0 = (abs(1 - 0) + abs(1 - 0) + abs(1 - 3)) / 3 / 3
+    anad_1 = (abs(3 - 2) + abs(3 - 3)) / 2 / 3
+    assert m["anad"] == pytest.approx((anad_0 + anad_1) / 2)
+    assert m["annotator_error_rate"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    # Multi-label, 3 classes. Item 0: voters ticked {0}, {0, 1}, {} ; model ticks {0, 2}.
+    ticks, voters = np.array([[2, 1, 0]]), np.array([3])
+    pm = np.array([[0.9, 0.4, 0.6]])
+    wrong = [  # per voter, classes whose tick the model gets wrong
+        [c for c in range(3) if (c in {0, 2}) != (c in voted)] for voted in ({0}, {0, 1}, set())
+    ]
+    expected = sum(len(w) for w in wrong) / (3 * 3)
+    got = MultiLabelEvalSet.build(ticks, voters).metrics(pm, n_train=1)["mer"]
+    assert got == pytest.approx(expected)
 
 
 # --- the config, per task type ---------------------------------------------------------------

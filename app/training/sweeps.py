@@ -58,7 +58,10 @@ Metric = Literal[
     "rps_human",
     "mae_human",
     "mae",
+    "anad",
+    "annotator_error_rate",
     "bce_human",
+    "mer",
 ]
 METRICS: tuple[str, ...] = get_args(Metric)
 SPLITS = ("auto", "test", "test_gold")

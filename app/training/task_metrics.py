@@ -15,6 +15,11 @@ Ordinal (distributions over the levels of a scale, in the scale's values v_1 < .
   squared EMD of Hou et al. as a figure. Unlike W1 it is proper: its mean over an item's
   voters is RPS(p, h) plus a term free of p, so the voters' own distribution scores best,
   where W1 to a few voters rewards piling the mass on their median level.
+- anad, annotator_error_rate: each annotator's view (LeWiDi 2025's perspectivist task, scored
+  as its baseline does when a model gives one answer for every annotator of an item): the
+  model's answer is the median level of p (anad: |median - the annotator's level| / (K - 1),
+  in level steps) and its most probable level (annotator_error_rate: the share of annotators
+  who answered otherwise); per item over its voters, then over items, as LeWiDi averages.
 
 Multi-label (K probabilities per item that each class applies; h_k = share of the item's voters
 who ticked class k; y_k = [h_k > 0.5], the majority of the voters, a tie being no majority;
@@ -29,6 +34,9 @@ multi-label items carry no gold, so the held-out voters are the reference):
 - manhattan_human: mean over items of sum_k |h_k - p_k|, LeWiDi 2025's Manhattan distance on
   the per-class probabilities. Not proper: with a few voters per item, |h - p| is smallest at
   the median of h, so a confident 0 or 1 can beat the true rate (see the sweep's default).
+- mer: LeWiDi 2025's multi-label error rate for each annotator's view: the model ticks class k
+  when p_k > 0.5, and per item, the share of (voter, class) pairs whose tick it gets wrong,
+  sum_k (h_k if not ticked else 1 - h_k) / K, averaged over items.
 """
 
 from __future__ import annotations
@@ -38,9 +46,17 @@ from typing import Any
 
 import numpy as np
 
+from app.aggregation.scores import median_index
 from app.training.metrics import EvalSet, _safe_log
 
-ORDINAL_KEYS = ("mae", "mae_human", "wasserstein_human", "rps_human")
+ORDINAL_KEYS = (
+    "mae",
+    "mae_human",
+    "wasserstein_human",
+    "rps_human",
+    "anad",
+    "annotator_error_rate",
+)
 MULTI_LABEL_KEYS = (
     "brier",
     "per_class_brier",
@@ -49,6 +65,7 @@ MULTI_LABEL_KEYS = (
     "bce_human",
     "kl_human",
     "manhattan_human",
+    "mer",
     "n_eval",
     "n_train",
 )
@@ -86,6 +103,14 @@ class OrdinalEvalSet:
         elif metric == "rps_human":
             gap = np.cumsum(probs[b.voted_rows], axis=1) - np.cumsum(b.human, axis=1)
             out[b.voted_rows] = (gap**2).sum(axis=1)
+        elif metric == "anad":
+            k = len(self.values)
+            median = median_index(probs[b.voted_rows])
+            dist = np.abs(np.arange(k)[None, :] - median[:, None]) / max(k - 1, 1)
+            out[b.voted_rows] = (b.human * dist).sum(axis=1)
+        elif metric == "annotator_error_rate":
+            mode = np.argmax(probs[b.voted_rows], axis=1)
+            out[b.voted_rows] = 1.0 - b.human[np.arange(len(mode)), mode]
         else:
             raise KeyError(metric)
         return out
@@ -127,6 +152,8 @@ class MultiLabelEvalSet:
             out[self.voted_rows] = (_bce(h, p) - _bce(h, h)).mean(axis=1)
         elif metric == "manhattan_human":
             out[self.voted_rows] = np.abs(h - p).sum(axis=1)
+        elif metric == "mer":
+            out[self.voted_rows] = np.where(p > 0.5, 1.0 - h, h).mean(axis=1)
         elif metric == "macro_f1":
             return np.zeros(0)
         else:
@@ -141,7 +168,7 @@ class MultiLabelEvalSet:
         out["n_eval"], out["n_train"] = self.n, int(n_train)
         if not len(self.voted_rows):
             return out
-        for key in ("brier", "bce_human", "kl_human", "manhattan_human"):
+        for key in ("brier", "bce_human", "kl_human", "manhattan_human", "mer"):
             out[key] = float(np.mean(self.per_item(key, probs)[self.voted_rows]))
         out["kl_human"] = max(out["kl_human"], 0.0)  # clamp rounding below 0 only
         p = probs[self.voted_rows]
@@ -207,13 +234,15 @@ SWEEP_METRICS: dict[str, tuple[str, ...]] = {
         "kl_human",
         "manhattan_human",
     ),
-    "multi_label": ("bce_human", "kl_human", "manhattan_human", "macro_f1", "brier"),
+    "multi_label": ("bce_human", "kl_human", "manhattan_human", "mer", "macro_f1", "brier"),
 }
 SWEEP_METRICS["ordinal"] = (
     "rps_human",
     "wasserstein_human",
     "mae_human",
     "mae",
+    "anad",
+    "annotator_error_rate",
     *SWEEP_METRICS["single"],
 )
 DEFAULT_SWEEP_METRIC = {task: metrics[0] for task, metrics in SWEEP_METRICS.items()}
