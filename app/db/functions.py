@@ -36,7 +36,7 @@ BATCH_PLAN_MIN = 32
 
 _INGEST_ARGS = (
     "(%(project_id)s, %(classes)s, %(items)s, %(workers)s, %(labels)s::smallint[], %(source)s,"
-    " %(refs)s, %(tasks)s)"
+    " %(refs)s, %(tasks)s, %(requests)s::integer[])"
 )
 _INGEST = "SELECT * FROM softlabels_ingest_votes" + _INGEST_ARGS
 _INGEST_BATCH = "SELECT * FROM softlabels_ingest_votes_batch" + _INGEST_ARGS
@@ -52,6 +52,12 @@ class IngestResult(NamedTuple):
     updated: int
     unchanged: int
     votes_version: int
+    # With `requests`: each vote's fate, in input order (OUTCOME_*); else None.
+    outcomes: list[int] | None = None
+
+
+# softlabels_ingest_votes' per-vote outcomes (group commit: app/votes/group_commit.py).
+OUTCOME_INSERTED, OUTCOME_UPDATED, OUTCOME_UNCHANGED = 0, 1, 2
 
 
 def _int_array(values: np.ndarray | Sequence[int]) -> str:
@@ -78,6 +84,7 @@ def ingest_votes(
     source: str = "api",
     refs: Sequence[str | None] | None = None,
     tasks: Sequence[str | None] | None = None,
+    requests: Sequence[int] | None = None,
 ) -> Coroutine[Any, Any, IngestResult]: ...
 
 
@@ -94,6 +101,7 @@ def ingest_votes(
     source: str = "api",
     refs: Sequence[str | None] | None = None,
     tasks: Sequence[str | None] | None = None,
+    requests: Sequence[int] | None = None,
 ) -> IngestResult: ...
 
 
@@ -109,6 +117,7 @@ def ingest_votes(
     source: str = "api",
     refs: Sequence[str | None] | None = None,
     tasks: Sequence[str | None] | None = None,
+    requests: Sequence[int] | None = None,
 ) -> IngestResult | Coroutine[Any, Any, IngestResult]:
     """Store a validated batch (vote i is `workers[i]` giving `items[i]` the class index
     `labels[i]`; `prepare_votes` validates) in one statement: create items and workers, upsert
@@ -119,7 +128,12 @@ def ingest_votes(
     are a labeling tool's annotation and task ids, `source` where the votes came from.
 
     A multi-label project's batch gives `ticks` instead of `labels`: vote i is the set of class
-    indices `ticks[i]`, sorted and distinct (softlabels_ingest_ticks)."""
+    indices `ticks[i]`, sorted and distinct (softlabels_ingest_ticks).
+
+    `requests`: the batch is several requests' votes (group commit), vote i from request
+    `requests[i]`; the result's `outcomes` then says what became of each vote, and the votes
+    version rises once per request that changed something. The pairs (item, worker) must be
+    distinct across the whole batch, as within one request's."""
     if (labels is None) == (ticks is None):
         raise TypeError("give labels (single-label, ordinal) or ticks (multi-label)")
     params = {
@@ -130,6 +144,7 @@ def ingest_votes(
         "source": source,
         "refs": _list(refs),
         "tasks": _list(tasks),
+        "requests": None if requests is None else _int_array(requests),
     }
     big = len(items) > BATCH_PLAN_MIN
     if ticks is not None:
