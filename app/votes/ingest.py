@@ -12,7 +12,6 @@ Used by the API and by `softlabels import-votes`, so both paths share one set of
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import time
@@ -22,17 +21,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 import psycopg.errors
-from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.db import functions
-from app.db.functions import CLASSES_CHANGED, NO_PROJECT
 from app.db.models import Project
 from app.errors import ValidationFailed
 from app.votes.content import ContentIn, store_content
-from app.votes.project_cache import ProjectCache
 from app.votes.records import ItemIn, VoteIn
 
 T = TypeVar("T")
@@ -224,8 +220,8 @@ def _duplicate_pairs(item_ext: list[str], worker_ext: list[str]) -> list[dict[st
     return errors
 
 
-def vote_counts(row: Sequence[int]) -> VoteCounts:
-    return VoteCounts(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+def vote_counts(row: functions.IngestResult) -> VoteCounts:
+    return VoteCounts(row.inserted, row.updated, row.unchanged, row.votes_version)
 
 
 def ingest_votes(
@@ -392,55 +388,3 @@ def ingest_items(session: Session, project: Project, rows: Sequence[ItemIn]) -> 
         ],
     )
     return ItemCounts(inserted=len(new_ids), updated=len(keep))
-
-
-async def store_votes(
-    pool: AsyncConnectionPool,
-    projects: ProjectCache,
-    name: str,
-    votes: Sequence[VoteIn],
-    attempts: int = 4,
-) -> VoteCounts:
-    """The API's write path: validate against the cached project, then one statement on an
-    autocommit connection (the function call is its own transaction: all or nothing).
-
-    Retried whole: a deadlock victim (rare: batches sharing items lock them in external-id
-    order), and a stale cache entry (the project was deleted or its classes changed elsewhere),
-    once.
-    """
-    stale_retry = True
-    for attempt in range(attempts):
-        ref, cached = await projects.lookup(pool, name)
-        try:
-            batch = prepare_votes(ref.classes, votes, ref.task_type)
-        except ValidationFailed:
-            if not (cached and stale_retry):
-                raise
-            # A label unknown to a cached class list (or task type) may be known to the current
-            # one (PATCH in another process): check once more against a fresh lookup.
-            projects.forget(name)
-            stale_retry = False
-            ref = await projects.get(pool, name)
-            batch = prepare_votes(ref.classes, votes, ref.task_type)
-        try:
-            async with pool.connection() as conn:
-                row = await functions.ingest_votes(
-                    conn,
-                    project_id=ref.id,
-                    classes=ref.classes,
-                    items=batch.items,
-                    workers=batch.workers,
-                    labels=batch.labels,
-                    ticks=batch.ticks,
-                )
-            return vote_counts(row)
-        except psycopg.errors.TransactionRollback:  # SQLSTATE class 40: safe to redo
-            if attempt == attempts - 1:
-                raise
-            await asyncio.sleep(random.uniform(0, 0.02 * (attempt + 1)))
-        except psycopg.Error as exc:
-            if exc.sqlstate not in (NO_PROJECT, CLASSES_CHANGED) or not stale_retry:
-                raise
-            projects.forget(name)
-            stale_retry = False
-    raise AssertionError("unreachable")

@@ -1,0 +1,283 @@
+"""[2. stored] Group commit: concurrent small vote requests of one API process share one
+statement and one commit.
+
+A single vote costs PostgreSQL far more than its one row: the call of softlabels_ingest_votes
+(its checks, plans, the version bump) and a commit that waits for the WAL to reach the disk.
+Requests that arrive while such a call is running wait in a queue per project; when the call
+ends, the queue's requests leave together as one group: one call of the ingest function with
+every request's votes, one commit. Nobody waits on a timer: a lone request leaves at the next
+turn of the event loop, and the busier the process the larger the groups (benchmarks/results/
+single_vote.md). Each request is answered only once the group's statement, which is its own
+transaction on an autocommit connection, has returned, that is after the commit.
+
+Each request keeps its own answer:
+- its validation errors come before it joins a group (the caller validates);
+- its counts: the function says what became of each vote (`outcomes`), summed per request; the
+  votes version is the group's, which includes the request's votes, and rose once per request
+  that changed something, as if each had run alone;
+- the function wants distinct (item, worker) pairs per call: a request naming a pair that a
+  group being formed or running already has waits for a later group, and so does every later
+  request naming one of its pairs, so that arrival order decides which vote is kept;
+- a deadlock (SQLSTATE class 40) redoes the group whole: the statement rolled back, so nothing
+  was counted twice. Any other error the server reports (the project deleted, its classes
+  changed, anything about one request's votes) rolls the group back too, and then each request
+  runs alone (`solo`: the request's own lookup, validation, retries), so each gets its own
+  answer, never another request's error. A lost connection is an outage, told to the group's
+  requests as it would have been told to each (the outcome of the commit is unknown, and a
+  retry would misreport the counts).
+
+The counters (`GroupStats`) are served by GET /v1/metrics: statements per request show whether
+groups form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+
+import numpy as np
+import psycopg.errors
+from psycopg_pool import AsyncConnectionPool
+
+from app.db import functions
+from app.db.functions import OUTCOME_INSERTED, OUTCOME_UNCHANGED, OUTCOME_UPDATED
+from app.votes.ingest import PreparedVotes, VoteCounts, vote_counts
+
+Pair = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    """What the votes of one group must share: one call of the function is about one project,
+    checked against one class list and task type (those the requests were validated with)."""
+
+    project_id: int
+    classes: tuple[str, ...]
+    task_type: str
+
+
+@dataclass
+class GroupStats:
+    """Per process, since start. `statements`: calls of the ingest function made for groups
+    (retries included); `requests` / `statements` is the mean group size."""
+
+    requests: int = 0
+    votes: int = 0
+    statements: int = 0
+    largest: int = 0  # requests in the largest group
+    deadlock_retries: int = 0
+    solo_fallbacks: int = 0  # groups whose requests were redone one by one after an error
+
+
+@dataclass
+class _Request:
+    batch: PreparedVotes
+    pairs: frozenset[Pair]
+    solo: Callable[[], Awaitable[VoteCounts]]
+    future: asyncio.Future[VoteCounts]
+
+
+@dataclass
+class _Queue:
+    waiting: deque[_Request] = field(default_factory=deque)
+    running: int = 0  # groups of this key in flight
+    busy: set[Pair] = field(default_factory=set)  # their pairs
+    scheduled: bool = False
+
+
+class GroupCommitter:
+    """Coalesces `submit`ted requests per GroupKey. `max_votes` bounds a group (a request
+    larger than that still goes, alone); `max_running` groups of one key run at once (the next
+    group forms while one commits); `wait_s` > 0 holds a group that long before it leaves
+    (tests; 0 in service)."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        max_votes: int = 64,
+        max_running: int = 2,
+        wait_s: float = 0.0,
+        attempts: int = 4,
+    ) -> None:
+        self.pool = pool
+        self.max_votes = max_votes
+        self.max_running = max_running
+        self.wait_s = wait_s
+        self.attempts = attempts
+        self.stats = GroupStats()
+        self._queues: dict[Hashable, _Queue] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak refs
+
+    async def submit(
+        self, key: GroupKey, batch: PreparedVotes, solo: Callable[[], Awaitable[VoteCounts]]
+    ) -> VoteCounts:
+        """Store a validated batch with whatever else is waiting for the same key; its own
+        counts once committed. `solo` redoes the request alone (see the module's docstring)."""
+        loop = asyncio.get_running_loop()
+        pairs = frozenset(zip(batch.items, batch.workers, strict=True))
+        request = _Request(batch, pairs, solo, loop.create_future())
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _Queue()
+        queue.waiting.append(request)
+        self.stats.requests += 1
+        self.stats.votes += len(batch.items)
+        self._schedule(key, queue)
+        return await request.future
+
+    def _schedule(self, key: GroupKey, queue: _Queue) -> None:
+        if queue.scheduled or not queue.waiting or queue.running >= self.max_running:
+            return
+        queue.scheduled = True
+        loop = asyncio.get_running_loop()
+        # call_soon: after the callbacks already due this turn, e.g. other requests whose bodies
+        # arrived in the same read from the sockets, so those join this group at no wait.
+        if self.wait_s > 0:
+            loop.call_later(self.wait_s, self._form, key, queue)
+        else:
+            loop.call_soon(self._form, key, queue)
+
+    def _form(self, key: GroupKey, queue: _Queue) -> None:
+        queue.scheduled = False
+        while queue.running < self.max_running and queue.waiting:
+            group = self._take(queue)
+            if not group:
+                break  # everything waiting names a pair of a running group
+            queue.running += 1
+            for request in group:
+                queue.busy |= request.pairs
+            self.stats.largest = max(self.stats.largest, len(group))
+            task = asyncio.get_running_loop().create_task(self._run(key, queue, group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _take(self, queue: _Queue) -> list[_Request]:
+        """The next group, in arrival order: requests that fit, skipping (for now) those that
+        name a pair already taken, and any later one that names a pair of a skipped one."""
+        group: list[_Request] = []
+        taken: set[Pair] = set()
+        blocked = set(queue.busy)
+        votes = 0
+        kept: deque[_Request] = deque()
+        while queue.waiting:
+            request = queue.waiting.popleft()
+            if request.future.done():  # its client went away before it was stored
+                continue
+            n = len(request.batch.items)
+            if group and votes + n > self.max_votes:
+                kept.append(request)
+                kept.extend(queue.waiting)
+                queue.waiting.clear()
+                break
+            if not request.pairs.isdisjoint(blocked) or not request.pairs.isdisjoint(taken):
+                blocked |= request.pairs
+                kept.append(request)
+                continue
+            group.append(request)
+            taken |= request.pairs
+            votes += n
+        queue.waiting = kept
+        return group
+
+    async def _run(self, key: GroupKey, queue: _Queue, group: list[_Request]) -> None:
+        try:
+            await self._store(key, group)
+        except Exception as exc:  # told to each of the group's requests
+            for request in group:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+        except asyncio.CancelledError:  # shutting down
+            for request in group:
+                request.future.cancel()
+            raise
+        finally:
+            queue.running -= 1
+            for request in group:
+                queue.busy -= request.pairs
+            if not queue.running and not queue.waiting:
+                self._queues.pop(key, None)
+            else:
+                self._schedule(key, queue)
+
+    async def _store(self, key: GroupKey, group: list[_Request]) -> None:
+        for attempt in range(self.attempts):
+            self.stats.statements += 1
+            try:
+                counts = await self._call(key, group)
+            except psycopg.errors.TransactionRollback:  # class 40: rolled back whole; redo
+                if attempt == self.attempts - 1:
+                    break
+                self.stats.deadlock_retries += 1
+                await asyncio.sleep(random.uniform(0, 0.02 * (attempt + 1)))
+                continue
+            except psycopg.Error as exc:
+                if exc.sqlstate is None or exc.sqlstate.startswith("08"):
+                    raise  # the connection, not a statement: nobody knows what was committed
+                break  # the server refused the statement (and rolled it back): one by one
+            for request, result in zip(group, counts, strict=True):
+                if not request.future.done():
+                    request.future.set_result(result)
+            return
+        self.stats.solo_fallbacks += 1
+        await asyncio.gather(*(self._alone(request) for request in group))
+
+    @staticmethod
+    async def _alone(request: _Request) -> None:
+        if request.future.done():
+            return
+        try:
+            result = await request.solo()
+        except Exception as exc:  # its own error, for its own request
+            if not request.future.done():
+                request.future.set_exception(exc)
+        else:
+            if not request.future.done():
+                request.future.set_result(result)
+
+    async def _call(self, key: GroupKey, group: list[_Request]) -> list[VoteCounts]:
+        batches = [r.batch for r in group]
+        if len(batches) == 1:  # no one to share with: the plain call, its totals are the answer
+            batch = batches[0]
+            async with self.pool.connection() as conn:
+                row = await functions.ingest_votes(
+                    conn,
+                    project_id=key.project_id,
+                    classes=key.classes,
+                    items=batch.items,
+                    workers=batch.workers,
+                    labels=batch.labels,
+                    ticks=batch.ticks,
+                )
+            return [vote_counts(row)]
+        sizes = [len(b.items) for b in batches]
+        multi = batches[0].ticks is not None
+        async with self.pool.connection() as conn:
+            row = await functions.ingest_votes(
+                conn,
+                project_id=key.project_id,
+                classes=key.classes,
+                items=[i for b in batches for i in b.items],
+                workers=[w for b in batches for w in b.workers],
+                labels=None if multi else np.concatenate([b.labels for b in batches]),  # type: ignore[misc]
+                ticks=[t for b in batches for t in b.ticks] if multi else None,  # type: ignore[union-attr]
+                requests=[i for i, n in enumerate(sizes) for _ in range(n)],
+            )
+        assert row.outcomes is not None
+        out: list[VoteCounts] = []
+        start = 0
+        for n in sizes:
+            mine = row.outcomes[start : start + n]
+            start += n
+            out.append(
+                VoteCounts(
+                    inserted=mine.count(OUTCOME_INSERTED),
+                    updated=mine.count(OUTCOME_UPDATED),
+                    unchanged=mine.count(OUTCOME_UNCHANGED),
+                    votes_version=row.votes_version,
+                )
+            )
+        return out
