@@ -1,0 +1,283 @@
+"""Group commit (app/votes/group_commit.py): concurrent small vote requests share one statement
+and one commit, and each still gets exactly its own answer.
+
+Over real HTTP against `softlabels serve` (one process, so every request meets the same
+committer) and real PostgreSQL:
+- many threads post single votes at once, some naming the same (item, worker) as another
+  thread, some re-sending a vote they were just told is stored: groups form (the statements
+  counted by /v1/metrics are fewer than the requests), every pair was `inserted` in exactly one
+  answer, the votes version rose once per request that changed something, a re-sent vote is
+  `unchanged`, each thread's last vote for a pair it alone writes is the one stored, and the
+  counts equal a recount; for single-label, ordinal and multi-label projects;
+- a group whose statement fails (the project behind the cached name was replaced by one with
+  fewer classes) is redone one request at a time: the request naming the class that is gone
+  gets its own 422, the others are stored.
+And at the committer itself: two requests naming the same pair never share a group, and the
+later one's label is the one kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from app.db.session import libpq_url
+from app.votes.group_commit import GroupCommitter, GroupKey
+from app.votes.ingest import PreparedVotes, VoteCounts
+from tests.helpers import (
+    LiveServer,
+    assert_counts_recount,
+    assert_ticks_recount,
+    db_rows,
+    version,
+)
+
+CLASSES = ["a", "b", "c", "d"]
+
+
+@contextmanager
+def serve(database_url: str, log: Path, **settings: str) -> Iterator[LiveServer]:
+    env = {**os.environ, "DATABASE_URL": database_url, "SOFTLABELS_RATE_LIMIT_PER_S": "0"}
+    env.update({f"SOFTLABELS_{k.upper()}": v for k, v in settings.items()})
+    server = LiveServer(env, ["--no-worker", "--workers", "1"], log)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with serve(database_url, tmp_path_factory.mktemp("gc") / "server.log") as server:
+        yield server
+
+
+def metrics(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/v1/metrics", timeout=30).text
+    return {m[1]: float(m[2]) for m in re.finditer(r"^(\w+)\{[^}]*\} (\S+)$", text, re.M)}
+
+
+def make_project(url: str, task_type: str, classes: list[str] = CLASSES) -> str:
+    name = f"gc-{uuid.uuid4().hex[:10]}"
+    body = {"name": name, "classes": classes, "task_type": task_type}
+    r = httpx.post(f"{url}/v1/projects", json=body, timeout=30)
+    assert r.status_code == 201, r.text
+    return name
+
+
+def label(task_type: str, k: int) -> str | list[str]:
+    if task_type == "multi_label":  # a set of classes, sometimes none
+        return [c for j, c in enumerate(CLASSES) if (k >> j) & 1]
+    return CLASSES[k % len(CLASSES)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task_type", ["single", "ordinal", "multi_label"])
+def test_concurrent_single_votes_share_statements_and_count_exactly(
+    server: LiveServer, database_url: str, task_type: str
+) -> None:
+    project = make_project(server.url, task_type)
+    before = metrics(server.url)
+    threads, per_thread = 12, 30
+    answers: list[tuple[int, tuple[str, str], dict]] = []  # (thread, pair, answer)
+    last_label: dict[tuple[str, str], object] = {}
+    errors: list[str] = []
+
+    def writer(t: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            for i in range(per_thread):
+                # Items shared by every thread; a worker of this thread's own, except every
+                # 5th vote, whose worker thread t + 6 also uses at the same step: the same pair
+                # from two clients at once.
+                item = f"i{i % 7}"
+                worker = f"shared{t % 6}-{i}" if i % 5 == 0 else f"w{t}-{i % 4}"
+                vote = {"item": item, "worker": worker, "label": label(task_type, t + i)}
+                sends = 2 if i % 3 == 0 else 1  # a client that did not trust the first reply
+                for _ in range(sends):
+                    r = c.post(f"/v1/projects/{project}/votes", json={"votes": [vote]})
+                    if r.status_code != 200:
+                        errors.append(r.text)
+                        continue
+                    answers.append((t, (item, worker), r.json()))
+                if not worker.startswith("shared"):
+                    last_label[(item, worker)] = vote["label"]
+
+    pool = [threading.Thread(target=writer, args=(t,)) for t in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join(120)
+    assert not errors, errors[:3]
+
+    stored = db_rows(
+        database_url,
+        "SELECT i.external_id, w.external_id, v.label, v.ticks FROM votes v "
+        "JOIN items i ON i.id = v.item_id JOIN workers w ON w.id = v.worker_id "
+        "JOIN projects p ON p.id = v.project_id WHERE p.name = %s",
+        project,
+    )
+    # Each stored pair was "inserted" in exactly one answer, whatever group it was in.
+    assert sum(a["inserted"] for _, _, a in answers) == len(stored)
+    assert all(a["inserted"] + a["updated"] + a["unchanged"] == 1 for _, _, a in answers)
+    # One version step per request that changed something, as if each had run alone.
+    changed = sum(a["inserted"] + a["updated"] for _, _, a in answers)
+    assert version(database_url, project) == changed
+    # A vote sent again right after it was acknowledged changed nothing.
+    by_thread: dict[int, list[tuple[tuple[str, str], dict]]] = defaultdict(list)
+    for t, pair, a in answers:
+        by_thread[t].append((pair, a))
+    for seq in by_thread.values():
+        for (pair, first), (again_pair, again) in itertools.pairwise(seq):
+            if pair == again_pair and not pair[1].startswith("shared"):
+                assert again["unchanged"] == 1, (pair, first, again)
+                assert again["votes_version"] >= first["votes_version"]
+    # The last vote of a thread for a pair only it writes is the one stored.
+    classes = CLASSES
+    for item, worker, idx, ticks in stored:
+        if (item, worker) in last_label:
+            got = [classes[k] for k in ticks] if task_type == "multi_label" else classes[idx]
+            assert got == last_label[(item, worker)], (item, worker)
+    if task_type == "multi_label":
+        assert_ticks_recount(database_url, project)
+    else:
+        assert_counts_recount(database_url, project)
+
+    after = metrics(server.url)
+    requests = after["softlabels_group_commit_requests_total"] - before.get(
+        "softlabels_group_commit_requests_total", 0
+    )
+    statements = after["softlabels_group_commit_statements_total"] - before.get(
+        "softlabels_group_commit_statements_total", 0
+    )
+    assert requests == len(answers)
+    assert statements < requests, (statements, requests)  # groups formed
+    assert after["softlabels_group_commit_largest_group"] > 1
+
+
+@pytest.mark.slow
+def test_a_failed_group_is_redone_one_by_one_and_only_the_bad_request_fails(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Groups wait 300 ms for company, so the requests below, sent together, share one.
+    with serve(database_url, tmp_path / "server.log", group_commit_wait_ms="300") as server:
+        project = make_project(server.url, "single")
+        first = httpx.post(
+            f"{server.url}/v1/projects/{project}/votes",
+            json={"votes": [{"item": "x", "worker": "w", "label": "a"}]},
+            timeout=30,
+        )
+        assert first.status_code == 200  # the server now has the project (4 classes) cached
+        # Another process replaces the project with one of two classes under the same name.
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM projects WHERE name = %s", (project,))
+            conn.execute(
+                "INSERT INTO projects (name, classes) VALUES (%s, ARRAY['a', 'b'])", (project,)
+            )
+        before = metrics(server.url)
+        votes = [("i0", "w0", "a"), ("i1", "w1", "b"), ("i2", "w2", "d"), ("i3", "w3", "a")]
+        results: dict[str, httpx.Response] = {}
+        barrier = threading.Barrier(len(votes))
+
+        def post(item: str, worker: str, lab: str) -> None:
+            barrier.wait()
+            results[item] = httpx.post(
+                f"{server.url}/v1/projects/{project}/votes",
+                json={"votes": [{"item": item, "worker": worker, "label": lab}]},
+                timeout=30,
+            )
+
+        pool = [threading.Thread(target=post, args=v) for v in votes]
+        for th in pool:
+            th.start()
+        for th in pool:
+            th.join(60)
+        after = metrics(server.url)
+
+        bad = results["i2"]
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["error"] == "validation_error"
+        assert bad.json()["errors"][0]["field"] == "label" and "'d'" in bad.text
+        for item in ("i0", "i1", "i3"):
+            assert results[item].status_code == 200, results[item].text
+            assert results[item].json()["inserted"] == 1
+        stored = db_rows(
+            database_url,
+            "SELECT i.external_id FROM votes v JOIN items i ON i.id = v.item_id "
+            "JOIN projects p ON p.id = v.project_id WHERE p.name = %s ORDER BY 1",
+            project,
+        )
+        assert [r[0] for r in stored] == ["i0", "i1", "i3"]
+        # The four shared one statement, which failed; then each ran alone.
+        delta = {k: after[k] - before[k] for k in after}
+        assert delta["softlabels_group_commit_requests_total"] == 4
+        assert delta["softlabels_group_commit_statements_total"] == 1
+        assert delta["softlabels_group_commit_solo_fallbacks_total"] == 1
+        assert_counts_recount(database_url, project)
+
+
+def prepared(item: str, worker: str, label_index: int) -> PreparedVotes:
+    return PreparedVotes([item], [worker], np.array([label_index]), None)
+
+
+def test_requests_naming_the_same_pair_go_to_later_groups_in_arrival_order(
+    database_url: str,
+) -> None:
+    name = f"gc-{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        (pid,) = conn.execute(
+            "INSERT INTO projects (name, classes) VALUES (%s, %s) RETURNING id", (name, CLASSES)
+        ).fetchone()  # type: ignore[misc]
+
+    async def run() -> tuple[list[VoteCounts], int]:
+        async with AsyncConnectionPool(
+            libpq_url(database_url), min_size=1, max_size=4, kwargs={"autocommit": True}
+        ) as pool:
+            committer = GroupCommitter(pool)
+            key = GroupKey(pid, tuple(CLASSES), "single")
+
+            async def never() -> VoteCounts:
+                raise AssertionError("no request should run alone here")
+
+            # Submitted in one turn of the loop: they are all waiting when the first group forms.
+            sent = [("i1", "w", 0), ("i2", "w", 1), ("i1", "w", 2), ("i1", "w", 3), ("i3", "w", 0)]
+            results = await asyncio.gather(
+                *(committer.submit(key, prepared(*v), never) for v in sent)
+            )
+            return list(results), committer.stats.statements
+
+    results, statements = asyncio.run(run())
+    # Group 1: i1->a, i2->b, i3->a; group 2: i1->c; group 3: i1->d (never two i1 in one call).
+    assert statements == 3
+    assert [(r.inserted, r.updated, r.unchanged) for r in results] == [
+        (1, 0, 0),
+        (1, 0, 0),
+        (0, 1, 0),
+        (0, 1, 0),
+        (1, 0, 0),
+    ]
+    assert results[0].votes_version == results[1].votes_version == results[4].votes_version
+    assert results[0].votes_version < results[2].votes_version < results[3].votes_version
+    rows = db_rows(
+        database_url,
+        "SELECT i.external_id, v.label FROM votes v JOIN items i ON i.id = v.item_id "
+        "WHERE v.project_id = %s ORDER BY 1",
+        pid,
+    )
+    assert rows == [("i1", 3), ("i2", 1), ("i3", 0)]
+    assert version(database_url, name) == 5
+    assert_counts_recount(database_url, name)
