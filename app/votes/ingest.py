@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import numpy as np
@@ -88,15 +89,25 @@ def class_indices(
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Map class names or 0-based indices to indices (None -> -1). Returns (indices, errors).
     `noun` names what a class is in the messages ("level" on an ordinal scale)."""
-    k = len(classes)
-    lookup: dict[str | int | None, int] = {name: i for i, name in enumerate(classes)}
-    lookup.update({i: i for i in range(k)})
-    lookup[None] = -1
-    idx = np.fromiter(map(lookup.get, refs, [-2] * len(refs)), dtype=np.int64, count=len(refs))
-    errors = []
-    for row in np.flatnonzero(idx == -2).tolist():
-        errors.append(_error(row, field, _unknown(classes, refs[row], noun)))
+    lookup = _class_lookup(tuple(classes))
+    if len(refs) == 1:  # a single vote, the hot path: numpy's per-call costs are most of it
+        found = lookup.get(refs[0], -2)
+        idx = np.array([found], dtype=np.int64)
+        bad = [0] if found == -2 else []
+    else:
+        idx = np.fromiter(map(lookup.get, refs, [-2] * len(refs)), dtype=np.int64, count=len(refs))
+        bad = np.flatnonzero(idx == -2).tolist()
+    errors = [_error(row, field, _unknown(classes, refs[row], noun)) for row in bad]
     return idx, errors
+
+
+@lru_cache(maxsize=1024)
+def _class_lookup(classes: tuple[str, ...]) -> dict[str | int | None, int]:
+    """Class name or index -> index, None -> -1; per class list, built once."""
+    lookup: dict[str | int | None, int] = {name: i for i, name in enumerate(classes)}
+    lookup.update({i: i for i in range(len(classes))})
+    lookup[None] = -1
+    return lookup
 
 
 def _unknown(classes: Sequence[str], ref: str | int, noun: str) -> str:
