@@ -281,3 +281,52 @@ def test_requests_naming_the_same_pair_go_to_later_groups_in_arrival_order(
     assert rows == [("i1", 3), ("i2", 1), ("i3", 0)]
     assert version(database_url, name) == 5
     assert_counts_recount(database_url, name)
+
+
+def test_one_statement_stores_the_requests_of_several_projects(database_url: str) -> None:
+    """Single-label and multi-label projects in one group: one statement, one call per
+    project, each request its own counts and each project its own version steps."""
+    names = [f"gc-{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        single, multi = (
+            conn.execute(
+                "INSERT INTO projects (name, classes, task_type) VALUES (%s, %s, %s) RETURNING id",
+                (name, CLASSES, task_type),
+            ).fetchone()[0]  # type: ignore[index]
+            for name, task_type in zip(names, ["single", "multi_label"], strict=True)
+        )
+
+    async def run() -> tuple[list[VoteCounts], GroupCommitter]:
+        async with AsyncConnectionPool(
+            libpq_url(database_url), min_size=1, max_size=4, kwargs={"autocommit": True}
+        ) as pool:
+            committer = GroupCommitter(pool)
+            s_key = GroupKey(single, tuple(CLASSES), "single")
+            m_key = GroupKey(multi, tuple(CLASSES), "multi_label")
+
+            async def never() -> VoteCounts:
+                raise AssertionError("no request should run alone here")
+
+            sent = [
+                (m_key, PreparedVotes(["i1", "i2"], ["w", "w"], None, [[0, 2], []])),
+                (s_key, prepared("i1", "w", 1)),  # same names, other project: other rows
+                (m_key, PreparedVotes(["i1"], ["v"], None, [[3]])),
+                (s_key, prepared("i9", "w", 2)),
+            ]
+            results = await asyncio.gather(*(committer.submit(k, b, never) for k, b in sent))
+            again = await committer.submit(s_key, prepared("i1", "w", 1), never)
+            return [*results, again], committer
+
+    results, committer = asyncio.run(run())
+    assert committer.stats.statements == 2 and committer.stats.largest == 4
+    assert [(r.inserted, r.updated, r.unchanged) for r in results] == [
+        (2, 0, 0),
+        (1, 0, 0),
+        (1, 0, 0),
+        (1, 0, 0),
+        (0, 0, 1),
+    ]
+    assert version(database_url, names[0]) == 2 == results[1].votes_version
+    assert version(database_url, names[1]) == 2 == results[0].votes_version
+    assert_counts_recount(database_url, names[0])
+    assert_ticks_recount(database_url, names[1])

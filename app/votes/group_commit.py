@@ -3,25 +3,28 @@ statement and one commit.
 
 A single vote costs PostgreSQL far more than its one row: the call of softlabels_ingest_votes
 (its checks, plans, the version bump) and a commit that waits for the WAL to reach the disk.
-Requests that arrive while such a call is running wait in a queue per project; when the call
-ends, the queue's requests leave together as one group: one call of the ingest function with
-every request's votes, one commit. Nobody waits on a timer: a lone request leaves at the next
-turn of the event loop, and the busier the process the larger the groups (benchmarks/results/
-single_vote.md). Each request is answered only once the group's statement, which is its own
-transaction on an autocommit connection, has returned, that is after the commit.
+Requests that arrive while such statements are running wait in one queue; when a statement
+ends, the queue's requests leave together as one group: one statement that calls the ingest
+function once per project with every request's votes for that project (in project-id order, so
+that two groups never lock two projects' rows in opposite orders), one commit. Nobody waits on
+a timer: a lone request leaves at the next turn of the event loop, and the busier the process
+the larger the groups (benchmarks/results/single_vote.md). Each request is answered only once
+the group's statement, which is its own transaction on an autocommit connection, has returned,
+that is after the commit.
 
 Each request keeps its own answer:
 - its validation errors come before it joins a group (the caller validates);
 - its counts: the function says what became of each vote (`outcomes`), summed per request; the
   votes version is the group's, which includes the request's votes, and rose once per request
   that changed something, as if each had run alone;
-- the function wants distinct (item, worker) pairs per call: a request naming a pair that a
-  group being formed or running already has waits for a later group, and so does every later
-  request naming one of its pairs, so that arrival order decides which vote is kept;
+- the function wants distinct (item, worker) pairs per call: a request naming a pair (of its
+  project) that a group being formed or running already has waits for a later group, and so
+  does every later request naming one of its pairs, so that arrival order decides which vote
+  is kept;
 - a deadlock (SQLSTATE class 40) redoes the group whole: the statement rolled back, so nothing
   was counted twice. Any other error the server reports (the project deleted, its classes
-  changed, anything about one request's votes) rolls the group back too, and then each request
-  runs alone (`solo`: the request's own lookup, validation, retries), so each gets its own
+  changed, anything about one request's votes) rolls the whole group back too, and then each
+  request runs alone (`solo`: its own lookup, validation, retries), so each gets its own
   answer, never another request's error. A lost connection is an outage, told to the group's
   requests as it would have been told to each (the outcome of the commit is unknown, and a
   retry would misreport the counts).
@@ -35,8 +38,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import numpy as np
 import psycopg.errors
@@ -46,13 +49,18 @@ from app.db import functions
 from app.db.functions import OUTCOME_INSERTED, OUTCOME_UNCHANGED, OUTCOME_UPDATED
 from app.votes.ingest import PreparedVotes, VoteCounts, vote_counts
 
-Pair = tuple[str, str]
+# A vote's row: (project id, item, worker). One call of the ingest function wants its pairs
+# distinct; across projects the same names are other rows.
+Pair = tuple[int, str, str]
+# At most this many votes in one group: a statement of 256 votes is still a few milliseconds,
+# while larger ones would hold the first request of the group back for the last.
+MAX_GROUP_VOTES = 256
 
 
 @dataclass(frozen=True)
 class GroupKey:
-    """What the votes of one group must share: one call of the function is about one project,
-    checked against one class list and task type (those the requests were validated with)."""
+    """What the votes of one call must share: a call is about one project, checked against one
+    class list and task type (those the requests were validated with)."""
 
     project_id: int
     classes: tuple[str, ...]
@@ -61,8 +69,8 @@ class GroupKey:
 
 @dataclass
 class GroupStats:
-    """Per process, since start. `statements`: calls of the ingest function made for groups
-    (retries included); `requests` / `statements` is the mean group size."""
+    """Per process, since start. `statements`: statements made for groups (retries included);
+    `requests` / `statements` is the mean group size."""
 
     requests: int = 0
     votes: int = 0
@@ -74,31 +82,24 @@ class GroupStats:
 
 @dataclass
 class _Request:
+    key: GroupKey
     batch: PreparedVotes
     pairs: frozenset[Pair]
     solo: Callable[[], Awaitable[VoteCounts]]
     future: asyncio.Future[VoteCounts]
 
 
-@dataclass
-class _Queue:
-    waiting: deque[_Request] = field(default_factory=deque)
-    running: int = 0  # groups of this key in flight
-    busy: set[Pair] = field(default_factory=set)  # their pairs
-    scheduled: bool = False
-
-
 class GroupCommitter:
-    """Coalesces `submit`ted requests per GroupKey. `max_votes` bounds a group (a request
-    larger than that still goes, alone); `max_running` groups of one key run at once (the next
-    group forms while one commits); `wait_s` > 0 holds a group that long before it leaves
-    (tests; 0 in service)."""
+    """Coalesces `submit`ted requests, whatever their projects, into groups of at most
+    `max_votes` votes (a request larger than that still goes, alone); `max_running` groups run
+    at once (the next one forms while they commit); `wait_s` > 0 holds a group that long before
+    it leaves (tests; 0 in service)."""
 
     def __init__(
         self,
         pool: AsyncConnectionPool,
         *,
-        max_votes: int = 64,
+        max_votes: int = MAX_GROUP_VOTES,
         max_running: int = 2,
         wait_s: float = 0.0,
         attempts: int = 4,
@@ -109,69 +110,70 @@ class GroupCommitter:
         self.wait_s = wait_s
         self.attempts = attempts
         self.stats = GroupStats()
-        self._queues: dict[Hashable, _Queue] = {}
+        self._waiting: deque[_Request] = deque()
+        self._running = 0  # groups in flight
+        self._busy: set[Pair] = set()  # their pairs
+        self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak refs
 
     async def submit(
         self, key: GroupKey, batch: PreparedVotes, solo: Callable[[], Awaitable[VoteCounts]]
     ) -> VoteCounts:
-        """Store a validated batch with whatever else is waiting for the same key; its own
-        counts once committed. `solo` redoes the request alone (see the module's docstring)."""
+        """Store a validated batch with whatever else is waiting; its own counts once
+        committed. `solo` redoes the request alone (see the module's docstring)."""
         loop = asyncio.get_running_loop()
-        pairs = frozenset(zip(batch.items, batch.workers, strict=True))
-        request = _Request(batch, pairs, solo, loop.create_future())
-        queue = self._queues.get(key)
-        if queue is None:
-            queue = self._queues[key] = _Queue()
-        queue.waiting.append(request)
+        p = key.project_id
+        pairs = frozenset((p, i, w) for i, w in zip(batch.items, batch.workers, strict=True))
+        request = _Request(key, batch, pairs, solo, loop.create_future())
+        self._waiting.append(request)
         self.stats.requests += 1
         self.stats.votes += len(batch.items)
-        self._schedule(key, queue)
+        self._schedule()
         return await request.future
 
-    def _schedule(self, key: GroupKey, queue: _Queue) -> None:
-        if queue.scheduled or not queue.waiting or queue.running >= self.max_running:
+    def _schedule(self) -> None:
+        if self._scheduled or not self._waiting or self._running >= self.max_running:
             return
-        queue.scheduled = True
+        self._scheduled = True
         loop = asyncio.get_running_loop()
         # call_soon: after the callbacks already due this turn, e.g. other requests whose bodies
         # arrived in the same read from the sockets, so those join this group at no wait.
         if self.wait_s > 0:
-            loop.call_later(self.wait_s, self._form, key, queue)
+            loop.call_later(self.wait_s, self._form)
         else:
-            loop.call_soon(self._form, key, queue)
+            loop.call_soon(self._form)
 
-    def _form(self, key: GroupKey, queue: _Queue) -> None:
-        queue.scheduled = False
-        while queue.running < self.max_running and queue.waiting:
-            group = self._take(queue)
+    def _form(self) -> None:
+        self._scheduled = False
+        while self._running < self.max_running and self._waiting:
+            group = self._take()
             if not group:
                 break  # everything waiting names a pair of a running group
-            queue.running += 1
+            self._running += 1
             for request in group:
-                queue.busy |= request.pairs
+                self._busy |= request.pairs
             self.stats.largest = max(self.stats.largest, len(group))
-            task = asyncio.get_running_loop().create_task(self._run(key, queue, group))
+            task = asyncio.get_running_loop().create_task(self._run(group))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _take(self, queue: _Queue) -> list[_Request]:
+    def _take(self) -> list[_Request]:
         """The next group, in arrival order: requests that fit, skipping (for now) those that
         name a pair already taken, and any later one that names a pair of a skipped one."""
         group: list[_Request] = []
         taken: set[Pair] = set()
-        blocked = set(queue.busy)
+        blocked = set(self._busy)
         votes = 0
         kept: deque[_Request] = deque()
-        while queue.waiting:
-            request = queue.waiting.popleft()
+        while self._waiting:
+            request = self._waiting.popleft()
             if request.future.done():  # its client went away before it was stored
                 continue
             n = len(request.batch.items)
             if group and votes + n > self.max_votes:
                 kept.append(request)
-                kept.extend(queue.waiting)
-                queue.waiting.clear()
+                kept.extend(self._waiting)
+                self._waiting.clear()
                 break
             if not request.pairs.isdisjoint(blocked) or not request.pairs.isdisjoint(taken):
                 blocked |= request.pairs
@@ -180,12 +182,12 @@ class GroupCommitter:
             group.append(request)
             taken |= request.pairs
             votes += n
-        queue.waiting = kept
+        self._waiting = kept
         return group
 
-    async def _run(self, key: GroupKey, queue: _Queue, group: list[_Request]) -> None:
+    async def _run(self, group: list[_Request]) -> None:
         try:
-            await self._store(key, group)
+            await self._store(group)
         except Exception as exc:  # told to each of the group's requests
             for request in group:
                 if not request.future.done():
@@ -195,19 +197,16 @@ class GroupCommitter:
                 request.future.cancel()
             raise
         finally:
-            queue.running -= 1
+            self._running -= 1
             for request in group:
-                queue.busy -= request.pairs
-            if not queue.running and not queue.waiting:
-                self._queues.pop(key, None)
-            else:
-                self._schedule(key, queue)
+                self._busy -= request.pairs
+            self._schedule()
 
-    async def _store(self, key: GroupKey, group: list[_Request]) -> None:
+    async def _store(self, group: list[_Request]) -> None:
         for attempt in range(self.attempts):
             self.stats.statements += 1
             try:
-                counts = await self._call(key, group)
+                counts = await self._call(group)
             except psycopg.errors.TransactionRollback:  # class 40: rolled back whole; redo
                 if attempt == self.attempts - 1:
                     break
@@ -238,46 +237,57 @@ class GroupCommitter:
             if not request.future.done():
                 request.future.set_result(result)
 
-    async def _call(self, key: GroupKey, group: list[_Request]) -> list[VoteCounts]:
-        batches = [r.batch for r in group]
-        if len(batches) == 1:  # no one to share with: the plain call, its totals are the answer
-            batch = batches[0]
+    async def _call(self, group: list[_Request]) -> list[VoteCounts]:
+        """One statement for the group: one call of the ingest function per project, in
+        project-id order (so that groups lock projects' rows in one order), each call with its
+        requests' votes in arrival order; each request's counts from its votes' outcomes."""
+        if len(group) == 1:  # no one to share with: the plain call, its totals are the answer
+            request = group[0]
+            batch = request.batch
             async with self.pool.connection() as conn:
                 row = await functions.ingest_votes(
                     conn,
-                    project_id=key.project_id,
-                    classes=key.classes,
+                    project_id=request.key.project_id,
+                    classes=request.key.classes,
                     items=batch.items,
                     workers=batch.workers,
                     labels=batch.labels,
                     ticks=batch.ticks,
                 )
             return [vote_counts(row)]
-        sizes = [len(b.items) for b in batches]
-        multi = batches[0].ticks is not None
+        by_key: dict[GroupKey, list[_Request]] = {}
+        for request in group:
+            by_key.setdefault(request.key, []).append(request)
+        keys = sorted(by_key, key=lambda k: (k.project_id, k.classes, k.task_type))
+        calls = [_call_of(key, by_key[key]) for key in keys]
         async with self.pool.connection() as conn:
-            row = await functions.ingest_votes(
-                conn,
-                project_id=key.project_id,
-                classes=key.classes,
-                items=[i for b in batches for i in b.items],
-                workers=[w for b in batches for w in b.workers],
-                labels=None if multi else np.concatenate([b.labels for b in batches]),  # type: ignore[misc]
-                ticks=[t for b in batches for t in b.ticks] if multi else None,  # type: ignore[union-attr]
-                requests=[i for i, n in enumerate(sizes) for _ in range(n)],
-            )
-        assert row.outcomes is not None
-        out: list[VoteCounts] = []
-        start = 0
-        for n in sizes:
-            mine = row.outcomes[start : start + n]
-            start += n
-            out.append(
-                VoteCounts(
+            rows = await functions.ingest_votes_many(conn, calls)
+        answers: dict[int, VoteCounts] = {}
+        for key, row in zip(keys, rows, strict=True):
+            assert row.outcomes is not None
+            start = 0
+            for request in by_key[key]:
+                n = len(request.batch.items)
+                mine = row.outcomes[start : start + n]
+                start += n
+                answers[id(request)] = VoteCounts(
                     inserted=mine.count(OUTCOME_INSERTED),
                     updated=mine.count(OUTCOME_UPDATED),
                     unchanged=mine.count(OUTCOME_UNCHANGED),
                     votes_version=row.votes_version,
                 )
-            )
-        return out
+        return [answers[id(request)] for request in group]
+
+
+def _call_of(key: GroupKey, requests: list[_Request]) -> functions.IngestCall:
+    batches = [r.batch for r in requests]
+    multi = key.task_type == "multi_label"
+    return functions.IngestCall(
+        project_id=key.project_id,
+        classes=key.classes,
+        items=[i for b in batches for i in b.items],
+        workers=[w for b in batches for w in b.workers],
+        labels=None if multi else np.concatenate([b.labels for b in batches]),  # type: ignore[misc]
+        ticks=[t for b in batches for t in b.ticks] if multi else None,  # type: ignore[union-attr]
+        requests=[n for n, b in enumerate(batches) for _ in b.items],
+    )

@@ -61,7 +61,7 @@ class VoteLanes:
         self.group_max_votes = group_max_votes
         self.bulk_min_votes = bulk_min_votes
         self.attempts = attempts
-        self.committer = GroupCommitter(pool, max_votes=group_max_votes, wait_s=group_wait_s)
+        self.committer = GroupCommitter(pool, wait_s=group_wait_s)
         self.bulk = BulkStats()
 
     async def store(self, name: str, votes: Sequence[VoteIn]) -> VoteCounts:
