@@ -93,14 +93,21 @@ class GroupCommitter:
     """Coalesces `submit`ted requests, whatever their projects, into groups of at most
     `max_votes` votes (a request larger than that still goes, alone); `max_running` groups run
     at once (the next one forms while they commit); `wait_s` > 0 holds a group that long before
-    it leaves (tests; 0 in service)."""
+    it leaves (tests; 0 in service).
+
+    Four groups at once: benchmarks/single_vote.py, 1 process, 10 s runs on the shared 2-core
+    machine (2026-12-04, load 4-7), softlabels / ceiling req/s with 100 projects and with 1:
+    1 group at a time 35% and 76%, 2: 36% and 86%, 4: 45-46% and 72-98%, 8: 35% and 93%. One
+    or two leave a core idle while a group's PostgreSQL work (one function call per project)
+    runs; eight split the requests into groups too small to share much.
+    """
 
     def __init__(
         self,
         pool: AsyncConnectionPool,
         *,
         max_votes: int = MAX_GROUP_VOTES,
-        max_running: int = 2,
+        max_running: int = 4,
         wait_s: float = 0.0,
         attempts: int = 4,
     ) -> None:
