@@ -1,7 +1,33 @@
 """[2. stored] The API's vote write path, in two lanes: interactive (single votes and small
-batches, group-committed) and bulk (large batches, admitted a few at a time).
+batches, group-committed) and bulk (large batches, admitted one at a time per process).
 
-Why lanes (measurements: benchmarks/results/interference.md): DESIGN_NOTE_PLACEHOLDER
+Why lanes. A single vote is cheap once group-committed; a 5,000-vote batch keeps one PostgreSQL
+backend busy for ~150 ms of CPU (and costs this process ~25 ms, parsing and validating it in the
+event loop). Before, every batch took a connection of the one pool and ran at once: four clients
+importing 5,000-vote batches ran four such backends on a 2-core machine, and single votes waited
+for the CPU behind them. The lanes:
+- interactive: up to `group_max_votes` votes, group commit (app/votes/group_commit.py) on
+  `pool`; batches between that and `bulk_min_votes`, a statement each on the same pool;
+- bulk: from `bulk_min_votes` votes, `bulk_pool`, whose size (`bulk_concurrency`, 1) is the
+  admission limit: a large batch that finds it taken waits for its turn there, holding no
+  interactive connection, and the single votes keep the other core.
+
+The limit counts batches, not votes: a backend writing a large batch takes a whole core whatever
+the batch's size. Measured with benchmarks/interference.py (wrk, 16 connections, single votes;
+4 clients posting 5,000-vote batches without pause; 20 s phases; the shared 2-core machine at
+load 4-7; benchmarks/results/interference.md, 2026-12-04), single-vote p99 alone -> under bulk,
+and bulk votes/s alone / under the single votes:
+- before (main 22d8cf8, one pool, no limit): 115 -> 397 ms (3.45x); 23.2k / 12.8k votes/s,
+  with single votes at 102 req/s;
+- bulk_concurrency 1: 57 -> 101 ms (1.77x); 20.9k / 8.5k votes/s, single votes at 717 req/s;
+- bulk_concurrency 4 (every bulk client at once): 72 -> 303 ms (4.19x); 24.1k / 15.3k votes/s,
+  single votes at 271 req/s; 2 (a 10 s run): 60 -> 303 ms (5.0x).
+One batch at a time is the only setting that keeps single votes within 2x of their p99 alone;
+an import then gets what the single votes leave (on 2 cores: one, shared), and alone it loses
+little (20.9k against 24.1k votes/s with four at once: the backend, not the admission, is the
+bound). With more cores, raise `bulk_concurrency` (each API process has its own limit).
+Not done: parsing and validating a large body off the event loop (~25 ms per 5,000 votes):
+the p99 under bulk is within its goal without it.
 """
 
 from __future__ import annotations
