@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, Response
 
 from app.api.access import require
 from app.api.deps import ServicesDep
@@ -48,11 +47,17 @@ METRICS = {
 
 @router.get(
     "/v1/metrics",
-    response_class=PlainTextResponse,
+    # Response, not PlainTextResponse: the errors (401, 403, ...) stay documented as JSON.
+    response_class=Response,
     dependencies=[Depends(require("admin"))],
-    responses={200: {"content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}}}},
+    responses={
+        200: {
+            "description": "Prometheus text format.",
+            "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}},
+        }
+    },
 )
-async def metrics(services: ServicesDep) -> PlainTextResponse:
+async def metrics(services: ServicesDep) -> Response:
     """The write path's counters since this process started (Prometheus text format)."""
     group = services.votes.committer.stats
     bulk = services.votes.bulk
@@ -76,4 +81,4 @@ async def metrics(services: ServicesDep) -> PlainTextResponse:
             f"# TYPE {name} {kind}",
             f"{name}{label} {values[name]}",
         ]
-    return PlainTextResponse("\n".join(lines) + "\n", media_type=PROMETHEUS_TEXT)
+    return Response("\n".join(lines) + "\n", media_type=PROMETHEUS_TEXT)
