@@ -25,7 +25,7 @@ import re
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,8 +35,9 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from app.db.functions import ingest_votes
 from app.db.session import libpq_url
-from app.votes.group_commit import GroupCommitter, GroupKey
+from app.votes.group_commit import GroupCommitter, GroupKey, lock_timeout_options
 from app.votes.ingest import PreparedVotes, VoteCounts
 from tests.helpers import (
     LiveServer,
@@ -330,3 +331,64 @@ def test_one_statement_stores_the_requests_of_several_projects(database_url: str
     assert version(database_url, names[1]) == 2 == results[0].votes_version
     assert_counts_recount(database_url, names[0])
     assert_ticks_recount(database_url, names[1])
+
+
+def test_a_request_waiting_on_a_row_lock_does_not_hold_back_its_group(database_url: str) -> None:
+    """A batch holds item i1 (as a large batch does until it commits). A group of a vote on i1
+    and a vote on i2 gives up waiting after LOCK_TIMEOUT_MS and is redone one by one: the vote
+    on i2 is stored while i1 is still held; the vote on i1 when the batch commits."""
+    name = f"gc-{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        (pid,) = conn.execute(
+            "INSERT INTO projects (name, classes) VALUES (%s, %s) RETURNING id", (name, CLASSES)
+        ).fetchone()  # type: ignore[misc]
+    key = GroupKey(pid, tuple(CLASSES), "single")
+    url = libpq_url(database_url)
+
+    async def run() -> tuple[VoteCounts, VoteCounts, bool, GroupCommitter]:
+        async with (
+            AsyncConnectionPool(url, max_size=4, kwargs={"autocommit": True}) as pool,
+            AsyncConnectionPool(
+                url, max_size=4, kwargs={"autocommit": True, "options": lock_timeout_options()}
+            ) as group_pool,
+            await psycopg.AsyncConnection.connect(url) as batch,
+        ):
+            # The "batch": i1 created and locked, its transaction left open.
+            await batch.execute(
+                "INSERT INTO items (project_id, external_id, counts) "
+                "VALUES (%s, 'i1', '{0,0,0,0}') RETURNING id",
+                (pid,),
+            )
+            committer = GroupCommitter(group_pool)
+
+            def solo(item: str, label_index: int) -> Callable[[], Awaitable[VoteCounts]]:
+                async def alone() -> VoteCounts:  # the request run alone: waits as long as needed
+                    async with pool.connection() as conn:
+                        row = await ingest_votes(
+                            conn,
+                            project_id=pid,
+                            classes=CLASSES,
+                            items=[item],
+                            workers=["w"],
+                            labels=[label_index],
+                        )
+                    return VoteCounts(row.inserted, row.updated, row.unchanged, row.votes_version)
+
+                return alone
+
+            blocked = asyncio.ensure_future(
+                committer.submit(key, prepared("i1", "w", 1), solo("i1", 1))
+            )
+            free = await asyncio.wait_for(
+                committer.submit(key, prepared("i2", "w", 2), solo("i2", 2)), timeout=10
+            )
+            still_waiting = not blocked.done()
+            await batch.commit()
+            return await asyncio.wait_for(blocked, 10), free, still_waiting, committer
+
+    on_i1, on_i2, i1_waited, committer = asyncio.run(run())
+    assert i1_waited  # the vote on i2 was answered while i1 was still locked
+    assert (on_i2.inserted, on_i1.inserted) == (1, 1)
+    assert committer.stats.statements == 1 and committer.stats.lock_timeouts == 1
+    assert committer.stats.solo_fallbacks == 1
+    assert_counts_recount(database_url, name)

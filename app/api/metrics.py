@@ -34,6 +34,10 @@ METRICS = {
         "counter",
         "Groups redone after a deadlock.",
     ),
+    "softlabels_group_commit_lock_timeouts_total": (
+        "counter",
+        "Groups that gave up waiting for a row lock (and were redone one by one).",
+    ),
     "softlabels_group_commit_solo_fallbacks_total": (
         "counter",
         "Groups whose requests were redone one by one after an error.",
@@ -67,6 +71,7 @@ async def metrics(services: ServicesDep) -> Response:
         "softlabels_group_commit_statements_total": group.statements,
         "softlabels_group_commit_largest_group": group.largest,
         "softlabels_group_commit_deadlock_retries_total": group.deadlock_retries,
+        "softlabels_group_commit_lock_timeouts_total": group.lock_timeouts,
         "softlabels_group_commit_solo_fallbacks_total": group.solo_fallbacks,
         "softlabels_bulk_requests_total": bulk.requests,
         "softlabels_bulk_votes_total": bulk.votes,

@@ -23,6 +23,7 @@ from app.labels.fits import SyncBudget
 from app.labels.items import OrderCache
 from app.tasks import make_queue
 from app.training.serving import ModelCache
+from app.votes.group_commit import MAX_RUNNING, lock_timeout_options
 from app.votes.lanes import VoteLanes
 from app.votes.project_cache import ProjectCache
 
@@ -37,6 +38,9 @@ class Services:
     keys: KeyStore
     limiter: RateLimiter
     pool: AsyncConnectionPool  # the vote write path's interactive lane, and project lookups
+    group_pool: (
+        AsyncConnectionPool  # its group commit: short lock waits (app/votes/group_commit.py)
+    )
     bulk_pool: AsyncConnectionPool  # its bulk lane: one connection per large batch written
     projects: ProjectCache
     votes: VoteLanes  # the vote write path (app/votes/lanes.py)
@@ -54,6 +58,13 @@ class Services:
             min_size=1,
             max_size=settings.write_pool_size,
             kwargs={"autocommit": True},
+            open=False,
+        )
+        group_pool = AsyncConnectionPool(
+            libpq_url(url),
+            min_size=1,
+            max_size=MAX_RUNNING,
+            kwargs={"autocommit": True, "options": lock_timeout_options()},
             open=False,
         )
         bulk_pool = AsyncConnectionPool(
@@ -77,10 +88,12 @@ class Services:
                 settings.rate_limit_per_s, settings.rate_limit_burst, settings.api_processes
             ),
             pool=pool,
+            group_pool=group_pool,
             bulk_pool=bulk_pool,
             projects=projects,
             votes=VoteLanes(
                 pool,
+                group_pool,
                 bulk_pool,
                 projects,
                 group_max_votes=settings.group_commit_max_votes,
@@ -97,9 +110,11 @@ class Services:
 
     async def start(self) -> None:
         await self.pool.open()
+        await self.group_pool.open()
         await self.bulk_pool.open()
 
     async def close(self) -> None:
         await self.bulk_pool.close()
+        await self.group_pool.close()
         await self.pool.close()
         self.engine.dispose()

@@ -21,6 +21,10 @@ Each request keeps its own answer:
   project) that a group being formed or running already has waits for a later group, and so
   does every later request naming one of its pairs, so that arrival order decides which vote
   is kept;
+- one request's wait is not the group's: the group's connections give up waiting for a row lock
+  after LOCK_TIMEOUT_MS (a batch holding the items one vote names, until it commits), and the
+  group is then redone one request at a time as below: only the request that names a locked
+  row waits for it;
 - a deadlock (SQLSTATE class 40) redoes the group whole: the statement rolled back, so nothing
   was counted twice. Any other error the server reports (the project deleted, its classes
   changed, anything about one request's votes) rolls the whole group back too, and then each
@@ -55,6 +59,18 @@ Pair = tuple[int, str, str]
 # At most this many votes in one group: a statement of 256 votes is still a few milliseconds,
 # while larger ones would hold the first request of the group back for the last.
 MAX_GROUP_VOTES = 256
+# How long a group's statement waits for a row lock before the group is redone request by
+# request (set on the group pool's connections: `lock_timeout_options`). In benchmarks/load.py
+# batches of up to 500 votes hold their items until they commit, often for a second or more;
+# without a limit every request grouped with a vote on such an item waited as long.
+LOCK_TIMEOUT_MS = 100
+# Groups in flight at once (see GroupCommitter): also the group pool's size.
+MAX_RUNNING = 4
+
+
+def lock_timeout_options() -> str:
+    """libpq `options` for the connections groups are written on."""
+    return f"-c lock_timeout={LOCK_TIMEOUT_MS}ms"
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,7 @@ class GroupStats:
     statements: int = 0
     largest: int = 0  # requests in the largest group
     deadlock_retries: int = 0
+    lock_timeouts: int = 0  # groups that waited LOCK_TIMEOUT_MS for a row lock (then redone)
     solo_fallbacks: int = 0  # groups whose requests were redone one by one after an error
 
 
@@ -107,7 +124,7 @@ class GroupCommitter:
         pool: AsyncConnectionPool,
         *,
         max_votes: int = MAX_GROUP_VOTES,
-        max_running: int = 4,
+        max_running: int = MAX_RUNNING,
         wait_s: float = 0.0,
         attempts: int = 4,
     ) -> None:
@@ -220,6 +237,9 @@ class GroupCommitter:
                 self.stats.deadlock_retries += 1
                 await asyncio.sleep(random.uniform(0, 0.02 * (attempt + 1)))
                 continue
+            except psycopg.errors.LockNotAvailable:  # lock_timeout: someone's row is held
+                self.stats.lock_timeouts += 1
+                break
             except psycopg.Error as exc:
                 if exc.sqlstate is None or exc.sqlstate.startswith("08"):
                     raise  # the connection, not a statement: nobody knows what was committed

@@ -7,7 +7,9 @@ event loop). Before, every batch took a connection of the one pool and ran at on
 importing 5,000-vote batches ran four such backends on a 2-core machine, and single votes waited
 for the CPU behind them. The lanes:
 - interactive: up to `group_max_votes` votes, group commit (app/votes/group_commit.py) on
-  `pool`; batches between that and `bulk_min_votes`, a statement each on the same pool;
+  `group_pool` (connections that stop waiting for a row lock after a moment: the group is then
+  redone request by request, on `pool`); batches between that and `bulk_min_votes`, a
+  statement each on `pool`;
 - bulk: from `bulk_min_votes` votes, `bulk_pool`, whose size (`bulk_concurrency`, 1) is the
   admission limit: a large batch that finds it taken waits for its turn there, holding no
   interactive connection, and the single votes keep the other core.
@@ -73,6 +75,7 @@ class VoteLanes:
     def __init__(
         self,
         pool: AsyncConnectionPool,
+        group_pool: AsyncConnectionPool,
         bulk_pool: AsyncConnectionPool,
         projects: ProjectCache,
         *,
@@ -87,7 +90,7 @@ class VoteLanes:
         self.group_max_votes = group_max_votes
         self.bulk_min_votes = bulk_min_votes
         self.attempts = attempts
-        self.committer = GroupCommitter(pool, wait_s=group_wait_s)
+        self.committer = GroupCommitter(group_pool, wait_s=group_wait_s)
         self.bulk = BulkStats()
 
     async def store(self, name: str, votes: Sequence[VoteIn]) -> VoteCounts:
