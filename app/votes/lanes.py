@@ -65,7 +65,7 @@ class BulkStats:
 
 class VoteLanes:
     """`store` validates a batch against the cached project and writes it in its lane:
-    - at most `group_max_votes` votes: the interactive lane's group commit (`pool`);
+    - at most `group_max_votes` votes: the interactive lane's group commit (`group_pool`);
     - at least `bulk_min_votes`: the bulk lane, `bulk_pool`, whose size is how many large
       batches this process writes at once; the others wait for a connection (up to
       `bulk_wait_s`), never for one of the interactive lane's;
