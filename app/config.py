@@ -63,8 +63,38 @@ class Settings(BaseSettings):
     write_pool_size: int = Field(
         default=10,
         ge=1,
-        description="Connections per API process for the vote write path (an async pool "
-        "beside the engine's).",
+        description="Connections per API process for the vote write path's interactive lane "
+        "(an async pool beside the engine's).",
+    )
+    group_commit_max_votes: int = Field(
+        default=32,
+        ge=1,
+        description="Vote requests of at most this many votes are group-committed: those that "
+        "arrive together in one API process share one statement and one commit "
+        "(app/votes/group_commit.py). Also the most votes one group holds.",
+    )
+    group_commit_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description="How long a group waits for more requests before it leaves; 0: none (a "
+        "group leaves at the event loop's next turn, and grows while the previous one commits).",
+    )
+    bulk_min_votes: int = Field(
+        default=1000,
+        ge=1,
+        description="Vote requests of at least this many votes go through the bulk lane "
+        "(app/votes/lanes.py): connections of their own, `bulk_concurrency` at a time.",
+    )
+    bulk_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="Large vote batches one API process writes at once; the next waits.",
+    )
+    bulk_wait_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long a large batch waits for its turn in the bulk lane before 503.",
     )
 
     fit_sync_max_votes: int = Field(

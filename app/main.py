@@ -16,6 +16,7 @@ from app.api import (
     items,
     keys,
     methods,
+    metrics,
     model_loop,
     predict,
     projects,
@@ -35,11 +36,12 @@ from app.config import Settings, get_settings
 from app.logging import RequestContext
 from app.ui import install_ui
 
-# The items router comes last: its /items/{item} must not shadow /items/next.
+# The items router comes last: its /items/{item} must not shadow /items/next. Routes are
+# matched in order, and votes (the hot path: one request per annotation) come first.
 ROUTERS = (
     health,
-    projects,
     votes,
+    projects,
     soft_labels,
     analytics,
     methods,
@@ -48,6 +50,7 @@ ROUTERS = (
     sweeps,
     model_loop,
     keys,
+    metrics,
     connectors,
     imports,
     webhooks,

@@ -124,7 +124,11 @@ def test_version_slots_is_the_slot_count_of_every_function(database_url: str) ->
                 " WHERE proname LIKE 'softlabels%%' AND prosrc LIKE '%%random() *%%'"
             ).fetchall()
         )
-    assert set(sources) == {"softlabels_bump_votes_version", "softlabels_ingest_votes"}
+    assert set(sources) == {
+        "softlabels_bump_votes_version",
+        "softlabels_ingest_votes",
+        "softlabels_ingest_ticks",
+    }
     for name, source in sources.items():
         assert re.findall(r"random\(\) \* (\d+)", source) == [str(sql.VERSION_SLOTS)], name
 

@@ -13,12 +13,13 @@ Which project a path concerns is the path's `{project}`, or what the route's dom
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials
 
-from app.api.deps import CallerDep, ServicesDep, project_not_found
+from app.api.deps import bearer, get_caller, project_not_found
 from app.api.services import Services
 from app.api.strict_query import reject_unknown_query
 from app.auth.scopes import Caller
@@ -34,27 +35,47 @@ ProjectOf = Callable[[Request, Services], Awaitable[tuple[str, AppError] | None]
 def require(scope: Scope, project_of: ProjectOf | None = None) -> Callable[..., Awaitable[Caller]]:
     """A dependency that admits callers holding `scope` on the project the path concerns."""
 
-    async def check(caller: CallerDep, request: Request, services: ServicesDep) -> Caller:
-        services.limiter.check(caller)
-        reject_unknown_query(request)
-        if caller.is_admin:
-            return caller
-        if not caller.has(scope):
-            raise Forbidden(f"This endpoint needs the {scope!r} scope; the key lacks it.")
-        if project_of is not None:
-            found = await project_of(request, services)
-            if found is not None and not caller.covers(found[0]):
-                raise found[1]
-        elif "project" in request.path_params:
-            if not caller.covers(request.path_params["project"]):
-                raise project_not_found(request.path_params["project"])
-        elif not caller.covers(None):
-            # Not about one project (e.g. the project list): only for keys on every project.
-            raise Forbidden("This endpoint spans every project; the key covers only some.")
-        return caller
+    # One dependency with one sub-dependency (the bearer scheme, which is also what documents
+    # the key in the OpenAPI schema): every route solves it, and each level of FastAPI's
+    # dependency tree costs a single vote measurable CPU (benchmarks/results/single_vote.md).
+    async def check(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Caller:
+        services: Services = request.app.state.services
+        caller = await get_caller(request, services, credentials)
+        return await admit(scope, caller, request, services, project_of)
 
     check.required_scope = scope  # type: ignore[attr-defined]  # read by route_scope()
     return check
+
+
+async def admit(
+    scope: Scope,
+    caller: Caller,
+    request: Request,
+    services: Services,
+    project_of: ProjectOf | None = None,
+) -> Caller:
+    """`require(scope)`'s decision for a known caller (also for routes that find the caller
+    their own way first: app/api/connectors.py)."""
+    services.limiter.check(caller)
+    reject_unknown_query(request)
+    if caller.is_admin:
+        return caller
+    if not caller.has(scope):
+        raise Forbidden(f"This endpoint needs the {scope!r} scope; the key lacks it.")
+    if project_of is not None:
+        found = await project_of(request, services)
+        if found is not None and not caller.covers(found[0]):
+            raise found[1]
+    elif "project" in request.path_params:
+        if not caller.covers(request.path_params["project"]):
+            raise project_not_found(request.path_params["project"])
+    elif not caller.covers(None):
+        # Not about one project (e.g. the project list): only for keys on every project.
+        raise Forbidden("This endpoint spans every project; the key covers only some.")
+    return caller
 
 
 def route_scope(route: Any) -> Scope | None:

@@ -21,7 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
 from sqlalchemy import Engine, text
 
-from app.api.access import require
+from app.api.access import admit, require
 from app.api.connector_schemas import (
     ArgillaConfig,
     ConnectorOut,
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/projects/{project}/connectors", tags=["connectors"])
 
 CONFIGS: dict[str, type[BaseModel]] = {"label-studio": LabelStudioConfig, "argilla": ArgillaConfig}
-_annotate = require("annotate")
 
 
 # One answer for an unknown project, a project without an Argilla connector (or secret) and a
@@ -98,7 +97,7 @@ async def events_access(
         request.state.signed_webhook = True  # the route reads at most max_event_bytes
         return None
     caller = await get_caller(request, services, credentials)
-    return await _annotate(caller, request, services)
+    return await admit("annotate", caller, request, services)
 
 
 events_access.required_scope = "annotate"  # type: ignore[attr-defined]  # for route_scope()

@@ -24,7 +24,7 @@ from app.votes.export import (
     read_vote_chunks,
     serialize_votes,
 )
-from app.votes.ingest import committed_with_retries, ingest_items, store_votes
+from app.votes.ingest import committed_with_retries, ingest_items
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["votes"])
 ProjectName = Annotated[str, Path(description="Project name", max_length=200)]
@@ -49,13 +49,15 @@ async def post_votes(body: VoteBatch, project: ProjectName, services: ServicesDe
     """Store a batch of votes, all or nothing. Re-sending a stored vote changes nothing.
 
     The hot path of a labeling tool (one request per annotation): async end to end, the project
-    from a per-process cache, and the whole write in one statement (app/votes/ingest.py)."""
+    from a per-process cache, and the write in its lane (app/votes/lanes.py): a small batch
+    shares one statement and one commit with those arriving at the same time, a large one waits
+    for the bulk lane, never for a small one's connection."""
     limit = services.settings.max_votes_per_request
     if len(body.votes) > limit:
         raise PayloadTooLarge(
             f"{len(body.votes)} votes in one request; the limit is {limit}. Split the batch."
         )
-    result = await store_votes(services.pool, services.projects, project, body.votes)
+    result = await services.votes.store(project, body.votes)
     return VoteResult(
         inserted=result.inserted,
         updated=result.updated,

@@ -36,15 +36,15 @@ BATCH_PLAN_MIN = 32
 
 _INGEST_ARGS = (
     "(%(project_id)s, %(classes)s, %(items)s, %(workers)s, %(labels)s::smallint[], %(source)s,"
-    " %(refs)s, %(tasks)s)"
+    " %(refs)s, %(tasks)s, %(requests)s::integer[])"
 )
-_INGEST = "SELECT * FROM softlabels_ingest_votes" + _INGEST_ARGS
-_INGEST_BATCH = "SELECT * FROM softlabels_ingest_votes_batch" + _INGEST_ARGS
+_INGEST = "softlabels_ingest_votes" + _INGEST_ARGS
+_INGEST_BATCH = "softlabels_ingest_votes_batch" + _INGEST_ARGS
 # A multi-label batch: each vote's set as a smallint[] literal, '{0,3}' (a list of lists would
 # be a 2-D array, which PostgreSQL wants rectangular).
 _TICKS_ARGS = _INGEST_ARGS.replace("%(labels)s::smallint[]", "%(ticks)s")
-_INGEST_TICKS = "SELECT * FROM softlabels_ingest_ticks" + _TICKS_ARGS
-_INGEST_TICKS_BATCH = "SELECT * FROM softlabels_ingest_ticks_batch" + _TICKS_ARGS
+_INGEST_TICKS = "softlabels_ingest_ticks" + _TICKS_ARGS
+_INGEST_TICKS_BATCH = "softlabels_ingest_ticks_batch" + _TICKS_ARGS
 
 
 class IngestResult(NamedTuple):
@@ -52,6 +52,12 @@ class IngestResult(NamedTuple):
     updated: int
     unchanged: int
     votes_version: int
+    # With `requests`: each vote's fate, in input order (OUTCOME_*); else None.
+    outcomes: list[int] | None = None
+
+
+# softlabels_ingest_votes' per-vote outcomes (group commit: app/votes/group_commit.py).
+OUTCOME_INSERTED, OUTCOME_UPDATED, OUTCOME_UNCHANGED = 0, 1, 2
 
 
 def _int_array(values: np.ndarray | Sequence[int]) -> str:
@@ -78,6 +84,7 @@ def ingest_votes(
     source: str = "api",
     refs: Sequence[str | None] | None = None,
     tasks: Sequence[str | None] | None = None,
+    requests: Sequence[int] | None = None,
 ) -> Coroutine[Any, Any, IngestResult]: ...
 
 
@@ -94,6 +101,7 @@ def ingest_votes(
     source: str = "api",
     refs: Sequence[str | None] | None = None,
     tasks: Sequence[str | None] | None = None,
+    requests: Sequence[int] | None = None,
 ) -> IngestResult: ...
 
 
@@ -109,6 +117,7 @@ def ingest_votes(
     source: str = "api",
     refs: Sequence[str | None] | None = None,
     tasks: Sequence[str | None] | None = None,
+    requests: Sequence[int] | None = None,
 ) -> IngestResult | Coroutine[Any, Any, IngestResult]:
     """Store a validated batch (vote i is `workers[i]` giving `items[i]` the class index
     `labels[i]`; `prepare_votes` validates) in one statement: create items and workers, upsert
@@ -119,7 +128,77 @@ def ingest_votes(
     are a labeling tool's annotation and task ids, `source` where the votes came from.
 
     A multi-label project's batch gives `ticks` instead of `labels`: vote i is the set of class
-    indices `ticks[i]`, sorted and distinct (softlabels_ingest_ticks)."""
+    indices `ticks[i]`, sorted and distinct (softlabels_ingest_ticks).
+
+    `requests`: the batch is several requests' votes (group commit), vote i from request
+    `requests[i]`; the result's `outcomes` then says what became of each vote, and the votes
+    version rises once per request that changed something. The pairs (item, worker) must be
+    distinct across the whole batch, as within one request's."""
+    query, params = _ingest_call(
+        project_id, classes, items, workers, labels, ticks, source, refs, tasks, requests
+    )
+    return _call(conn, "SELECT * FROM " + query, params, IngestResult._make)
+
+
+class IngestCall(NamedTuple):
+    """The arguments of one `ingest_votes` call, for `ingest_votes_many`."""
+
+    project_id: int
+    classes: Sequence[str]
+    items: Sequence[str]
+    workers: Sequence[str]
+    labels: np.ndarray | Sequence[int] | None = None
+    ticks: Sequence[Sequence[int]] | None = None
+    requests: Sequence[int] | None = None
+
+
+async def ingest_votes_many(
+    conn: psycopg.AsyncConnection[Any], calls: Sequence[IngestCall]
+) -> list[IngestResult]:
+    """Several `ingest_votes` calls (source "api") in one statement, hence one transaction and
+    one commit on an autocommit connection: all stored or none. Run in the order given: callers
+    that lock several projects' rows list them in one order (project id), so two such
+    statements never wait for each other in a cycle. Group commit (app/votes/group_commit.py)
+    stores the requests of several projects this way."""
+    arms, params = [], {}
+    for n, c in enumerate(calls):
+        query, one = _ingest_call(
+            c.project_id,
+            c.classes,
+            c.items,
+            c.workers,
+            c.labels,
+            c.ticks,
+            "api",
+            None,
+            None,
+            c.requests,
+        )
+        for name in one:
+            query = query.replace(f"%({name})s", f"%({name}_{n})s")
+        params.update({f"{name}_{n}": value for name, value in one.items()})
+        arms.append(f"SELECT {n} AS call, r.* FROM {query} AS r")
+    cur = await conn.execute(" UNION ALL ".join(arms), params)
+    out: list[IngestResult | None] = [None] * len(calls)
+    for row in await cur.fetchall():
+        out[row[0]] = IngestResult._make(row[1:])
+    assert all(r is not None for r in out)
+    return out  # type: ignore[return-value]
+
+
+def _ingest_call(
+    project_id: int,
+    classes: Sequence[str],
+    items: Sequence[str],
+    workers: Sequence[str],
+    labels: np.ndarray | Sequence[int] | None,
+    ticks: Sequence[Sequence[int]] | None,
+    source: str,
+    refs: Sequence[str | None] | None,
+    tasks: Sequence[str | None] | None,
+    requests: Sequence[int] | None,
+) -> tuple[str, dict[str, Any]]:
+    """The function call (`softlabels_ingest_...(%(project_id)s, ...)`) and its parameters."""
     if (labels is None) == (ticks is None):
         raise TypeError("give labels (single-label, ordinal) or ticks (multi-label)")
     params = {
@@ -130,6 +209,7 @@ def ingest_votes(
         "source": source,
         "refs": _list(refs),
         "tasks": _list(tasks),
+        "requests": None if requests is None else _int_array(requests),
     }
     big = len(items) > BATCH_PLAN_MIN
     if ticks is not None:
@@ -139,7 +219,7 @@ def ingest_votes(
         assert labels is not None
         params["labels"] = _int_array(labels)
         query = _INGEST_BATCH if big else _INGEST
-    return _call(conn, query, params, IngestResult._make)
+    return query, params
 
 
 def votes_version(conn: SyncConnection, *, project_id: int) -> int:

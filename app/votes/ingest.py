@@ -12,27 +12,24 @@ Used by the API and by `softlabels import-votes`, so both paths share one set of
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import numpy as np
 import psycopg.errors
-from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.db import functions
-from app.db.functions import CLASSES_CHANGED, NO_PROJECT
 from app.db.models import Project
 from app.errors import ValidationFailed
 from app.votes.content import ContentIn, store_content
-from app.votes.project_cache import ProjectCache
 from app.votes.records import ItemIn, VoteIn
 
 T = TypeVar("T")
@@ -92,15 +89,25 @@ def class_indices(
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Map class names or 0-based indices to indices (None -> -1). Returns (indices, errors).
     `noun` names what a class is in the messages ("level" on an ordinal scale)."""
-    k = len(classes)
-    lookup: dict[str | int | None, int] = {name: i for i, name in enumerate(classes)}
-    lookup.update({i: i for i in range(k)})
-    lookup[None] = -1
-    idx = np.fromiter(map(lookup.get, refs, [-2] * len(refs)), dtype=np.int64, count=len(refs))
-    errors = []
-    for row in np.flatnonzero(idx == -2).tolist():
-        errors.append(_error(row, field, _unknown(classes, refs[row], noun)))
+    lookup = _class_lookup(tuple(classes))
+    if len(refs) == 1:  # a single vote, the hot path: numpy's per-call costs are most of it
+        found = lookup.get(refs[0], -2)
+        idx = np.array([found], dtype=np.int64)
+        bad = [0] if found == -2 else []
+    else:
+        idx = np.fromiter(map(lookup.get, refs, [-2] * len(refs)), dtype=np.int64, count=len(refs))
+        bad = np.flatnonzero(idx == -2).tolist()
+    errors = [_error(row, field, _unknown(classes, refs[row], noun)) for row in bad]
     return idx, errors
+
+
+@lru_cache(maxsize=1024)
+def _class_lookup(classes: tuple[str, ...]) -> dict[str | int | None, int]:
+    """Class name or index -> index, None -> -1; per class list, built once."""
+    lookup: dict[str | int | None, int] = {name: i for i, name in enumerate(classes)}
+    lookup.update({i: i for i in range(len(classes))})
+    lookup[None] = -1
+    return lookup
 
 
 def _unknown(classes: Sequence[str], ref: str | int, noun: str) -> str:
@@ -224,8 +231,8 @@ def _duplicate_pairs(item_ext: list[str], worker_ext: list[str]) -> list[dict[st
     return errors
 
 
-def vote_counts(row: Sequence[int]) -> VoteCounts:
-    return VoteCounts(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+def vote_counts(row: functions.IngestResult) -> VoteCounts:
+    return VoteCounts(row.inserted, row.updated, row.unchanged, row.votes_version)
 
 
 def ingest_votes(
@@ -392,55 +399,3 @@ def ingest_items(session: Session, project: Project, rows: Sequence[ItemIn]) -> 
         ],
     )
     return ItemCounts(inserted=len(new_ids), updated=len(keep))
-
-
-async def store_votes(
-    pool: AsyncConnectionPool,
-    projects: ProjectCache,
-    name: str,
-    votes: Sequence[VoteIn],
-    attempts: int = 4,
-) -> VoteCounts:
-    """The API's write path: validate against the cached project, then one statement on an
-    autocommit connection (the function call is its own transaction: all or nothing).
-
-    Retried whole: a deadlock victim (rare: batches sharing items lock them in external-id
-    order), and a stale cache entry (the project was deleted or its classes changed elsewhere),
-    once.
-    """
-    stale_retry = True
-    for attempt in range(attempts):
-        ref, cached = await projects.lookup(pool, name)
-        try:
-            batch = prepare_votes(ref.classes, votes, ref.task_type)
-        except ValidationFailed:
-            if not (cached and stale_retry):
-                raise
-            # A label unknown to a cached class list (or task type) may be known to the current
-            # one (PATCH in another process): check once more against a fresh lookup.
-            projects.forget(name)
-            stale_retry = False
-            ref = await projects.get(pool, name)
-            batch = prepare_votes(ref.classes, votes, ref.task_type)
-        try:
-            async with pool.connection() as conn:
-                row = await functions.ingest_votes(
-                    conn,
-                    project_id=ref.id,
-                    classes=ref.classes,
-                    items=batch.items,
-                    workers=batch.workers,
-                    labels=batch.labels,
-                    ticks=batch.ticks,
-                )
-            return vote_counts(row)
-        except psycopg.errors.TransactionRollback:  # SQLSTATE class 40: safe to redo
-            if attempt == attempts - 1:
-                raise
-            await asyncio.sleep(random.uniform(0, 0.02 * (attempt + 1)))
-        except psycopg.Error as exc:
-            if exc.sqlstate not in (NO_PROJECT, CLASSES_CHANGED) or not stale_retry:
-                raise
-            projects.forget(name)
-            stale_retry = False
-    raise AssertionError("unreachable")

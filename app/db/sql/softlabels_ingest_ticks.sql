@@ -4,11 +4,13 @@
 -- The item's counts[k] is how many of its (counted) voters ticked k, n_votes its voters: a
 -- changed set moves the classes it gained and lost, a repeated one changes nothing.
 -- Errors it raises: SLNOP (no such project), SLCLS (the caller's class list is out of date, or
--- the project is not multi-label any more).
+-- the project is not multi-label any more). `requests` and `outcomes`: as in
+-- softlabels_ingest_votes (group commit).
 CREATE OR REPLACE FUNCTION softlabels_ingest_ticks(
     p bigint, expected_classes text[], item_ext text[], worker_ext text[], tick_sets text[],
-    vote_source text, refs text[], tasks text[]
-) RETURNS TABLE (inserted bigint, updated bigint, unchanged bigint, votes_version bigint)
+    vote_source text, refs text[], tasks text[], requests integer[] DEFAULT NULL
+) RETURNS TABLE (inserted bigint, updated bigint, unchanged bigint, votes_version bigint,
+                 outcomes smallint[])
 LANGUAGE plpgsql VOLATILE
 SET jit = off
 -- Lookups by key only, whatever the statistics say (see softlabels_ingest_votes).
@@ -19,6 +21,7 @@ DECLARE
     stored_classes text[];
     stored_type text;
     written bigint;
+    bumps bigint;
     batch_item_ext text[];
     batch_item_id bigint[];
 BEGIN
@@ -54,16 +57,17 @@ BEGIN
     -- empty set is a vote, so "no ticks" cannot say it); `moved`: a new or different set.
     WITH s AS (
         SELECT i.id AS item_id, w.id AS worker_id, w.excluded, b.t::smallint[] AS ticks,
-               b.ref, b.task
+               b.ref, b.task, b.n, requests[b.n::integer] AS req
         FROM unnest(item_ext, worker_ext, tick_sets,
                     coalesce(refs, array_fill(NULL::text, ARRAY[cardinality(item_ext)])),
                     coalesce(tasks, array_fill(NULL::text, ARRAY[cardinality(item_ext)])))
-             AS b(item, worker, t, ref, task)
+             WITH ORDINALITY AS b(item, worker, t, ref, task, n)
         JOIN unnest(batch_item_ext, batch_item_id) AS i(ext, id) ON i.ext = b.item
         CROSS JOIN LATERAL (SELECT id, excluded FROM workers
                             WHERE project_id = p AND external_id = b.worker OFFSET 0) w
     ), old AS (
-        SELECT s.item_id, s.worker_id, s.excluded, s.ref, s.task, s.ticks AS new_ticks,
+        SELECT s.item_id, s.worker_id, s.excluded, s.ref, s.task, s.n, s.req,
+               s.ticks AS new_ticks,
                v.ticks AS old_ticks, v.item_id IS NULL AS fresh,
                (v.item_id IS NULL OR v.ticks IS DISTINCT FROM s.ticks) AS moved,
                (s.ref IS NOT NULL AND (v.tool_ref, v.tool_task) IS DISTINCT FROM (s.ref, s.task))
@@ -109,15 +113,25 @@ BEGIN
     SELECT count(*) FILTER (WHERE o.fresh),
            count(*) FILTER (WHERE o.moved AND NOT o.fresh),
            count(*) FILTER (WHERE NOT o.moved),
-           (SELECT count(*) FROM up)
-    INTO inserted, updated, unchanged, written
+           (SELECT count(*) FROM up),
+           count(DISTINCT o.req) FILTER (WHERE o.moved OR o.new_ref),
+           array_agg((CASE WHEN o.fresh THEN 0 WHEN o.moved THEN 1 ELSE 2 END)::smallint
+                     ORDER BY o.n) FILTER (WHERE requests IS NOT NULL)
+    INTO inserted, updated, unchanged, written, bumps, outcomes
     FROM old o;
 
+    -- The version bump inline, as in softlabels_ingest_votes, by one per writing request.
     IF written > 0 THEN
-        PERFORM softlabels_bump_votes_version(p);
+        IF requests IS NULL THEN
+            bumps := 1;
+        END IF;
+        INSERT INTO project_vote_changes AS c (project_id, slot, changes)
+        VALUES (p, floor(random() * {VERSION_SLOTS})::smallint, bumps)
+        ON CONFLICT (project_id, slot) DO UPDATE SET changes = c.changes + EXCLUDED.changes;
         PERFORM softlabels_emit_settled(p);
     END IF;
-    votes_version := softlabels_votes_version(p);
+    SELECT coalesce(sum(c.changes), 0)::bigint INTO votes_version
+    FROM project_vote_changes c WHERE c.project_id = p;
     RETURN NEXT;
 END
 $$;

@@ -1,9 +1,15 @@
 -- Errors it raises: SLNOP (no such project), SLCLS (the caller's class list or task type is out
 -- of date). Single-label and ordinal votes: `labels` are class or level indices.
+-- `requests` (group commit, app/votes/group_commit.py): several API requests' votes in one call,
+-- vote i from request requests[i]. The votes version then rises once per request that changed
+-- something, as if each had been its own call, and `outcomes` gives each vote's fate in input
+-- order (0 inserted, 1 updated, 2 unchanged) so that each request gets its own counts. NULL: the
+-- batch is one request, and `outcomes` is NULL.
 CREATE OR REPLACE FUNCTION softlabels_ingest_votes(
     p bigint, expected_classes text[], item_ext text[], worker_ext text[], labels smallint[],
-    vote_source text, refs text[], tasks text[]
-) RETURNS TABLE (inserted bigint, updated bigint, unchanged bigint, votes_version bigint)
+    vote_source text, refs text[], tasks text[], requests integer[] DEFAULT NULL
+) RETURNS TABLE (inserted bigint, updated bigint, unchanged bigint, votes_version bigint,
+                 outcomes smallint[])
 LANGUAGE plpgsql VOLATILE
 SET jit = off  -- compiling a plan for one pass over one batch costs more than it saves
 -- Every lookup here is by key. Planner statistics can be far off (a table emptied and vacuumed,
@@ -16,6 +22,7 @@ DECLARE
     stored_classes text[];
     stored_type text;
     written bigint;
+    bumps bigint;
     batch_item_ext text[];
     batch_item_id bigint[];
 BEGIN
@@ -64,11 +71,12 @@ BEGIN
     -- One statement, one snapshot: `old` sees the votes as they were before `up` writes, which
     -- is what the counts delta needs. The batch's items are locked, so nobody changes them.
     WITH s AS (
-        SELECT i.id AS item_id, w.id AS worker_id, w.excluded, b.label, b.ref, b.task
+        SELECT i.id AS item_id, w.id AS worker_id, w.excluded, b.label, b.ref, b.task, b.n,
+               requests[b.n::integer] AS req
         FROM unnest(item_ext, worker_ext, labels,
                     coalesce(refs, array_fill(NULL::text, ARRAY[cardinality(item_ext)])),
                     coalesce(tasks, array_fill(NULL::text, ARRAY[cardinality(item_ext)])))
-             AS b(item, worker, label, ref, task)
+             WITH ORDINALITY AS b(item, worker, label, ref, task, n)
         -- Item ids from the statement above (a join of two arrays); workers by one index
         -- probe per row (OFFSET 0 keeps the planner from turning it into a join): without
         -- statistics the plain join was planned as a hash join over every worker of the
@@ -77,7 +85,8 @@ BEGIN
         CROSS JOIN LATERAL (SELECT id, excluded FROM workers
                             WHERE project_id = p AND external_id = b.worker OFFSET 0) w
     ), old AS (
-        SELECT s.item_id, s.worker_id, s.excluded, s.ref, s.task, s.label AS new_label,
+        SELECT s.item_id, s.worker_id, s.excluded, s.ref, s.task, s.n, s.req,
+               s.label AS new_label,
                v.label AS old_label,
                -- a tool's vote with a new annotation id or task is rewritten, same label or not
                (s.ref IS NOT NULL AND (v.tool_ref, v.tool_task) IS DISTINCT FROM (s.ref, s.task))
@@ -113,16 +122,24 @@ BEGIN
     SELECT count(*) FILTER (WHERE o.old_label IS NULL),
            count(*) FILTER (WHERE o.old_label <> o.new_label),
            count(*) FILTER (WHERE o.old_label = o.new_label),
-           (SELECT count(*) FROM up)
-    INTO inserted, updated, unchanged, written
+           (SELECT count(*) FROM up),
+           count(DISTINCT o.req) FILTER (WHERE o.old_label IS DISTINCT FROM o.new_label
+                                         OR o.new_ref),
+           array_agg((CASE WHEN o.old_label IS NULL THEN 0
+                           WHEN o.old_label <> o.new_label THEN 1 ELSE 2 END)::smallint
+                     ORDER BY o.n) FILTER (WHERE requests IS NOT NULL)
+    INTO inserted, updated, unchanged, written, bumps, outcomes
     FROM old o;
 
     -- The bodies of softlabels_bump_votes_version / softlabels_votes_version, inline: a
     -- LANGUAGE sql function is parsed and planned on every call (~18% of a single vote's CPU).
     IF written > 0 THEN
+        IF requests IS NULL THEN
+            bumps := 1;
+        END IF;
         INSERT INTO project_vote_changes AS c (project_id, slot, changes)
-        VALUES (p, floor(random() * {VERSION_SLOTS})::smallint, 1)
-        ON CONFLICT (project_id, slot) DO UPDATE SET changes = c.changes + 1;
+        VALUES (p, floor(random() * {VERSION_SLOTS})::smallint, bumps)
+        ON CONFLICT (project_id, slot) DO UPDATE SET changes = c.changes + EXCLUDED.changes;
         PERFORM softlabels_emit_settled(p);
     END IF;
     SELECT coalesce(sum(c.changes), 0)::bigint INTO votes_version
