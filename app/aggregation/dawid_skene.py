@@ -6,6 +6,7 @@ the EM Algorithm." Journal of the Royal Statistical Society, Series C 28(1), 20-
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated
 
 import numpy as np
@@ -36,28 +37,46 @@ SMOOTHING_DOC = (
 )
 
 
-def normalize_confusion(counts: np.ndarray, k: int) -> np.ndarray:
-    """(W * K, K) expected counts indexed [worker * K + label, true class] -> (W, K, K)
-    confusions [worker, true class, label]; a worker without counts gets a uniform matrix."""
-    conf = counts.reshape(-1, k, k).transpose(0, 2, 1)
-    total = conf.sum(axis=2, keepdims=True)
-    out = np.divide(conf, total, out=np.full(conf.shape, 1.0 / k), where=total > 0)
-    return np.ascontiguousarray(out)
+def normalize_emission(counts: np.ndarray, k: int) -> np.ndarray:
+    """(W * K, K) expected counts indexed [worker * K + label, true class], normalized in place
+    over each worker's labels: P(label | true class) in the same layout (what the E-step looks
+    up, so no transpose is needed per iteration). A (worker, class) without counts gets a
+    uniform row."""
+    c3 = counts.reshape(-1, k, k)
+    total = np.einsum("wlc->wc", c3)[:, None, :]  # per (worker, true class); einsum is faster
+    if (total > 0).all():
+        c3 /= total
+    else:
+        empty = np.broadcast_to(total <= 0, c3.shape)
+        np.divide(c3, total, out=c3, where=~empty)
+        c3[empty] = 1.0 / k
+    return counts
 
 
-def log_table(conf: np.ndarray) -> np.ndarray:
-    """(W, K, K) confusions -> (W * K, K) table log conf[w, c, l] at row w * K + l, column c.
+def confusion_of(emission: np.ndarray, k: int) -> np.ndarray:
+    """(W * K, K) P(label | class) at [worker * K + label, class] -> (W, K, K) confusions
+    [worker, true class, label]."""
+    return np.ascontiguousarray(emission.reshape(-1, k, k).transpose(0, 2, 1))
 
-    Zero cells are labels the worker never gave (never looked up): EPS only keeps them finite."""
-    k = conf.shape[1]
-    return np.log(np.maximum(conf.transpose(0, 2, 1).reshape(-1, k), EPS))
+
+def emission_of(confusion: np.ndarray) -> np.ndarray:
+    """The inverse of `confusion_of`."""
+    k = confusion.shape[1]
+    return np.ascontiguousarray(confusion.transpose(0, 2, 1)).reshape(-1, k)
 
 
 class DawidSkeneEM(EMModel):
+    """State: "class_prior" (K,), "emission" (W * K, K) P(label | true class) at row
+    worker * K + label, and with shrinkage "pooled" (K, K) [label, class], the prior's centre."""
+
     def __init__(self, sv: SortedVotes, smoothing: float, shrinkage: float = 0.0) -> None:
         self.sv, self.smoothing, self.shrinkage = sv, smoothing, shrinkage
-        # (worker, label) pairs that occur: the unsmoothed M-step floors only these.
-        self.observed = np.bincount(sv.worker_label, minlength=sv.n_workers * sv.n_classes) > 0
+
+    @cached_property
+    def observed(self) -> np.ndarray:
+        """(worker, label) pairs that occur: the unsmoothed M-step floors only these."""
+        sv = self.sv
+        return np.bincount(sv.worker_label, minlength=sv.n_workers * sv.n_classes) > 0
 
     def m_step(self, post: np.ndarray, state: State | None) -> State:
         """Expected confusion counts, normalized per (worker, true class), and the class prior.
@@ -75,29 +94,36 @@ class DawidSkeneEM(EMModel):
                 pooled /= np.maximum(pooled.sum(axis=0, keepdims=True), EPS)
             else:
                 pooled = state["pooled"]
-            counts = (counts.reshape(-1, k, k) + self.shrinkage * pooled).reshape(-1, k)
-        if self.smoothing > 0 or self.shrinkage > 0:
+            c3 = counts.reshape(-1, k, k)  # a view: added in place
+            c3 += self.shrinkage * pooled + (self.smoothing + EPS)
+        elif self.smoothing > 0:
             counts += self.smoothing + EPS
         else:
             counts[self.observed] = np.maximum(counts[self.observed], EPS)
-        conf = normalize_confusion(counts, self.sv.n_classes)
-        out = {"class_prior": class_prior(self.sv, post), "confusion": conf}
+        out = {
+            "class_prior": class_prior(self.sv, post),
+            "emission": normalize_emission(counts, k),
+        }
         if self.shrinkage > 0:
             out["pooled"] = pooled
         return out
 
     def e_step(self, state: State) -> tuple[np.ndarray, float]:
-        table = log_table(state["confusion"])
+        # Zero cells are labels the worker never gave (never looked up): EPS only keeps them
+        # finite.
+        table = np.maximum(state["emission"], EPS)
+        np.log(table, out=table)
         log_joint = np.asarray(self.sv.item_by_wl @ table)
         log_joint += np.log(state["class_prior"])
-        post, log_norm = posteriors_from_log(log_joint)
+        post, log_norm = posteriors_from_log(log_joint, inplace=True)
         # Items without votes contribute log(sum(prior)) = 0. With shrinkage the objective is
         # the MAP one: plus the log Dirichlet prior density (up to a constant).
         objective = float(log_norm.sum())
         if self.shrinkage > 0 and "pooled" in state:
             k = self.sv.n_classes
             pseudo = self.shrinkage * state["pooled"]  # [label, class]
-            objective += float((table.reshape(-1, k, k) * pseudo).sum())
+            per_cell = np.ones(self.sv.n_workers) @ table.reshape(-1, k * k)  # summed over workers
+            objective += float(per_cell @ pseudo.reshape(-1))
         return post, objective
 
 
@@ -110,7 +136,7 @@ def warm_state(warm: WorkerModelFit | None, votes: VoteArrays) -> State | None:
     conf = grow(old_conf, votes.n_workers, old_conf.mean(axis=0))
     if conf is None:
         return None
-    state = {"class_prior": old_prior / old_prior.sum(), "confusion": conf}
+    state = {"class_prior": old_prior / old_prior.sum(), "emission": emission_of(conf)}
     pooled = warm_array(warm, "pooled")
     if pooled is not None and pooled.shape == (k, k):
         state["pooled"] = pooled
@@ -172,7 +198,8 @@ class DawidSkene(WorkerAggregator):
             warm=warm_state(warm, votes),
             posteriors=posterior_starts(sv, self.n_starts),
         )
-        prior, conf = run.state["class_prior"], run.state["confusion"]
+        prior = run.state["class_prior"]
+        conf = confusion_of(run.state["emission"], votes.n_classes)
         diag = np.einsum("wcc->wc", conf)
         pooled = {"pooled": run.state["pooled"]} if "pooled" in run.state else {}
         return fit_result(
