@@ -71,6 +71,7 @@ class DawidSkeneEM(EMModel):
 
     def __init__(self, sv: SortedVotes, smoothing: float, shrinkage: float = 0.0) -> None:
         self.sv, self.smoothing, self.shrinkage = sv, smoothing, shrinkage
+        self._table: np.ndarray | None = None
 
     @cached_property
     def observed(self) -> np.ndarray:
@@ -111,7 +112,10 @@ class DawidSkeneEM(EMModel):
     def e_step(self, state: State) -> tuple[np.ndarray, float]:
         # Zero cells are labels the worker never gave (never looked up): EPS only keeps them
         # finite.
-        table = np.maximum(state["emission"], EPS)
+        emission = state["emission"]
+        if self._table is None or self._table.shape != emission.shape:
+            self._table = np.empty_like(emission)  # reused: the table lives one E-step
+        table = np.maximum(emission, EPS, out=self._table)
         np.log(table, out=table)
         log_joint = np.asarray(self.sv.item_by_wl @ table)
         log_joint += np.log(state["class_prior"])
@@ -197,6 +201,7 @@ class DawidSkene(WorkerAggregator):
             tol=self.tol,
             warm=warm_state(warm, votes),
             posteriors=posterior_starts(sv, self.n_starts),
+            race=True,
         )
         prior = run.state["class_prior"]
         conf = confusion_of(run.state["emission"], votes.n_classes)
