@@ -439,7 +439,9 @@ def multi_start(
             return best
         runs.clear()
     if race:
-        starts = [(name, state, None) for name, state in states or []]
+        starts: list[tuple[str, State, np.ndarray | None]] = [
+            (name, state, None) for name, state in states or []
+        ]
         starts += [(name, model.m_step(post, None), post) for name, post in posteriors or []]
         ems = [
             EMRun(
