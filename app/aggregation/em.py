@@ -302,6 +302,10 @@ def race_runs(runs: list[EMRun]) -> tuple[list[Run], list[EMRun]]:
     done: dict[int, Run] = {}
     aside: list[EMRun] = []
     active = list(range(len(runs)))
+    for i in range(len(runs)):
+        if runs[i].finished:  # max_iter = 0
+            done[i] = runs[i].result()
+            active.remove(i)
     while active:
         for i in active:
             runs[i].e_step()
