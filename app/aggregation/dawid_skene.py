@@ -29,6 +29,7 @@ from app.aggregation.votes import (
     class_prior,
     grow,
     posteriors_from_log,
+    row_max,
 )
 
 SMOOTHING_DOC = (
@@ -53,6 +54,13 @@ def normalize_emission(counts: np.ndarray, k: int) -> np.ndarray:
     return counts
 
 
+# Expected counts are updated rather than recomputed (DawidSkeneEM.expected_counts) from the
+# items whose posteriors moved by more than STALE_TOL in some class (a few dozen float64 ulps
+# of 1), when they are at most INCREMENTAL_SHARE of the items.
+STALE_TOL = 1e-14
+INCREMENTAL_SHARE = 0.25
+
+
 def confusion_of(emission: np.ndarray, k: int) -> np.ndarray:
     """(W * K, K) P(label | class) at [worker * K + label, class] -> (W, K, K) confusions
     [worker, true class, label]."""
@@ -66,12 +74,17 @@ def emission_of(confusion: np.ndarray) -> np.ndarray:
 
 
 class DawidSkeneEM(EMModel):
-    """State: "class_prior" (K,), "emission" (W * K, K) P(label | true class) at row
-    worker * K + label, and with shrinkage "pooled" (K, K) [label, class], the prior's centre."""
+    """State: "class_prior" (K,); "raw_counts" (W * K, K), the expected counts
+    [worker * K + label, true class] (the posteriors of the items the worker gave that label,
+    summed), and "raw_post", the posteriors they were summed from; with shrinkage "pooled"
+    (K, K) [label, class], the prior's centre. The confusions are those counts plus the
+    pseudo-counts, normalized (`emission`). A warm start's state holds "emission" instead."""
 
     def __init__(self, sv: SortedVotes, smoothing: float, shrinkage: float = 0.0) -> None:
         self.sv, self.smoothing, self.shrinkage = sv, smoothing, shrinkage
+        # Scratch arrays, reused by every step of every run (never part of a state).
         self._table: np.ndarray | None = None
+        self._diff: np.ndarray | None = None
 
     @cached_property
     def observed(self) -> np.ndarray:
@@ -80,42 +93,74 @@ class DawidSkeneEM(EMModel):
         return np.bincount(sv.worker_label, minlength=sv.n_workers * sv.n_classes) > 0
 
     def m_step(self, post: np.ndarray, state: State | None) -> State:
-        """Expected confusion counts, normalized per (worker, true class), and the class prior.
+        """Expected confusion counts and the class prior (`emission` normalizes the counts).
 
-        Unsmoothed, this is crowd-kit 1.4.2's M-step: expected counts of the observed (worker,
-        label) pairs are floored at EPS and normalized over the worker's observed labels, so a
-        label the worker never gave has probability exactly 0."""
-        counts = np.asarray(self.sv.wl_by_item @ post)  # [worker * K + label, class]
-        k = self.sv.n_classes
+        On crowds with many votes per item most items' posteriors stop moving (beyond
+        STALE_TOL) after a few iterations: the previous M-step's counts are then updated by
+        the moved items' changes, a sparse product over their votes alone, instead of summed
+        afresh. The counts are those of posteriors within STALE_TOL of `post` in every cell,
+        never further (each item's reference row is the one last added)."""
+        sv, k = self.sv, self.sv.n_classes
+        raw = raw_post = None
+        if state is not None and "raw_post" in state:
+            base_post = state["raw_post"]
+            if self._diff is None or self._diff.shape != post.shape:
+                self._diff = np.empty_like(post)
+            diff = np.subtract(post, base_post, out=self._diff)
+            moved = np.flatnonzero(row_max(np.abs(diff, out=diff))[:, 0] > STALE_TOL)
+            if moved.size <= INCREMENTAL_SHARE * sv.n_items:
+                # (diff was overwritten by its absolute value: the moved rows are re-read.)
+                delta = post[moved] - base_post[moved]
+                raw = np.asarray(sv.item_by_wl[moved].T @ delta)
+                raw += state["raw_counts"]
+                raw_post = base_post.copy()
+                raw_post[moved] = post[moved]
+        if raw is None or raw_post is None:
+            raw = np.asarray(sv.wl_by_item @ post)
+            raw_post = post.copy()
+        out = {"class_prior": class_prior(sv, post), "raw_counts": raw, "raw_post": raw_post}
         if self.shrinkage > 0:
             if state is None or "pooled" not in state:
                 # The prior's centre is fixed for the run (set at its start), so that each
                 # run is MAP EM under one prior and its objective can only rise.
-                pooled = counts.reshape(-1, k, k).sum(axis=0)  # [label, class]
+                pooled = raw.reshape(-1, k, k).sum(axis=0)  # [label, class]
                 pooled /= np.maximum(pooled.sum(axis=0, keepdims=True), EPS)
+                out["pooled"] = pooled
             else:
-                pooled = state["pooled"]
-            c3 = counts.reshape(-1, k, k)  # a view: added in place
-            c3 += self.shrinkage * pooled + (self.smoothing + EPS)
-        elif self.smoothing > 0:
-            counts += self.smoothing + EPS
-        else:
-            counts[self.observed] = np.maximum(counts[self.observed], EPS)
-        out = {
-            "class_prior": class_prior(self.sv, post),
-            "emission": normalize_emission(counts, k),
-        }
-        if self.shrinkage > 0:
-            out["pooled"] = pooled
+                out["pooled"] = state["pooled"]
         return out
 
+    def emission(self, state: State, out: np.ndarray | None = None) -> np.ndarray:
+        """(W * K, K) P(label | true class) at row worker * K + label: the state's counts
+        plus the pseudo-counts, normalized per (worker, true class).
+
+        Unsmoothed, this is crowd-kit 1.4.2's M-step: expected counts of the observed (worker,
+        label) pairs are floored at EPS and normalized over the worker's observed labels, so a
+        label the worker never gave has probability exactly 0."""
+        if "raw_counts" not in state:
+            return np.asarray(state["emission"])  # a warm start's
+        raw, k = state["raw_counts"], self.sv.n_classes
+        counts = np.empty_like(raw) if out is None else out
+        if self.shrinkage > 0:
+            add = self.shrinkage * state["pooled"] + (self.smoothing + EPS)
+            np.add(raw.reshape(-1, k, k), add, out=counts.reshape(-1, k, k))
+        elif self.smoothing > 0:
+            np.add(raw, self.smoothing + EPS, out=counts)
+        else:
+            np.copyto(counts, raw)
+            counts[self.observed] = np.maximum(counts[self.observed], EPS)
+        return normalize_emission(counts, k)
+
     def e_step(self, state: State) -> tuple[np.ndarray, float]:
+        k = self.sv.n_classes
+        shape = (self.sv.n_workers * k, k)
+        if self._table is None or self._table.shape != shape:
+            self._table = np.empty(shape)  # reused: the table lives one E-step
+        table = self._table
+        emission = self.emission(state, out=table)
         # Zero cells are labels the worker never gave (never looked up): EPS only keeps them
         # finite.
-        emission = state["emission"]
-        if self._table is None or self._table.shape != emission.shape:
-            self._table = np.empty_like(emission)  # reused: the table lives one E-step
-        table = np.maximum(emission, EPS, out=self._table)
+        np.maximum(emission, EPS, out=table)
         np.log(table, out=table)
         log_joint = np.asarray(self.sv.item_by_wl @ table)
         log_joint += np.log(state["class_prior"])
@@ -124,7 +169,6 @@ class DawidSkeneEM(EMModel):
         # the MAP one: plus the log Dirichlet prior density (up to a constant).
         objective = float(log_norm.sum())
         if self.shrinkage > 0 and "pooled" in state:
-            k = self.sv.n_classes
             pseudo = self.shrinkage * state["pooled"]  # [label, class]
             per_cell = np.ones(self.sv.n_workers) @ table.reshape(-1, k * k)  # summed over workers
             objective += float(per_cell @ pseudo.reshape(-1))
@@ -194,9 +238,10 @@ class DawidSkene(WorkerAggregator):
 
     def _fit(self, votes: VoteArrays, warm: WorkerModelFit | None) -> WorkerModelFit:
         sv = self.sorted_votes(votes)
+        model = DawidSkeneEM(sv, self.smoothing, self.shrinkage)
         run = multi_start(
             sv,
-            DawidSkeneEM(sv, self.smoothing, self.shrinkage),
+            model,
             max_iter=self.max_iter,
             tol=self.tol,
             warm=warm_state(warm, votes),
@@ -204,7 +249,7 @@ class DawidSkene(WorkerAggregator):
             race=True,
         )
         prior = run.state["class_prior"]
-        conf = confusion_of(run.state["emission"], votes.n_classes)
+        conf = confusion_of(model.emission(run.state), votes.n_classes)
         diag = np.einsum("wcc->wc", conf)
         pooled = {"pooled": run.state["pooled"]} if "pooled" in run.state else {}
         return fit_result(
