@@ -167,10 +167,8 @@ class SortedVotes:
         traffic of int64; numpy indexes and counts with either)."""
         k = self.n_classes
         if n_rows * k < 2**31:
-            out = row.astype(np.int32)
-            out *= k
-            out += self.label.astype(np.int32)
-            return out
+            out = np.multiply(row, k, out=np.empty(row.size, np.int32), casting="unsafe")
+            return np.add(out, self.label, out=out, casting="unsafe")
         return row * k + self.label
 
     @cached_property
@@ -308,13 +306,13 @@ def class_prior(sv: SortedVotes, post: np.ndarray) -> np.ndarray:
 def majority_posteriors(sv: SortedVotes) -> np.ndarray:
     """(n_items, K) one-hot on the most-voted label, ties sharing the mass (uniform if no votes)."""
     counts = sv.item_label_counts
-    top = (counts == counts.max(axis=1, keepdims=True)).astype(np.float64)
+    top = (counts == row_max(counts)).astype(np.float64)
     return normalize_rows(top)
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
     """Rows scaled to sum to 1; all-zero rows become uniform (never 0/0)."""
-    total = x.sum(axis=1, keepdims=True)
+    total = row_sum(x)
     out = np.full_like(x, 1.0 / x.shape[1])
     np.divide(x, total, out=out, where=total > 0)
     return out
