@@ -170,8 +170,8 @@ class DawidSkeneEM(EMModel):
         objective = float(log_norm.sum())
         if self.shrinkage > 0 and "pooled" in state:
             pseudo = self.shrinkage * state["pooled"]  # [label, class]
-            per_cell = np.ones(self.sv.n_workers) @ table.reshape(-1, k * k)  # summed over workers
-            objective += float(per_cell @ pseudo.reshape(-1))
+            # einsum, not BLAS (see votes.row_sum)
+            objective += float(np.einsum("wlc,lc->", table.reshape(-1, k, k), pseudo))
         return post, objective
 
 
