@@ -54,9 +54,9 @@ def normalize_emission(counts: np.ndarray, k: int) -> np.ndarray:
     return counts
 
 
-# Expected counts are updated rather than recomputed (DawidSkeneEM.expected_counts) from the
-# items whose posteriors moved by more than STALE_TOL in some class (a few dozen float64 ulps
-# of 1), when they are at most INCREMENTAL_SHARE of the items.
+# The M-step's expected counts are updated rather than recomputed (DawidSkeneEM.m_step) from
+# the items whose posteriors moved by more than STALE_TOL in some class (a few dozen float64
+# ulps of 1), when they are at most INCREMENTAL_SHARE of the items.
 STALE_TOL = 1e-14
 INCREMENTAL_SHARE = 0.25
 
