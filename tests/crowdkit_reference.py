@@ -8,8 +8,9 @@ the app or the test process, so it depends only on numpy, pandas and crowd-kit:
 JOBS.json is a list of jobs {"votes": "x.npz", "method": "DawidSkene", "kwargs": {...},
 "out": "y.npy"}; x.npz holds int arrays item, worker, label and scalars n_items, n_classes.
 Each job writes its (n_items, n_classes) posteriors to `out` (NaN rows for items without votes,
-0 for classes crowd-kit never saw) and {"seconds", "n_iter", "rss_before_mb", "max_rss_mb"} to
-`out` + ".json" (peak RSS is per process: run one job per process to measure a job's peak).
+0 for classes crowd-kit never saw) and {"seconds", "cpu_seconds", "n_iter", "rss_before_mb",
+"max_rss_mb"} to `out` + ".json" (wall and CPU seconds of the fit; peak RSS is per process: run
+one job per process to measure a job's peak).
 The DataFrame rows keep the array order, so callers control crowd-kit's first-appearance order.
 """
 
@@ -42,9 +43,9 @@ def run_job(job: dict[str, Any]) -> None:
     kwargs = dict(job.get("kwargs", {}))  # Python's json round-trips -Infinity (tol = -inf)
     model = getattr(aggregation, job["method"])(**kwargs)
     rss_before = _max_rss_mb()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     probas = model.fit_predict_proba(df)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     probas = probas.reindex(index=range(n_items), columns=range(n_classes))
     out = probas.to_numpy(dtype=np.float64)
     voted = np.zeros(n_items, dtype=bool)
@@ -55,6 +56,7 @@ def run_job(job: dict[str, Any]) -> None:
     history = getattr(model, "loss_history_", None)
     meta = {
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,  # user + system CPU of the process during the fit
         "n_iter": None if history is None else len(history),
         "rss_before_mb": rss_before,  # peak RSS of this process so far (Linux: ru_maxrss KiB)
         "max_rss_mb": _max_rss_mb(),

@@ -6,6 +6,7 @@ the EM Algorithm." Journal of the Royal Statistical Society, Series C 28(1), 20-
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated
 
 import numpy as np
@@ -28,6 +29,7 @@ from app.aggregation.votes import (
     class_prior,
     grow,
     posteriors_from_log,
+    row_max,
 )
 
 SMOOTHING_DOC = (
@@ -36,68 +38,140 @@ SMOOTHING_DOC = (
 )
 
 
-def normalize_confusion(counts: np.ndarray, k: int) -> np.ndarray:
-    """(W * K, K) expected counts indexed [worker * K + label, true class] -> (W, K, K)
-    confusions [worker, true class, label]; a worker without counts gets a uniform matrix."""
-    conf = counts.reshape(-1, k, k).transpose(0, 2, 1)
-    total = conf.sum(axis=2, keepdims=True)
-    out = np.divide(conf, total, out=np.full(conf.shape, 1.0 / k), where=total > 0)
-    return np.ascontiguousarray(out)
+def normalize_emission(counts: np.ndarray, k: int) -> np.ndarray:
+    """(W * K, K) expected counts indexed [worker * K + label, true class], normalized in place
+    over each worker's labels: P(label | true class) in the same layout (what the E-step looks
+    up, so no transpose is needed per iteration). A (worker, class) without counts gets a
+    uniform row."""
+    c3 = counts.reshape(-1, k, k)
+    total = np.einsum("wlc->wc", c3)[:, None, :]  # per (worker, true class); einsum is faster
+    if (total > 0).all():
+        c3 /= total
+    else:
+        empty = np.broadcast_to(total <= 0, c3.shape)
+        np.divide(c3, total, out=c3, where=~empty)
+        c3[empty] = 1.0 / k
+    return counts
 
 
-def log_table(conf: np.ndarray) -> np.ndarray:
-    """(W, K, K) confusions -> (W * K, K) table log conf[w, c, l] at row w * K + l, column c.
+# The M-step's expected counts are updated rather than recomputed (DawidSkeneEM.m_step) from
+# the items whose posteriors moved by more than STALE_TOL in some class (a few dozen float64
+# ulps of 1), when they are at most INCREMENTAL_SHARE of the items.
+STALE_TOL = 1e-14
+INCREMENTAL_SHARE = 0.25
 
-    Zero cells are labels the worker never gave (never looked up): EPS only keeps them finite."""
-    k = conf.shape[1]
-    return np.log(np.maximum(conf.transpose(0, 2, 1).reshape(-1, k), EPS))
+
+def confusion_of(emission: np.ndarray, k: int) -> np.ndarray:
+    """(W * K, K) P(label | class) at [worker * K + label, class] -> (W, K, K) confusions
+    [worker, true class, label]."""
+    return np.ascontiguousarray(emission.reshape(-1, k, k).transpose(0, 2, 1))
+
+
+def emission_of(confusion: np.ndarray) -> np.ndarray:
+    """The inverse of `confusion_of`."""
+    k = confusion.shape[1]
+    return np.ascontiguousarray(confusion.transpose(0, 2, 1)).reshape(-1, k)
 
 
 class DawidSkeneEM(EMModel):
+    """State: "class_prior" (K,); "raw_counts" (W * K, K), the expected counts
+    [worker * K + label, true class] (the posteriors of the items the worker gave that label,
+    summed), and "raw_post", the posteriors they were summed from; with shrinkage "pooled"
+    (K, K) [label, class], the prior's centre. The confusions are those counts plus the
+    pseudo-counts, normalized (`emission`). A warm start's state holds "emission" instead."""
+
     def __init__(self, sv: SortedVotes, smoothing: float, shrinkage: float = 0.0) -> None:
         self.sv, self.smoothing, self.shrinkage = sv, smoothing, shrinkage
-        # (worker, label) pairs that occur: the unsmoothed M-step floors only these.
-        self.observed = np.bincount(sv.worker_label, minlength=sv.n_workers * sv.n_classes) > 0
+        # Scratch arrays, reused by every step of every run (never part of a state).
+        self._table: np.ndarray | None = None
+        self._diff: np.ndarray | None = None
+
+    @cached_property
+    def observed(self) -> np.ndarray:
+        """(worker, label) pairs that occur: the unsmoothed M-step floors only these."""
+        sv = self.sv
+        return np.bincount(sv.worker_label, minlength=sv.n_workers * sv.n_classes) > 0
 
     def m_step(self, post: np.ndarray, state: State | None) -> State:
-        """Expected confusion counts, normalized per (worker, true class), and the class prior.
+        """Expected confusion counts and the class prior (`emission` normalizes the counts).
 
-        Unsmoothed, this is crowd-kit 1.4.2's M-step: expected counts of the observed (worker,
-        label) pairs are floored at EPS and normalized over the worker's observed labels, so a
-        label the worker never gave has probability exactly 0."""
-        counts = np.asarray(self.sv.wl_by_item @ post)  # [worker * K + label, class]
-        k = self.sv.n_classes
+        On crowds with many votes per item most items' posteriors stop moving (beyond
+        STALE_TOL) after a few iterations: the previous M-step's counts are then updated by
+        the moved items' changes, a sparse product over their votes alone, instead of summed
+        afresh. The counts are those of posteriors within STALE_TOL of `post` in every cell,
+        never further (each item's reference row is the one last added)."""
+        sv, k = self.sv, self.sv.n_classes
+        raw = raw_post = None
+        if state is not None and "raw_post" in state:
+            base_post = state["raw_post"]
+            if self._diff is None or self._diff.shape != post.shape:
+                self._diff = np.empty_like(post)
+            diff = np.subtract(post, base_post, out=self._diff)
+            moved = np.flatnonzero(row_max(np.abs(diff, out=diff))[:, 0] > STALE_TOL)
+            if moved.size <= INCREMENTAL_SHARE * sv.n_items:
+                # (diff was overwritten by its absolute value: the moved rows are re-read.)
+                delta = post[moved] - base_post[moved]
+                raw = np.asarray(sv.item_by_wl[moved].T @ delta)
+                raw += state["raw_counts"]
+                raw_post = base_post.copy()
+                raw_post[moved] = post[moved]
+        if raw is None or raw_post is None:
+            raw = np.asarray(sv.wl_by_item @ post)
+            raw_post = post.copy()
+        out = {"class_prior": class_prior(sv, post), "raw_counts": raw, "raw_post": raw_post}
         if self.shrinkage > 0:
             if state is None or "pooled" not in state:
                 # The prior's centre is fixed for the run (set at its start), so that each
                 # run is MAP EM under one prior and its objective can only rise.
-                pooled = counts.reshape(-1, k, k).sum(axis=0)  # [label, class]
+                pooled = raw.reshape(-1, k, k).sum(axis=0)  # [label, class]
                 pooled /= np.maximum(pooled.sum(axis=0, keepdims=True), EPS)
+                out["pooled"] = pooled
             else:
-                pooled = state["pooled"]
-            counts = (counts.reshape(-1, k, k) + self.shrinkage * pooled).reshape(-1, k)
-        if self.smoothing > 0 or self.shrinkage > 0:
-            counts += self.smoothing + EPS
-        else:
-            counts[self.observed] = np.maximum(counts[self.observed], EPS)
-        conf = normalize_confusion(counts, self.sv.n_classes)
-        out = {"class_prior": class_prior(self.sv, post), "confusion": conf}
-        if self.shrinkage > 0:
-            out["pooled"] = pooled
+                out["pooled"] = state["pooled"]
         return out
 
+    def emission(self, state: State, out: np.ndarray | None = None) -> np.ndarray:
+        """(W * K, K) P(label | true class) at row worker * K + label: the state's counts
+        plus the pseudo-counts, normalized per (worker, true class).
+
+        Unsmoothed, this is crowd-kit 1.4.2's M-step: expected counts of the observed (worker,
+        label) pairs are floored at EPS and normalized over the worker's observed labels, so a
+        label the worker never gave has probability exactly 0."""
+        if "raw_counts" not in state:
+            return np.asarray(state["emission"])  # a warm start's
+        raw, k = state["raw_counts"], self.sv.n_classes
+        counts = np.empty_like(raw) if out is None else out
+        if self.shrinkage > 0:
+            add = self.shrinkage * state["pooled"] + (self.smoothing + EPS)
+            np.add(raw.reshape(-1, k, k), add, out=counts.reshape(-1, k, k))
+        elif self.smoothing > 0:
+            np.add(raw, self.smoothing + EPS, out=counts)
+        else:
+            np.copyto(counts, raw)
+            counts[self.observed] = np.maximum(counts[self.observed], EPS)
+        return normalize_emission(counts, k)
+
     def e_step(self, state: State) -> tuple[np.ndarray, float]:
-        table = log_table(state["confusion"])
+        k = self.sv.n_classes
+        shape = (self.sv.n_workers * k, k)
+        if self._table is None or self._table.shape != shape:
+            self._table = np.empty(shape)  # reused: the table lives one E-step
+        table = self._table
+        emission = self.emission(state, out=table)
+        # Zero cells are labels the worker never gave (never looked up): EPS only keeps them
+        # finite.
+        np.maximum(emission, EPS, out=table)
+        np.log(table, out=table)
         log_joint = np.asarray(self.sv.item_by_wl @ table)
         log_joint += np.log(state["class_prior"])
-        post, log_norm = posteriors_from_log(log_joint)
+        post, log_norm = posteriors_from_log(log_joint, inplace=True)
         # Items without votes contribute log(sum(prior)) = 0. With shrinkage the objective is
         # the MAP one: plus the log Dirichlet prior density (up to a constant).
         objective = float(log_norm.sum())
         if self.shrinkage > 0 and "pooled" in state:
-            k = self.sv.n_classes
             pseudo = self.shrinkage * state["pooled"]  # [label, class]
-            objective += float((table.reshape(-1, k, k) * pseudo).sum())
+            # einsum, not BLAS (see votes.row_sum)
+            objective += float(np.einsum("wlc,lc->", table.reshape(-1, k, k), pseudo))
         return post, objective
 
 
@@ -110,7 +184,7 @@ def warm_state(warm: WorkerModelFit | None, votes: VoteArrays) -> State | None:
     conf = grow(old_conf, votes.n_workers, old_conf.mean(axis=0))
     if conf is None:
         return None
-    state = {"class_prior": old_prior / old_prior.sum(), "confusion": conf}
+    state = {"class_prior": old_prior / old_prior.sum(), "emission": emission_of(conf)}
     pooled = warm_array(warm, "pooled")
     if pooled is not None and pooled.shape == (k, k):
         state["pooled"] = pooled
@@ -164,15 +238,18 @@ class DawidSkene(WorkerAggregator):
 
     def _fit(self, votes: VoteArrays, warm: WorkerModelFit | None) -> WorkerModelFit:
         sv = self.sorted_votes(votes)
+        model = DawidSkeneEM(sv, self.smoothing, self.shrinkage)
         run = multi_start(
             sv,
-            DawidSkeneEM(sv, self.smoothing, self.shrinkage),
+            model,
             max_iter=self.max_iter,
             tol=self.tol,
             warm=warm_state(warm, votes),
             posteriors=posterior_starts(sv, self.n_starts),
+            race=True,
         )
-        prior, conf = run.state["class_prior"], run.state["confusion"]
+        prior = run.state["class_prior"]
+        conf = confusion_of(model.emission(run.state), votes.n_classes)
         diag = np.einsum("wcc->wc", conf)
         pooled = {"pooled": run.state["pooled"]} if "pooled" in run.state else {}
         return fit_result(
