@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         ge=1,
         description="Vote requests of at most this many votes are group-committed: those that "
         "arrive together in one API process share one statement and one commit "
-        "(app/votes/group_commit.py). Also the most votes one group holds.",
+        "(app/votes/group_commit.py; a group holds at most 256 votes).",
     )
     group_commit_wait_ms: float = Field(
         default=0.0,
