@@ -65,6 +65,8 @@ def main() -> int:
         "SOFTLABELS_RATE_LIMIT_PER_S": "0",
         "SOFTLABELS_FIT_SYNC_MAX_VOTES": "0",
         "SOFTLABELS_JOB_HEARTBEAT_TIMEOUT_S": "30",
+        # Every job is queued at once: the per-project cap (4 by default) would refuse the rest.
+        "SOFTLABELS_TRAINING_MAX_ACTIVE_PER_PROJECT": str(max(4, args.jobs)),
     }
     api = ServerProcess(["--workers", "2", "--no-worker"], env=env, log=logs / "api.log")
     workers: list[subprocess.Popen[bytes]] = []
