@@ -213,7 +213,7 @@ def test_sweeps_rank_recipes_by_the_types_metric(
     assert means == sorted(means) and len(means) == 2
     soft = next(r for r in rep["ranking"] if not r["baseline"])
     assert soft["name"] == "soft-bce on normalized" and soft["vs_baseline"]["n_items"] > 5
-    assert set(soft["other_metrics"]) == {"kl_human", "manhattan_human", "macro_f1", "brier"}
+    assert set(soft["other_metrics"]) == {"kl_human", "manhattan_human", "mer", "macro_f1", "brier"}
 
     # A baseline given in part: the rest is the type's (hard-ce), and its cells join the grid.
     body = {**base, "labels": [{"method": "normalized"}]}
