@@ -162,6 +162,19 @@ def indistinguishable(scores: np.ndarray, std_err: np.ndarray, choice: int) -> n
     return close
 
 
+# The held-out split's parameters, shared by every type's `auto`.
+Holdout = Annotated[
+    float,
+    Field(
+        gt=0,
+        lt=1,
+        description="share of each item's votes held out to score the candidates (items "
+        "with one vote keep it)",
+    ),
+]
+HoldoutSeed = Annotated[Seed, Field(description="seed of the held-out split")]
+
+
 class Auto(WorkerAggregator):
     """Every candidate scored (see the module doc), the best fitted on all votes.
 
@@ -178,16 +191,8 @@ class Auto(WorkerAggregator):
     fits_one_class = True  # its state records the candidates' scores even then
     candidates: ClassVar[tuple[type[WorkerAggregator], ...]] = CANDIDATES
 
-    holdout: Annotated[
-        float,
-        Field(
-            gt=0,
-            lt=1,
-            description="share of each item's votes held out to score the candidates (items "
-            "with one vote keep it)",
-        ),
-    ] = 0.2
-    seed: Annotated[Seed, Field(description="seed of the held-out split")] = 0
+    holdout: Holdout = 0.2
+    seed: HoldoutSeed = 0
     use_gold: Annotated[
         UseGold,
         Field(description="true: the chosen method is fitted with gold items clamped"),

@@ -26,10 +26,9 @@ as in select.py (within TIE_SE paired standard errors of the best: `decided` fal
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
 import numpy as np
-from pydantic import Field
 
 from app.aggregation.base import (
     Aggregator,
@@ -41,9 +40,14 @@ from app.aggregation.dawid_skene import DawidSkene
 from app.aggregation.methods import Normalized, Softmax
 from app.aggregation.multilabel import tick_counts
 from app.aggregation.ordinal import level_counts
-from app.aggregation.params import Seed
 from app.aggregation.perspectivist import answer_distribution, tick_probabilities
-from app.aggregation.select import WORK_PER_VOTE, paired_scores, split_votes
+from app.aggregation.select import (
+    WORK_PER_VOTE,
+    Holdout,
+    HoldoutSeed,
+    paired_scores,
+    split_votes,
+)
 from app.aggregation.task_methods import (
     DistanceSmoothed,
     RaterBias,
@@ -172,16 +176,8 @@ class TaskAuto(WorkerAggregator):
     candidates: ClassVar[tuple[type[Aggregator], ...]]
     criterion: ClassVar[str]
 
-    holdout: Annotated[
-        float,
-        Field(
-            gt=0,
-            lt=1,
-            description="share of each item's votes held out to score the candidates (items "
-            "with one vote keep it)",
-        ),
-    ] = 0.2
-    seed: Annotated[Seed, Field(description="seed of the held-out split")] = 0
+    holdout: Holdout = 0.2
+    seed: HoldoutSeed = 0
 
     def work(self, n_votes: int) -> float:
         return float(n_votes) * WORK_PER_VOTE
