@@ -18,8 +18,6 @@ field, or an image field's URL or data URI) for training on content.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from app.connectors.common import (
@@ -32,7 +30,7 @@ from app.connectors.common import (
     problem,
 )
 from app.votes.content import ContentIn
-from app.votes.records import MAX_IMAGE_BYTES, image_media_type
+from app.votes.records import image_bytes
 
 SOURCE = "argilla"
 BAD_ANSWER = "must be an option's value, a list of them, or a rating"
@@ -78,16 +76,15 @@ def read_content(out: Parsed, item: str, fields: Any, content_field: str | None)
 
 
 def _data_uri_image(value: str) -> bytes | None:
-    """The bytes of a base64 data URI holding a PNG, JPEG, GIF, BMP or WebP file; None when it
-    is not one (the vote still counts; the item just has no image to train on)."""
+    """The image file a base64 data URI holds, checked as an uploaded image is; None when it is
+    not one (the vote still counts; the item just has no image to train on)."""
     head, _, payload = value.partition(",")
-    if not head.endswith(";base64") or len(payload) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+    if not head.endswith(";base64"):
         return None
     try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
+        return image_bytes(payload)
+    except ValueError:
         return None
-    return data if image_media_type(data) is not None else None
 
 
 def _answer(value: Any) -> Answer | None:

@@ -142,7 +142,9 @@ def image_media_type(data: bytes) -> str | None:
     return next((m for sig, m in IMAGE_SIGNATURES.items() if data.startswith(sig)), None)
 
 
-def _image_bytes(value: Any) -> bytes:
+def image_bytes(value: Any) -> bytes:
+    """An image file from its base64 text (PNG, JPEG, GIF, BMP or WebP, at most
+    MAX_IMAGE_BYTES); ValueError saying what is wrong."""
     if not isinstance(value, str):
         raise ValueError("must be the image file's bytes in base64 (a string)")
     try:
@@ -162,7 +164,7 @@ def _image_url(value: str) -> str:
     return value
 
 
-ImageBytes = Annotated[bytes, PlainValidator(_image_bytes, json_schema_input_type=str)]
+ImageBytes = Annotated[bytes, PlainValidator(image_bytes, json_schema_input_type=str)]
 ImageUrl = Annotated[
     StrictStr, StringConstraints(min_length=8, max_length=4096), AfterValidator(_image_url)
 ]
