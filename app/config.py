@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         description="How long a group waits for more requests before it leaves; 0: none (a "
         "group leaves at the event loop's next turn, and grows while the previous one commits).",
     )
+    batch_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="Vote batches larger than a group and smaller than `bulk_min_votes` that "
+        "one API process writes at once; the next waits its turn (app/votes/lanes.py).",
+    )
     bulk_min_votes: int = Field(
         default=1000,
         ge=1,

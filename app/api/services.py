@@ -99,6 +99,7 @@ class Services:
                 group_max_votes=settings.group_commit_max_votes,
                 group_wait_s=settings.group_commit_wait_ms / 1000,
                 bulk_min_votes=settings.bulk_min_votes,
+                batch_concurrency=settings.batch_concurrency,
             ),
             item_orders=OrderCache(),
             fit_budget=SyncBudget(

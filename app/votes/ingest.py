@@ -5,9 +5,10 @@ Used by the API and by `softlabels import-votes`, so both paths share one set of
   them, and the caller's transaction is rolled back, so nothing is half-stored;
 - a vote already stored is `unchanged`, a new label for the same (item, worker) is `updated`:
   retries never double-count;
-- `items.counts` changes in the same statement as `votes`, under row locks on the batch's items
-  (taken in external-id order, the order every writer uses), so concurrent writers never lose
-  or double an increment.
+- `items.counts` changes in the same transaction as `votes`, by the change each vote made from
+  what it was when its row was locked, under row locks on the items taken last (in external-id
+  order, the order every writer uses), so concurrent writers never lose or double an increment
+  (app/db/sql/softlabels_ingest_votes.sql).
 """
 
 from __future__ import annotations

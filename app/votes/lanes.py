@@ -13,6 +13,11 @@ for the CPU behind them. The lanes:
 - bulk: from `bulk_min_votes` votes, `bulk_pool`, whose size (`bulk_concurrency`, 1) is the
   admission limit: a large batch that finds it taken waits for its turn there, holding no
   interactive connection, and the single votes keep the other core.
+- the batches in between take turns too (`batch_concurrency`, 1 at a time per process): in
+  benchmarks/load.py (32 clients; single votes, 20-500-vote batches, reads, exports; 2 API
+  processes on 2 cores, 2026-12-04) they ran at 168, 187 and 174 req/s with 1, 2 and 4 at once
+  (CPU-bound: the same work), and the single votes' p99 was 150, 255-289 and 338 ms: every
+  batch more in PostgreSQL at once is a backend more before the single votes in the CPU queue.
 
 The limit counts batches, not votes: a backend writing a large batch takes a whole core whatever
 the batch's size. Measured with benchmarks/interference.py (wrk, 16 connections, single votes;
@@ -69,7 +74,8 @@ class VoteLanes:
     - at least `bulk_min_votes`: the bulk lane, `bulk_pool`, whose size is how many large
       batches this process writes at once; the others wait for a connection (up to
       `bulk_wait_s`), never for one of the interactive lane's;
-    - in between: one statement of its own on the interactive pool.
+    - in between: one statement of its own on the interactive pool, `batch_concurrency` at
+      a time.
     """
 
     def __init__(
@@ -82,6 +88,7 @@ class VoteLanes:
         group_max_votes: int = 32,
         group_wait_s: float = 0.0,
         bulk_min_votes: int = 1000,
+        batch_concurrency: int = 1,
         attempts: int = 4,
     ) -> None:
         self.pool = pool
@@ -92,6 +99,7 @@ class VoteLanes:
         self.attempts = attempts
         self.committer = GroupCommitter(group_pool, wait_s=group_wait_s)
         self.bulk = BulkStats()
+        self.batch_turns = asyncio.Semaphore(batch_concurrency)
 
     async def store(self, name: str, votes: Sequence[VoteIn]) -> VoteCounts:
         ref, batch = await self._validated(name, votes)
@@ -102,7 +110,8 @@ class VoteLanes:
                 key, batch, lambda: self._alone(name, votes, self.pool)
             )
         if n < self.bulk_min_votes:
-            return await self._alone(name, votes, self.pool, (ref, batch))
+            async with self.batch_turns:
+                return await self._alone(name, votes, self.pool, (ref, batch))
         self.bulk.requests += 1
         self.bulk.votes += n
         self.bulk.waiting += 1
@@ -135,8 +144,9 @@ class VoteLanes:
         bulk: BulkStats | None = None,
     ) -> VoteCounts:
         """One statement for this batch alone (an autocommit connection: the function call is
-        its own transaction, all or nothing). Retried whole: a deadlock victim (rare: batches
-        sharing items lock them in external-id order), and a stale cache entry (the project was
+        its own transaction, all or nothing). Retried whole: a deadlock victim or an item
+        deleted mid-batch (SQLSTATE class 40, rare: every writer locks in one order), and a
+        stale cache entry (the project was
         deleted or its classes changed elsewhere), once."""
         stale_retry = True
         for attempt in range(self.attempts):

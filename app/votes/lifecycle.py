@@ -3,13 +3,13 @@ or include a worker, delete an item or a project.
 
 Every operation keeps `items.counts` / `n_votes` equal to a recount of the counted votes (those of
 workers not excluded) and bumps the project's votes_version when anything changed, so cached fits
-(app/labels/fits.py) and exports follow at once. The affected items are locked in one
-statement, in the order every ingest takes them (external id: its upsert walks the batch's items
-sorted so), so a lifecycle write and a batch never wait on each other in a cycle; the counts
-change in a later statement, whose snapshot sees every write committed before the locks were
-granted; the vote rows and the count delta come
-from one DELETE ... RETURNING, so what is subtracted is exactly what was removed. Callers run
-these inside `committed_with_retries` (a rare deadlock is redone whole).
+(app/labels/fits.py) and exports follow at once. Locks come in the order a vote batch takes
+them (app/db/sql/softlabels_ingest_votes.sql): a worker row, then vote rows in (item, worker)
+order, then item rows in external-id order, so a lifecycle write and a batch never wait on each
+other in a cycle. The counts change in a later statement, whose snapshot sees every write
+committed before the locks were granted; the vote rows and the count delta come from one
+DELETE ... RETURNING, so what is subtracted is exactly what was removed. Callers run these
+inside `committed_with_retries` (a rare deadlock is redone whole).
 """
 
 from __future__ import annotations
@@ -70,14 +70,20 @@ def delete_votes_where(
     args = {"p": project.id, **params}
     locked = session.execute(
         text(
-            "SELECT id FROM items WHERE id IN "
-            f"(SELECT v.item_id FROM votes v WHERE v.project_id = :p AND ({where})) "
-            "ORDER BY external_id FOR UPDATE"
+            f"SELECT v.item_id FROM votes v WHERE v.project_id = :p AND ({where}) "
+            "ORDER BY v.item_id, v.worker_id FOR UPDATE"
         ),
         args,
     ).all()
     if not locked:  # nothing matched (the common case for a tool's redelivered event)
         return Deleted(0, project.votes_version)
+    session.execute(
+        text(
+            "SELECT id FROM items WHERE id = ANY(CAST(:ids AS bigint[])) "
+            "ORDER BY external_id FOR UPDATE"
+        ),
+        {"ids": sorted({row[0] for row in locked})},
+    )
     n = session.execute(
         text(
             f"""
@@ -171,18 +177,12 @@ class Excluded:
 def set_excluded(session: Session, project: Project, worker: str, excluded: bool) -> Excluded:
     """Exclude a worker (its votes stay stored but stop counting everywhere) or include it back.
 
-    Locks in ingest's order, items then worker, so the two never wait on each other in a cycle:
-    the worker's items, then the worker row (a vote batch holding it FOR SHARE, app/votes/ingest.py,
-    holds all its items already and only finishes), then the worker's items again, which now
-    include any a batch committed meanwhile; later batches for the worker wait for this one and
-    then see the new flag.
+    Locks in ingest's order: the worker row first (a vote batch for the worker holds it FOR
+    SHARE from before it writes a vote: this waits for it to commit, and later batches for the
+    worker wait for this and then see the new flag), then the worker's items, every vote of the
+    worker being committed by then.
     """
     worker_id = _worker_id(session, project, worker)
-    lock_items = text(
-        "SELECT id FROM items WHERE id IN (SELECT item_id FROM votes WHERE worker_id = :w) "
-        "ORDER BY external_id FOR UPDATE"
-    )
-    session.execute(lock_items, {"w": worker_id})
     current = session.execute(
         text("SELECT excluded FROM workers WHERE id = :w FOR UPDATE"), {"w": worker_id}
     ).scalar_one()
@@ -191,7 +191,13 @@ def set_excluded(session: Session, project: Project, worker: str, excluded: bool
             text("SELECT count(*) FROM votes WHERE worker_id = :w"), {"w": worker_id}
         ).scalar_one()
         return Excluded(worker, excluded, False, int(n), _version(session, project.id))
-    session.execute(lock_items, {"w": worker_id})
+    session.execute(
+        text(
+            "SELECT id FROM items WHERE id IN (SELECT item_id FROM votes WHERE worker_id = :w) "
+            "ORDER BY external_id FOR UPDATE"
+        ),
+        {"w": worker_id},
+    )
     n = session.execute(
         text(
             f"""
@@ -217,6 +223,10 @@ SELECT coalesce(sum(n), 0) FROM per_item
 def delete_item(session: Session, project: Project, item: str) -> Deleted:
     """The item, its votes (cascade), features, gold and meta."""
     item_id = _item_id(session, project, item)
+    session.execute(  # its votes first, in the order a batch locks them
+        text("SELECT 1 FROM votes WHERE item_id = :i ORDER BY worker_id FOR UPDATE"),
+        {"i": item_id},
+    )
     session.execute(text("SELECT id FROM items WHERE id = :i FOR UPDATE"), {"i": item_id})
     n = session.execute(
         text("SELECT count(*) FROM votes WHERE item_id = :i"), {"i": item_id}
