@@ -15,7 +15,7 @@ for the CPU behind them. The lanes:
   interactive connection, and the single votes keep the other core.
 - the batches in between take turns too (`batch_concurrency`, 1 at a time per process): in
   benchmarks/load.py (32 clients; single votes, 20-500-vote batches, reads, exports; 2 API
-  processes on 2 cores, 2026-12-04) they ran at 168, 187 and 174 req/s with 1, 2 and 4 at once
+  processes on 2 cores, 2026-12-04) they ran at 168, 167-187 and 174 req/s with 1, 2 and 4 at once
   (CPU-bound: the same work), and the single votes' p99 was 150, 255-289 and 338 ms: every
   batch more in PostgreSQL at once is a backend more before the single votes in the CPU queue.
 
