@@ -145,3 +145,22 @@ def test_multi_label_batches_on_the_same_items_overlap_too(
         assert_ticks_recount(database_url, project)
     finally:
         client.delete(f"/v1/projects/{project}")
+
+
+def test_a_call_naming_one_vote_twice_is_refused_whole(
+    client: TestClient, project: str, database_url: str
+) -> None:
+    """The API refuses such a batch before it reaches the function (a 422 naming the row);
+    the function refuses it too, rather than count the second as another new vote."""
+    pid = project_id(database_url, project)
+    with (
+        psycopg.connect(database_url, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.CardinalityViolation),
+    ):
+        conn.execute(INGEST, (pid, CLASSES, ["a", "a"], ["w", "w"], [0, 1]))
+    assert db_rows(database_url, "SELECT count(*) FROM votes WHERE project_id = %s", pid) == [(0,)]
+    r = client.post(
+        f"/v1/projects/{project}/votes",
+        json={"votes": [{"item": "a", "worker": "w", "label": 0}] * 2},
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["index"] == 1, r.text

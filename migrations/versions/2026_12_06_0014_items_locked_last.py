@@ -26,7 +26,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # app.db.sql.digest() of the files this migration was written for (tests/test_sql_functions.py).
-SQL_DIGEST = "b2b46a8be0282b49a3b4d491a7cb1e7c4b6c0eab512da8dff381be0496b6fead"
+SQL_DIGEST = "60c25d54104a08a0a6ad82099e8715eb8d99f738d68ab1c86ec013111b443eff"
 
 
 def upgrade() -> None:

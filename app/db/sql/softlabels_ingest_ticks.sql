@@ -23,6 +23,7 @@ DECLARE
     written bigint;
     bumps bigint;
     n_items integer;
+    n_twice bigint;
     n_locked integer;
     -- The items of the votes written.
     w_item bigint[];
@@ -118,9 +119,16 @@ BEGIN
            array_agg(s.ref ORDER BY s.item_id, s.worker_id),
            array_agg(s.task ORDER BY s.item_id, s.worker_id),
            array_agg(s.n ORDER BY s.item_id, s.worker_id),
-           array_agg(ins.item_id IS NOT NULL ORDER BY s.item_id, s.worker_id)
-    INTO v_item, v_worker, v_excluded, v_ticks, v_ref, v_task, v_n, v_fresh
+           array_agg(ins.item_id IS NOT NULL ORDER BY s.item_id, s.worker_id),
+           count(*) - count(DISTINCT (s.item_id, s.worker_id))
+    INTO v_item, v_worker, v_excluded, v_ticks, v_ref, v_task, v_n, v_fresh, n_twice
     FROM s LEFT JOIN ins ON ins.item_id = s.item_id AND ins.worker_id = s.worker_id;
+    -- One vote per (item, worker) in a call (the callers validate it): a second would be
+    -- counted as new too.
+    IF n_twice > 0 THEN
+        RAISE EXCEPTION 'a worker votes twice on an item in one call to project %', p
+            USING ERRCODE = 'cardinality_violation';
+    END IF;
 
     IF false = ANY(v_fresh) THEN
         SELECT array_agg(e.pos ORDER BY e.pos), array_agg(e.ticks::text ORDER BY e.pos),
