@@ -250,9 +250,9 @@ def test_exclude_takes_item_locks_in_the_order_vote_batches_do(
     client: TestClient, project: str, database_url: str
 ) -> None:
     """Item "i2" is created before "i10", so id order and external-id order differ. A vote batch
-    holding "i10" (a batch upserts its items sorted by external id) and then reaching for "i2"
-    must not meet an exclusion of the worker holding "i2" and waiting for "i10": that cycle is a
-    deadlock, and PostgreSQL aborts one of the two."""
+    holding "i10" (a batch locks the items of its counts sorted by external id) and then
+    reaching for "i2" must not meet an exclusion of another worker holding "i2" and waiting for
+    "i10": that cycle is a deadlock, and PostgreSQL aborts one of the two."""
     import threading
     import time
 
