@@ -130,15 +130,19 @@ def post_votes(client: Any, project: str, votes: list[dict]) -> dict:
     return r.json()
 
 
-def stored_votes(database_url: str, project: str) -> set[tuple[str, str, int]]:
-    rows = db_rows(
+def vote_rows(database_url: str, project: str, column: str = "label") -> list[tuple]:
+    """(item, worker, votes.<column>) of every stored vote of the project."""
+    return db_rows(
         database_url,
-        "SELECT i.external_id, w.external_id, v.label FROM votes v "
+        f"SELECT i.external_id, w.external_id, v.{column} FROM votes v "
         "JOIN items i ON i.id = v.item_id JOIN workers w ON w.id = v.worker_id "
         "JOIN projects p ON p.id = v.project_id WHERE p.name = %s",
         project,
     )
-    return {(a, b, c) for a, b, c in rows}
+
+
+def stored_votes(database_url: str, project: str) -> set[tuple[str, str, int]]:
+    return {(a, b, c) for a, b, c in vote_rows(database_url, project)}
 
 
 def assert_counts_match_votes(database_url: str, project: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from tests.helpers import assert_ticks_recount, db_rows
+from tests.helpers import assert_ticks_recount, vote_rows
 from tests.test_cli import cli, write_votes
 
 TOPICS = ["sports", "politics", "tech", "health"]
@@ -26,25 +26,12 @@ def make(client: TestClient, task_type: str, classes: list[str], **extra: object
 
 
 def stored_sets(database_url: str, project: str) -> dict[tuple[str, str], set[str]]:
-    rows = db_rows(
-        database_url,
-        "SELECT i.external_id, w.external_id, v.ticks FROM votes v "
-        "JOIN items i ON i.id = v.item_id JOIN workers w ON w.id = v.worker_id "
-        "JOIN projects p ON p.id = v.project_id WHERE p.name = %s",
-        project,
-    )
+    rows = vote_rows(database_url, project, "ticks")
     return {(i, w): {TOPICS[k] for k in ticks} for i, w, ticks in rows}
 
 
 def stored_levels(database_url: str, project: str) -> dict[tuple[str, str], str]:
-    rows = db_rows(
-        database_url,
-        "SELECT i.external_id, w.external_id, v.label FROM votes v "
-        "JOIN items i ON i.id = v.item_id JOIN workers w ON w.id = v.worker_id "
-        "JOIN projects p ON p.id = v.project_id WHERE p.name = %s",
-        project,
-    )
-    return {(i, w): LEVELS[k] for i, w, k in rows}
+    return {(i, w): LEVELS[k] for i, w, k in vote_rows(database_url, project)}
 
 
 SET_ROWS = [

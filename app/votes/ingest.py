@@ -51,10 +51,10 @@ class ItemCounts:
 
 
 def committed_with_retries(session: Session, write: Callable[[], T], attempts: int = 4) -> T:
-    """Run `write` and commit, retrying when PostgreSQL aborts it as a deadlock victim.
+    """Run `write` and commit, retrying when PostgreSQL aborts it as a deadlock victim or a
+    serialization failure (an item deleted while a batch voted on it).
 
-    Rare, and only between batches that share items; the whole batch is redone, so the result
-    is still all or nothing.
+    Rare; the whole batch is redone, so the result is still all or nothing.
     """
     for attempt in range(attempts):
         try:

@@ -26,7 +26,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # app.db.sql.digest() of the files this migration was written for (tests/test_sql_functions.py).
-SQL_DIGEST = "60c25d54104a08a0a6ad82099e8715eb8d99f738d68ab1c86ec013111b443eff"
+SQL_DIGEST = "6b0ba422981519968932e66fe08e20e4c0d8dfbb66a1d6756e28ef90863e8cc1"
 
 
 def upgrade() -> None:

@@ -35,7 +35,6 @@ DECLARE
     stored_type text;
     written bigint;
     bumps bigint;
-    n_items integer;
     n_twice bigint;
     n_locked integer;
     -- The items of the votes written.
@@ -88,7 +87,7 @@ BEGIN
     SELECT p, x, array_fill(0, ARRAY[k]) FROM (SELECT DISTINCT unnest(item_ext) AS x) d
     ORDER BY x
     ON CONFLICT (project_id, external_id) DO NOTHING;
-    SELECT array_agg(d.x), array_agg(l.id), count(*) INTO batch_item_ext, batch_item_id, n_items
+    SELECT array_agg(d.x), array_agg(l.id) INTO batch_item_ext, batch_item_id
     FROM (SELECT DISTINCT unnest(item_ext) AS x) d
     LEFT JOIN LATERAL (SELECT i.id, i.project_id, i.external_id FROM items i
                        WHERE (i.project_id, i.external_id) >= (p, d.x)
@@ -222,7 +221,7 @@ BEGIN
         FROM (SELECT b.id FROM unnest(batch_item_ext, batch_item_id) AS b(ext, id)
               WHERE b.id = ANY(w_item) ORDER BY b.ext) u
         CROSS JOIN LATERAL (SELECT 1 FROM items WHERE id = u.id FOR NO KEY UPDATE) l;
-        IF n_locked <> coalesce(cardinality(w_item), 0) THEN
+        IF n_locked <> cardinality(w_item) THEN
             RAISE EXCEPTION 'items of project % deleted while voted on', p
                 USING ERRCODE = 'serialization_failure';
         END IF;
